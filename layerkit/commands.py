@@ -1,0 +1,324 @@
+"""Every verb, implemented once. The CLI and the ``%lk`` magic both call these and render the results.
+
+Each function takes a :class:`~layerkit.engine.store.Store` and the verb's arguments and returns a
+:class:`~layerkit.results.Table`, :class:`~layerkit.results.Message`, :class:`~layerkit.results.Document`
+or :class:`~layerkit.results.Sections`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from .engine.digests import short
+from .engine.humanize import rfc3339
+from .engine.image import Image
+from .engine.reference import Reference, parse_reference
+from .engine.store import Store
+from .errors import InvalidReference, LayerkitError
+from .results import Column, Document, Message, Sections, Table, ellipsis, fmt_ago, fmt_id, fmt_size
+
+SAVE_FORMATS = ("docker-archive", "oci-archive", "oci")
+
+
+# ---- ref --------------------------------------------------------------------------------------
+
+def ref(store: Store | None, text: str) -> Document:
+    """Parse and normalise a reference (``layerkit ref busybox``)."""
+    r = parse_reference(text)
+    data = r.to_json()
+    lines = [f"{k}: {'' if v is None else v}" for k, v in data.items()]
+    return Document(data, "\n".join(lines))
+
+
+# ---- load / save ----------------------------------------------------------------------------
+
+def load(store: Store, path: str, progress: Callable[[str, int], None] | None = None) -> Message:
+    """Import a docker-archive, OCI archive or OCI layout (``DIR[:TAG]``)."""
+    from .formats.load import load_path
+
+    loaded = load_path(store, path, progress=progress)
+    lines: list[str] = []
+    data: list[dict] = []
+    for li in loaded:
+        if li.tags:
+            for t in li.tags:
+                lines.append(f"Loaded image: {t}")
+                data.append({"reference": t, "id": li.id})
+        else:
+            lines.append(f"Loaded image ID: {li.id}")
+            data.append({"reference": None, "id": li.id})
+    return Message(lines, data)
+
+
+def _images_with_tags(store: Store, names: list[str]) -> list[tuple[Image, list[Reference]]]:
+    """Resolve ``save`` arguments: a tag saves that tag, an ID saves the image untagged."""
+    chosen: dict[str, tuple[Image, list[Reference]]] = {}
+    for name in names:
+        img = store.image(name)
+        entry = chosen.setdefault(img.id, (img, []))
+        try:
+            r = parse_reference(name)
+        except InvalidReference:
+            continue
+        for t in img.tags:
+            if t.normalized == r.normalized and t not in entry[1]:
+                entry[1].append(t)
+    return list(chosen.values())
+
+
+def save(store: Store, names: list[str], output: str, fmt: str = "docker-archive") -> Message:
+    """Export images to a docker-archive, an OCI archive or an OCI layout directory."""
+    if fmt not in SAVE_FORMATS:
+        raise LayerkitError(f"unknown save format {fmt!r} (use {', '.join(SAVE_FORMATS)})")
+    images = _images_with_tags(store, names)
+    out = Path(output)
+    if fmt == "docker-archive":
+        from .formats.docker_archive import save_docker_archive
+        save_docker_archive(store, images, out)
+    elif fmt == "oci-archive":
+        from .formats.oci import save_oci_archive
+        save_oci_archive(store, images, out)
+    else:
+        from .formats.oci import save_oci_layout
+        save_oci_layout(store, images, out)
+    return Message([], {"output": str(out), "format": fmt, "images": [i.id for i, _ in images]})
+
+
+# ---- listing -------------------------------------------------------------------------------
+
+def _sharing(store: Store) -> tuple[list[Image], dict[str, list[Image]]]:
+    images = store.images()
+    users: dict[str, list[Image]] = {}
+    for img in images:
+        for cid in img.chain_ids:
+            users.setdefault(cid, []).append(img)
+    return images, users
+
+
+def _image_sizes(img: Image, users: dict[str, list[Image]]) -> tuple[int, int, int]:
+    """(size, shared_size, unique_size) as ``docker system df -v`` defines them (sharing by chain ID)."""
+    size = shared = 0
+    for layer in img.layers:
+        size += layer.size
+        if len(users.get(layer.chain_id, [])) > 1:
+            shared += layer.size
+    return size, shared, size - shared
+
+
+IMAGE_KEYS = ["repository", "tag", "id", "digest", "created", "size", "shared_size", "unique_size",
+              "containers", "layers"]
+
+
+def images(store: Store, containers_by_image: dict[str, int] | None = None) -> Table:
+    """``images``: one row per tag (``<none>`` for an untagged image), newest first."""
+    containers_by_image = containers_by_image or store_container_counts(store)
+    imgs, users = _sharing(store)
+    rows = []
+    for img in imgs:
+        size, shared, unique = _image_sizes(img, users)
+        base = {"id": img.id, "digest": img.manifest_digest, "created": rfc3339(img.created), "size": size,
+                "shared_size": shared, "unique_size": unique,
+                "containers": containers_by_image.get(img.id, 0), "layers": len(img.diff_ids)}
+        if img.tags:
+            for t in img.tags:
+                rows.append({"repository": t.familiar_name, "tag": t.tag or "<none>", **base})
+        else:
+            rows.append({"repository": "<none>", "tag": "<none>", **base})
+    cols = [Column("repository", "REPOSITORY"), Column("tag", "TAG"), Column("id", "IMAGE ID", fmt_id),
+            Column("created", "CREATED", fmt_ago), Column("size", "SIZE", fmt_size)]
+    return Table(cols, rows, IMAGE_KEYS)
+
+
+def store_container_counts(store: Store) -> dict[str, int]:
+    """How many containers use each image (none until containers exist in the store)."""
+    counter = getattr(store, "container_counts", None)
+    return counter() if counter else {}
+
+
+def history(store: Store, name: str, no_trunc: bool = False) -> Table:
+    """``history IMAGE`` as ``docker history`` prints it, newest first."""
+    img = store.image(name)
+    rows = []
+    for h in img.history():
+        rows.append({"id": h.id, "created": rfc3339(h.created), "created_by": h.created_by, "size": h.size,
+                     "comment": h.comment, "empty_layer": h.empty_layer, "diff_id": h.diff_id})
+    idfmt = (lambda v: v or "<missing>") if no_trunc else fmt_id
+    cols = [Column("id", "IMAGE", idfmt), Column("created", "CREATED", fmt_ago),
+            Column("created_by", "CREATED BY", (lambda v: str(v or "")) if no_trunc else ellipsis(45)),
+            Column("size", "SIZE", fmt_size), Column("comment", "COMMENT")]
+    return Table(cols, rows, ["id", "created", "created_by", "size", "comment", "empty_layer", "diff_id"])
+
+
+def _layer_created_by(img: Image) -> list[str]:
+    out = [h.get("created_by", "") for h in img.history_entries if not h.get("empty_layer")]
+    return out + [""] * (len(img.diff_ids) - len(out))
+
+
+LAYER_KEYS = ["index", "diff_id", "digest", "media_type", "size", "tar_size", "compressed_size", "files",
+              "created_by", "shared_by"]
+
+
+def layers(store: Store, name: str) -> Table:
+    """``layers IMAGE``: one row per layer, bottom first, with the three sizes and who shares it."""
+    img = store.image(name)
+    users = store.diff_id_users()
+    created = _layer_created_by(img)
+    rows = []
+    for layer, cb in zip(img.layers, created, strict=False):
+        others = [o.name for o in users.get(layer.diff_id, []) if o.id != img.id]
+        rows.append({"index": layer.index_in_image, "diff_id": layer.diff_id, "digest": layer.digest,
+                     "media_type": layer.media_type, "size": layer.size, "tar_size": layer.tar_size,
+                     "compressed_size": layer.compressed_size, "files": layer.files, "created_by": cb,
+                     "shared_by": others})
+    cols = [Column("index", "#"), Column("diff_id", "DIFF ID", short), Column("size", "SIZE", fmt_size),
+            Column("tar_size", "TAR SIZE", fmt_size), Column("compressed_size", "COMPRESSED", fmt_size),
+            Column("files", "FILES"), Column("created_by", "CREATED BY", ellipsis(45)),
+            Column("shared_by", "SHARED BY", lambda v: ", ".join(v) if v else "-")]
+    return Table(cols, rows, LAYER_KEYS)
+
+
+def inspect_image(store: Store, name: str) -> Document:
+    """``inspect IMAGE``: the record Docker shows, plus the manifest layerkit stores."""
+    img = store.image(name)
+    cfg = img.config
+    data = {
+        "Id": img.id,
+        "RepoTags": [t.familiar if t.tag else t.familiar + ":latest" for t in img.tags],
+        "RepoDigests": [f"{t.familiar_name}@{img.manifest_digest}" for t in img.tags],
+        "Parent": img.parent or "",
+        "Comment": next((h.get("comment", "") for h in reversed(img.history_entries)), ""),
+        "Created": cfg.get("created"),
+        "Author": cfg.get("author", ""),
+        "Config": cfg.get("config", {}),
+        "Architecture": cfg.get("architecture", ""),
+        "Os": cfg.get("os", ""),
+        "Size": img.size,
+        "RootFS": {"Type": cfg.get("rootfs", {}).get("type", "layers"), "Layers": img.diff_ids},
+        "History": img.history_entries,
+        "ManifestDigest": img.manifest_digest,
+        "Manifest": img.manifest,
+    }
+    if cfg.get("variant"):
+        data["Variant"] = cfg["variant"]
+    return Document(data)
+
+
+def inspect(store: Store, name: str) -> Document:
+    """``inspect IMAGE|CONTAINER``: containers first (as Docker resolves names), then images."""
+    finder = getattr(store, "find_container", None)
+    if finder is not None:
+        c = finder(name, missing_ok=True)
+        if c is not None:
+            return Document(c.inspect())
+    return inspect_image(store, name)
+
+
+# ---- tags ----------------------------------------------------------------------------------
+
+def tag(store: Store, source: str, target: str) -> Message:
+    """``tag SRC DST``."""
+    r = store.tag(source, target)
+    return Message([], {"tagged": r.familiar})
+
+
+def rmi(store: Store, names: list[str], force: bool = False) -> Message:
+    """``rmi IMAGE...``: untag, and delete what nothing needs any more."""
+    users_fn = getattr(store, "container_users", None)
+    lines: list[str] = []
+    data = {"untagged": [], "deleted": []}
+    errors = []
+    for name in names:
+        try:
+            res = store.remove_image(name, force=force, users=users_fn() if users_fn else None)
+        except LayerkitError as exc:
+            errors.append(str(exc))
+            continue
+        for u in res["untagged"]:
+            lines.append(f"Untagged: {u}")
+        for d in res["deleted"]:
+            lines.append(f"Deleted: {d}")
+        data["untagged"] += res["untagged"]
+        data["deleted"] += res["deleted"]
+    if errors:
+        raise PartialFailure(errors, Message(lines, data))
+    return Message(lines, data)
+
+
+class PartialFailure(LayerkitError):
+    """Some of several named objects failed; the rest succeeded (``rmi a b``)."""
+
+    def __init__(self, errors: list[str], result: Message) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+        self.result = result
+
+
+# ---- df --------------------------------------------------------------------------------------
+
+def df(store: Store, verbose: bool = False) -> Sections:
+    """``df [-v]``: space used by images, layers and containers, shared and unique (``docker system df``)."""
+    counts = store_container_counts(store)
+    imgs, users = _sharing(store)
+    image_rows = []
+    for img in imgs:
+        size, shared, unique = _image_sizes(img, users)
+        t = img.tags[0] if img.tags else None
+        image_rows.append({"repository": t.familiar_name if t else "<none>", "tag": (t.tag or "<none>") if t else
+                           "<none>", "id": img.id, "created": rfc3339(img.created), "size": size,
+                           "shared_size": shared, "unique_size": unique, "containers": counts.get(img.id, 0)})
+    layer_rows = []
+    seen = set()
+    by_diff = store.diff_id_users()
+    for img in imgs:
+        for layer in img.layers:
+            if layer.diff_id in seen:
+                continue
+            seen.add(layer.diff_id)
+            layer_rows.append({"diff_id": layer.diff_id, "digest": layer.digest, "size": layer.size,
+                               "compressed_size": layer.compressed_size,
+                               "images": len(by_diff.get(layer.diff_id, []))})
+    container_rows = []
+    lister = getattr(store, "container_rows", None)
+    if lister is not None:
+        container_rows = lister()
+    total_images = sum(r["compressed_size"] for r in layer_rows)
+    active = [r for r in image_rows if r["containers"]]
+    active_layers = {la.diff_id for img in imgs if counts.get(img.id) for la in img.layers}
+    reclaimable = sum(r["compressed_size"] for r in layer_rows if r["diff_id"] not in active_layers)
+    csize = sum(r.get("size", 0) for r in container_rows)
+    summary = [
+        {"type": "Images", "total": len(image_rows), "active": len(active), "size": total_images,
+         "reclaimable": reclaimable},
+        {"type": "Containers", "total": len(container_rows),
+         "active": sum(1 for r in container_rows if r.get("status", "").startswith("Up")), "size": csize,
+         "reclaimable": csize},
+    ]
+
+    def pct(r: dict) -> str:
+        return f"{fmt_size(r['reclaimable'])} ({100 * r['reclaimable'] // r['size'] if r['size'] else 0}%)"
+
+    tables = [Table([Column("type", "TYPE"), Column("total", "TOTAL"), Column("active", "ACTIVE"),
+                     Column("size", "SIZE", fmt_size), Column("reclaimable", "RECLAIMABLE")],
+                    [{**r, "reclaimable": pct(r)} for r in summary])]
+    if verbose:
+        tables = [
+            Table([Column("repository", "REPOSITORY"), Column("tag", "TAG"), Column("id", "IMAGE ID", fmt_id),
+                   Column("created", "CREATED", fmt_ago), Column("size", "SIZE", fmt_size),
+                   Column("shared_size", "SHARED SIZE", fmt_size),
+                   Column("unique_size", "UNIQUE SIZE", fmt_size), Column("containers", "CONTAINERS")],
+                  image_rows, title="Images space usage:"),
+            Table([Column("diff_id", "LAYER", short), Column("size", "SIZE", fmt_size),
+                   Column("compressed_size", "STORED", fmt_size), Column("images", "IMAGES")],
+                  layer_rows, title="Layers space usage:"),
+            Table([Column("id", "CONTAINER ID", fmt_id), Column("image", "IMAGE"),
+                   Column("size", "SIZE", fmt_size), Column("status", "STATUS"), Column("name", "NAMES")],
+                  container_rows, title="Containers space usage:"),
+        ]
+    data = {"summary": summary, "images": image_rows, "layers": layer_rows, "containers": container_rows}
+    return Sections(tables, data)
+
+
+def image_short(img: Image) -> str:
+    """``busybox:latest`` or the short ID."""
+    return img.name if img.tags else short(img.id)

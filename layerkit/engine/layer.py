@@ -1,0 +1,424 @@
+"""Layer blobs: reading them in one streaming pass, and the per-layer index of tar entries.
+
+A layer is a tar changeset (OCI image-spec ``layer.md``), stored as it came (plain tar, gzip or zstd).
+Ingesting one reads the blob exactly once: the compressed bytes are hashed and written to a temporary
+blob, the uncompressed bytes are hashed (the diff_id) and parsed as a tar stream whose headers become the
+layer's index (path, type, size, mode, owner, mtime, link target and the offset of the file's data in the
+uncompressed tar). Nothing holds more than a chunk of the layer in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import tarfile
+import tempfile
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import DigestMismatch, InvalidArchive, LayerkitError, UnsupportedMediaType
+from .blobs import CHUNK, BlobStore
+
+try:  # isal's gzip inflate is about 2-3x faster than zlib's on layer-sized streams.
+    from isal import igzip as _gzip
+except ImportError:  # pragma: no cover - isal is a declared dependency; stdlib is the fallback
+    import gzip as _gzip
+
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OCI_LAYER_GZIP = OCI_LAYER + "+gzip"
+OCI_LAYER_ZSTD = OCI_LAYER + "+zstd"
+DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
+DOCKER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+
+LAYER_MEDIA_TYPES = {
+    OCI_LAYER: "tar",
+    OCI_LAYER_GZIP: "gzip",
+    OCI_LAYER_ZSTD: "zstd",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar": "tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip": "gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd": "zstd",
+    DOCKER_LAYER: "tar",
+    DOCKER_LAYER_GZIP: "gzip",
+    DOCKER_FOREIGN: "gzip",
+}
+
+OCI_TYPE_FOR = {"tar": OCI_LAYER, "gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD}
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+# tar type flags -> the names DESIGN.md uses in JSON
+_TYPES = {
+    tarfile.REGTYPE: "file",
+    tarfile.AREGTYPE: "file",
+    tarfile.CONTTYPE: "file",
+    tarfile.GNUTYPE_SPARSE: "file",
+    tarfile.DIRTYPE: "dir",
+    tarfile.SYMTYPE: "symlink",
+    tarfile.LNKTYPE: "hardlink",
+    tarfile.CHRTYPE: "char",
+    tarfile.BLKTYPE: "block",
+    tarfile.FIFOTYPE: "fifo",
+}
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+
+INDEX_VERSION = 1
+
+
+class LayerFormatError(InvalidArchive):
+    """A layer tar is malformed (bad whiteout marker, path escaping the root, truncated data)."""
+
+
+def media_type_compression(media_type: str) -> str:
+    """``tar``, ``gzip`` or ``zstd`` for a layer media type; :class:`UnsupportedMediaType` otherwise."""
+    try:
+        return LAYER_MEDIA_TYPES[media_type]
+    except KeyError:
+        raise UnsupportedMediaType(f"unsupported layer media type: {media_type}") from None
+
+
+def detect_compression(head: bytes) -> str:
+    """Guess a blob's compression from its first bytes."""
+    if head.startswith(_GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(_ZSTD_MAGIC):
+        return "zstd"
+    return "tar"
+
+
+def normalize_member_path(name: str) -> str:
+    """Turn a tar member name into an absolute, clean path (``./etc/`` -> ``/etc``).
+
+    Raises :class:`LayerFormatError` when the name climbs above the root, since applying such a layer
+    would write outside the container's filesystem.
+    """
+    p = name.lstrip("/")
+    norm = posixpath.normpath(p) if p else "."
+    if norm == ".." or norm.startswith("../"):
+        raise LayerFormatError(f"tar entry {name!r} points outside the root")
+    if norm == ".":
+        return "/"
+    return "/" + norm
+
+
+@dataclass(slots=True)
+class Entry:
+    """One tar entry of a layer, as indexed.
+
+    ``type`` is one of ``file dir symlink hardlink char block fifo`` for ordinary entries, ``whiteout``
+    for ``.wh.NAME`` markers (``path`` is then the path deleted below) and ``opaque`` for
+    ``.wh..wh..opq`` (``path`` is the directory whose lower contents are hidden).
+    """
+
+    path: str
+    type: str
+    size: int
+    mode: int
+    uid: int
+    gid: int
+    mtime: float
+    link: str
+    offset: int
+
+    def to_row(self) -> list:
+        """Compact list form used in index files."""
+        return [self.path, self.type, self.size, self.mode, self.uid, self.gid, self.mtime, self.link,
+                self.offset]
+
+    @classmethod
+    def from_row(cls, row: list) -> Entry:
+        """Inverse of :meth:`to_row`."""
+        return cls(*row)
+
+
+@dataclass
+class LayerIndex:
+    """What a layer holds, keyed by diff_id (a layer never changes, so this is cached forever).
+
+    ``size`` is Docker's size: the bytes of the regular files (each hardlinked inode once) plus the
+    length of each symlink's target. ``tar_size`` is the uncompressed tar's length. ``files`` counts the
+    entries that are not directories or whiteout markers.
+    """
+
+    diff_id: str
+    tar_size: int
+    size: int
+    files: int
+    entries: list[Entry] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        """Serializable form."""
+        return {
+            "version": INDEX_VERSION,
+            "diff_id": self.diff_id,
+            "tar_size": self.tar_size,
+            "size": self.size,
+            "files": self.files,
+            "entries": [e.to_row() for e in self.entries],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> LayerIndex:
+        """Inverse of :meth:`to_json`."""
+        return cls(d["diff_id"], d["tar_size"], d["size"], d["files"],
+                   [Entry.from_row(r) for r in d["entries"]])
+
+
+class _TeeReader:
+    """Reads a source (up to ``limit`` bytes), feeding every byte to a blob writer as it passes."""
+
+    def __init__(self, src: BinaryIO, sink: Callable[[bytes], None], limit: int | None) -> None:
+        self._src = src
+        self._sink = sink
+        self._remaining = limit
+        self._head = b""
+        self.total = 0
+
+    def peek(self, n: int) -> bytes:
+        if not self._head:
+            self._head = self._pull(max(n, CHUNK))
+        return self._head[:n]
+
+    def _pull(self, n: int) -> bytes:
+        if self._remaining is not None:
+            n = min(n, self._remaining)
+            if n <= 0:
+                return b""
+        data = self._src.read(n)
+        if data:
+            self._sink(data)
+            self.total += len(data)
+            if self._remaining is not None:
+                self._remaining -= len(data)
+        return data
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            data, self._head = self._head, b""
+            if n is not None and 0 <= n < len(data):
+                data, self._head = data[:n], data[n:]
+            return data
+        return self._pull(CHUNK if n is None or n < 0 else n)
+
+    def readable(self) -> bool:
+        return True
+
+
+class _HashReader:
+    """Hashes and counts the uncompressed tar stream as tarfile reads it (the diff_id)."""
+
+    def __init__(self, src) -> None:
+        self._src = src
+        self.hash = hashlib.sha256()
+        self.total = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._src.read(CHUNK if n is None or n < 0 else n)
+        if data:
+            self.hash.update(data)
+            self.total += len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+
+class _ZstdReader:
+    """zstd stream reader that reads across frames (zstandard is imported lazily: it is rarely needed)."""
+
+    def __init__(self, src) -> None:
+        import zstandard
+
+        self._r = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
+
+    def read(self, n: int = -1) -> bytes:
+        return self._r.read(CHUNK if n is None or n < 0 else n)
+
+
+def _entry_from_tarinfo(ti: tarfile.TarInfo) -> Entry | None:
+    path = normalize_member_path(ti.name)
+    base = posixpath.basename(path)
+    parent = posixpath.dirname(path)
+    mode = ti.mode & 0o7777
+    if base.startswith(WHITEOUT_PREFIX):
+        if base == OPAQUE_MARKER:
+            return Entry(parent, "opaque", 0, mode, ti.uid, ti.gid, ti.mtime, "", ti.offset_data)
+        target = base[len(WHITEOUT_PREFIX):]
+        if not target or target in (".", "..") or target.startswith(WHITEOUT_PREFIX):
+            raise LayerFormatError(f"malformed whiteout entry {ti.name!r}")
+        return Entry(posixpath.join(parent, target), "whiteout", 0, mode, ti.uid, ti.gid, ti.mtime, "",
+                     ti.offset_data)
+    if path == "/":
+        return None  # the root itself is not listed
+    kind = _TYPES.get(ti.type)
+    if kind is None:
+        raise LayerFormatError(f"tar entry {ti.name!r} has unsupported type {ti.type!r}")
+    link = ""
+    if kind == "symlink":
+        link = ti.linkname
+    elif kind == "hardlink":
+        link = normalize_member_path(ti.linkname)
+    size = ti.size if kind == "file" else 0
+    return Entry(path, kind, size, mode, ti.uid, ti.gid, ti.mtime, link, ti.offset_data)
+
+
+def docker_size(entries: list[Entry]) -> tuple[int, int]:
+    """Docker's layer size (regular files, hardlinks once, symlink target lengths) and the file count."""
+    size = 0
+    files = 0
+    for e in entries:
+        if e.type == "file":
+            size += e.size
+        elif e.type == "symlink":
+            size += len(os.fsencode(e.link))
+        if e.type not in ("dir", "whiteout", "opaque"):
+            files += 1
+    return size, files
+
+
+def index_tar_stream(stream, label: str) -> list[Entry]:
+    """Parse a tar stream (a file-like object read sequentially) into entries.
+
+    The same path may appear twice in a tar; the later entry wins, as it would when applied.
+    """
+    entries: list[Entry] = []
+    try:
+        with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as tf:
+            for ti in tf:
+                e = _entry_from_tarinfo(ti)
+                if e is not None:
+                    entries.append(e)
+    except LayerFormatError as exc:
+        raise LayerFormatError(f"{label}: {exc}") from None
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise InvalidArchive(f"{label}: not a valid tar stream ({exc})") from None
+    except LayerkitError:
+        raise
+    except Exception as exc:  # zstandard raises its own ZstdError
+        raise InvalidArchive(f"{label}: cannot decompress layer ({exc})") from None
+    return entries
+
+
+@dataclass
+class IngestResult:
+    """The outcome of streaming one layer blob into the store."""
+
+    digest: str
+    diff_id: str
+    compressed_size: int
+    compression: str
+    index: LayerIndex
+    writer: object  # the uncommitted BlobWriter; the caller commits or aborts it
+
+
+def ingest_layer(
+    blobs: BlobStore,
+    src: BinaryIO,
+    *,
+    label: str,
+    limit: int | None = None,
+    expected_digest: str | None = None,
+    expected_diff_id: str | None = None,
+) -> IngestResult:
+    """Stream a layer blob from ``src`` into a temporary blob, hashing and indexing it in one pass.
+
+    Verifies ``expected_digest`` (the blob) and ``expected_diff_id`` (the uncompressed tar) and raises
+    :class:`DigestMismatch` naming ``label`` when either differs. The returned writer is not committed.
+    """
+    writer = blobs.writer(expected_digest, label)
+    try:
+        tee = _TeeReader(src, writer.write, limit)
+        compression = detect_compression(tee.peek(4))
+        if compression == "gzip":
+            inner = _gzip.GzipFile(fileobj=tee, mode="rb")
+        elif compression == "zstd":
+            inner = _ZstdReader(tee)
+        else:
+            inner = tee
+        hashed = _HashReader(inner)
+        entries = index_tar_stream(hashed, label)
+        try:
+            hashed.drain()
+            # trailing bytes after the compressed stream still belong to the blob
+            while tee.read(CHUNK):
+                pass
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InvalidArchive(f"{label}: cannot decompress layer ({exc})") from None
+        if limit is not None and tee.total != limit:
+            raise InvalidArchive(f"{label}: truncated ({tee.total} of {limit} bytes)")
+        diff_id = "sha256:" + hashed.hash.hexdigest()
+        digest = "sha256:" + writer._hash.hexdigest()
+        if expected_digest and digest != expected_digest:
+            raise DigestMismatch(f"{label}: blob {expected_digest} hashes to {digest}")
+        if expected_diff_id and diff_id != expected_diff_id:
+            raise DigestMismatch(f"{label}: layer content hashes to {diff_id}, config says {expected_diff_id}")
+        size, files = docker_size(entries)
+        index = LayerIndex(diff_id, hashed.total, size, files, entries)
+        return IngestResult(digest, diff_id, tee.total, compression, index, writer)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def open_uncompressed(f: BinaryIO):
+    """Wrap an open layer blob so that reading it yields the uncompressed tar."""
+    head = f.read(4)
+    f.seek(0)
+    kind = detect_compression(head)
+    if kind == "gzip":
+        return _gzip.GzipFile(fileobj=f, mode="rb")
+    if kind == "zstd":
+        return _ZstdReader(f)
+    return f
+
+
+def iter_chunks(f, chunk: int = CHUNK) -> Iterator[bytes]:
+    """Yield a file's bytes chunk by chunk."""
+    while True:
+        data = f.read(chunk)
+        if not data:
+            return
+        yield data
+
+
+def write_index(index_dir: Path, index: LayerIndex) -> Path:
+    """Write a layer index atomically (temporary file then rename); indexes are caches, never edited."""
+    index_dir.mkdir(parents=True, exist_ok=True)
+    final = index_dir / (index.diff_id.split(":", 1)[1] + ".json")
+    fd, tmp = tempfile.mkstemp(dir=index_dir, prefix=".idx-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(index.to_json(), f, separators=(",", ":"))
+    os.replace(tmp, final)
+    return final
+
+
+def read_index(index_dir: Path, diff_id: str) -> LayerIndex | None:
+    """Read a cached layer index, or None when there is none (or it is from an older version)."""
+    p = index_dir / (diff_id.split(":", 1)[1] + ".json")
+    try:
+        with open(p) as f:
+            d = json.load(f)
+    except (FileNotFoundError, ValueError):
+        return None
+    if d.get("version") != INDEX_VERSION:
+        return None
+    return LayerIndex.from_json(d)
+
+
+def index_blob(blobs: BlobStore, digest: str, label: str) -> LayerIndex:
+    """Build a layer index from a stored blob (when no cached index exists)."""
+    with blobs.open(digest) as f:
+        hashed = _HashReader(open_uncompressed(f))
+        entries = index_tar_stream(hashed, label)
+        hashed.drain()
+    size, files = docker_size(entries)
+    return LayerIndex("sha256:" + hashed.hash.hexdigest(), hashed.total, size, files, entries)

@@ -1,0 +1,471 @@
+"""The embedded store: an OCI image layout on disk plus layerkit's own metadata beside it.
+
+Layout (``skopeo inspect oci:STORE:docker.io/library/busybox:latest`` and ``umoci ls --layout STORE``
+read it directly)::
+
+    STORE/oci-layout              {"imageLayoutVersion": "1.0.0"}
+    STORE/index.json              one manifest descriptor per tag (annotation org.opencontainers.image.ref.name
+                                  holds the full normalized reference); untagged images have no annotation
+    STORE/blobs/sha256/HEX        manifests, configs and layers
+    STORE/layerkit/               layerkit's own files, which OCI tools ignore:
+        lock                      flock()ed around every index update
+        tmp/                      blobs being written (renamed into blobs/ once verified)
+        layers/DIFFHEX.json       per-layer tar index, keyed by diff_id
+        images.json               per image: parent (from commit/build), when it was added
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import Conflict, ImageNotFound, InvalidManifest, InvalidReference, LayerkitError
+from .blobs import BlobStore
+from .digests import is_digest, sha256_bytes
+from .image import Image, chain_ids
+from .layer import LayerIndex, index_blob, read_index, write_index
+from .reference import Reference, parse_reference
+
+REF_NAME = "org.opencontainers.image.ref.name"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
+
+
+def default_root() -> Path:
+    """``$LAYERKIT_HOME``, else the user data dir (``~/.local/share/layerkit``)."""
+    env = os.environ.get("LAYERKIT_HOME")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
+    return base / "layerkit"
+
+
+def _atomic_write_json(path: Path, data: object) -> None:
+    """Write JSON to a temporary file in the same directory, fsync it, and rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass
+class NewLayer:
+    """A layer ready to be referenced by a new image (its blob already in the store)."""
+
+    digest: str
+    diff_id: str
+    media_type: str
+    size: int
+
+
+class Store:
+    """A layerkit store. ``Store()`` opens the default store; ``Store(path)`` any other.
+
+    Reading a store that does not exist yet shows no images; the directory is created on first write.
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
+        self.root = Path(root).expanduser() if root is not None else default_root()
+        self.meta_dir = self.root / "layerkit"
+        self.blobs = BlobStore(self.root, self.meta_dir / "tmp")
+        self.layer_index_dir = self.meta_dir / "layers"
+        self._index_cache: dict[str, LayerIndex] = {}
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    # ---- files and locking -------------------------------------------------------------------
+
+    def ensure(self) -> None:
+        """Create the layout if it is not there yet."""
+        self.blobs.ensure()
+        self.layer_index_dir.mkdir(parents=True, exist_ok=True)
+        layout = self.root / "oci-layout"
+        if not layout.exists():
+            _atomic_write_json(layout, LAYOUT_VERSION)
+        if not (self.root / "index.json").exists():
+            _atomic_write_json(self.root / "index.json",
+                               {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the store's exclusive lock (two notebooks on one store must not interleave updates)."""
+        self.ensure()
+        with open(self.meta_dir / "lock", "a+") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def read_index(self) -> dict:
+        """The layout's index.json (an empty one if the store does not exist yet)."""
+        try:
+            with open(self.root / "index.json") as f:
+                idx = json.load(f)
+        except FileNotFoundError:
+            return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+        except ValueError as exc:
+            raise InvalidManifest(f"{self.root / 'index.json'}: not valid JSON ({exc})") from None
+        idx.setdefault("manifests", [])
+        return idx
+
+    def _write_index(self, idx: dict) -> None:
+        _atomic_write_json(self.root / "index.json", idx)
+
+    def read_meta(self) -> dict:
+        """layerkit's own per-image metadata (parents, times)."""
+        try:
+            with open(self.meta_dir / "images.json") as f:
+                return json.load(f)
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def _write_meta(self, meta: dict) -> None:
+        self.meta_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write_json(self.meta_dir / "images.json", meta)
+
+    # ---- blobs and layer indexes ---------------------------------------------------------------
+
+    def read_json_blob(self, digest: str, what: str) -> tuple[bytes, dict]:
+        """Read a JSON blob (manifest, config), failing with a message that names it."""
+        data = self.blobs.read_bytes(digest)
+        try:
+            return data, json.loads(data)
+        except ValueError as exc:
+            raise InvalidManifest(f"{what} {digest}: not valid JSON ({exc})") from None
+
+    def layer_index(self, diff_id: str, digest: str | None = None) -> LayerIndex:
+        """The index of a layer, from memory, from its cache file, or built from the blob."""
+        idx = self._index_cache.get(diff_id)
+        if idx is None:
+            idx = read_index(self.layer_index_dir, diff_id)
+            if idx is None:
+                if digest is None:
+                    digest = self.blob_for_diff_id(diff_id)
+                if digest is None:
+                    raise LayerkitError(f"layer {diff_id} is not in the store")
+                idx = index_blob(self.blobs, digest, f"layer {digest}")
+                self.ensure()
+                write_index(self.layer_index_dir, idx)
+            self._index_cache[diff_id] = idx
+        return idx
+
+    def save_layer_index(self, index: LayerIndex) -> None:
+        """Cache a layer index computed while ingesting its blob."""
+        self.ensure()
+        write_index(self.layer_index_dir, index)
+        self._index_cache[index.diff_id] = index
+
+    def blob_for_diff_id(self, diff_id: str) -> str | None:
+        """The digest of a stored blob whose uncompressed content has this diff_id, if any."""
+        for img in self.images():
+            for layer in img.layers:
+                if layer.diff_id == diff_id and self.blobs.has(layer.digest):
+                    return layer.digest
+        return None
+
+    def known_layers(self) -> dict[str, tuple[str, str, int]]:
+        """diff_id -> (blob digest, media type, blob size) for every layer the store holds."""
+        out: dict[str, tuple[str, str, int]] = {}
+        for img in self.images():
+            for layer in img.layers:
+                out.setdefault(layer.diff_id, (layer.digest, layer.media_type, layer.compressed_size))
+        return out
+
+    # ---- images -----------------------------------------------------------------------------
+
+    def images(self) -> list[Image]:
+        """Every image in the store, newest first; an image with several tags appears once."""
+        idx = self.read_index()
+        meta = self.read_meta()
+        by_manifest: dict[str, Image] = {}
+        order: list[str] = []
+        for desc in idx["manifests"]:
+            mdigest = desc.get("digest", "")
+            if not is_digest(mdigest):
+                continue
+            img = by_manifest.get(mdigest)
+            if img is None:
+                if not self.blobs.has(mdigest):
+                    continue  # an entry whose manifest is gone is not an image
+                _, manifest = self.read_json_blob(mdigest, "manifest")
+                cdigest = manifest.get("config", {}).get("digest", "")
+                if not is_digest(cdigest) or not self.blobs.has(cdigest):
+                    continue
+                _, config = self.read_json_blob(cdigest, "config")
+                img = Image(self, cdigest, mdigest, manifest, config, [],
+                            meta.get(cdigest, {}).get("parent"))
+                by_manifest[mdigest] = img
+                order.append(mdigest)
+            name = (desc.get("annotations") or {}).get(REF_NAME)
+            if name:
+                try:
+                    img.tags.append(parse_reference(name))
+                except InvalidReference:
+                    pass  # a ref.name written by another tool that is not a Docker reference
+        imgs = [by_manifest[m] for m in order]
+        imgs.sort(key=lambda i: (i.created.timestamp() if i.created else 0), reverse=True)
+        return imgs
+
+    def image(self, name: str) -> Image:
+        """Find an image by tag (``busybox``, ``demo:v1``), full or short ID, or ``NAME@DIGEST``.
+
+        Raises :class:`ImageNotFound` naming ``name``.
+        """
+        imgs = self.images()
+        target = name.strip()
+        hexpart = target[7:] if target.startswith("sha256:") else target
+        if len(hexpart) == 64 and all(c in "0123456789abcdef" for c in hexpart):
+            for img in imgs:
+                if img.id == "sha256:" + hexpart or img.manifest_digest == "sha256:" + hexpart:
+                    return img
+            raise ImageNotFound(f"No such image: {name}")
+        ref: Reference | None
+        try:
+            ref = parse_reference(target)
+        except InvalidReference:
+            ref = None
+        if ref is not None:
+            if ref.digest:
+                for img in imgs:
+                    if img.manifest_digest == ref.digest or img.id == ref.digest:
+                        if any(t.repository == ref.repository for t in img.tags) or not ref.tag:
+                            return img
+            else:
+                wanted = ref.normalized
+                for img in imgs:
+                    if any(t.normalized == wanted for t in img.tags):
+                        return img
+        # a short ID prefix, as Docker accepts
+        if 1 <= len(hexpart) < 64 and all(c in "0123456789abcdef" for c in hexpart):
+            hits = [i for i in imgs if i.id[7:].startswith(hexpart)]
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                raise ImageNotFound(f"{name}: ambiguous image ID prefix ({len(hits)} images match)")
+        raise ImageNotFound(f"No such image: {name}")
+
+    def ancestry(self, image: Image) -> list[Image]:
+        """The image and its recorded parents (from commit or build), nearest first."""
+        by_id = {i.id: i for i in self.images()}
+        out = [image]
+        seen = {image.id}
+        cur = image.parent
+        while cur and cur in by_id and cur not in seen:
+            out.append(by_id[cur])
+            seen.add(cur)
+            cur = by_id[cur].parent
+        return out
+
+    def layer_users(self) -> dict[str, list[Image]]:
+        """chain_id -> images whose layer stack includes it (how Docker counts sharing)."""
+        users: dict[str, list[Image]] = {}
+        for img in self.images():
+            for cid in img.chain_ids:
+                users.setdefault(cid, []).append(img)
+        return users
+
+    def diff_id_users(self) -> dict[str, list[Image]]:
+        """diff_id -> images that use a layer with this content (how the blob store shares it)."""
+        users: dict[str, list[Image]] = {}
+        for img in self.images():
+            for d in dict.fromkeys(img.diff_ids):
+                users.setdefault(d, []).append(img)
+        return users
+
+    # ---- writing images -----------------------------------------------------------------------
+
+    def add_image(
+        self,
+        config_bytes: bytes,
+        layers: list[NewLayer],
+        tags: list[Reference] = (),
+        parent: str | None = None,
+        annotations: dict | None = None,
+    ) -> tuple[Image, list[Reference]]:
+        """Record an image whose layer blobs are already stored; returns it and the tags it took.
+
+        The config and manifest are written as verified blobs first; index.json is updated last under
+        the lock, so no reader ever sees a manifest whose blobs are missing. A tag that pointed to
+        another image moves, as ``docker load`` and ``docker tag`` do.
+        """
+        try:
+            json.loads(config_bytes)
+        except ValueError as exc:
+            raise InvalidManifest(f"config: not valid JSON ({exc})") from None
+        image_id = sha256_bytes(config_bytes)
+        with self.locked():
+            for layer in layers:
+                if not self.blobs.has(layer.digest):
+                    raise LayerkitError(f"layer blob {layer.digest} vanished while the image was written; retry")
+            idx = self.read_index()
+            existing = None
+            for img in self.images():
+                if img.id == image_id:
+                    existing = img
+                    break
+            if existing is not None:
+                mdigest = existing.manifest_digest
+                mdesc = next(d for d in idx["manifests"] if d.get("digest") == mdigest)
+                mdesc = {k: v for k, v in mdesc.items() if k != "annotations"}
+            else:
+                self.blobs.put_bytes(config_bytes, image_id, "config")
+                manifest = {
+                    "schemaVersion": 2,
+                    "mediaType": OCI_MANIFEST,
+                    "config": {"mediaType": OCI_CONFIG, "digest": image_id, "size": len(config_bytes)},
+                    "layers": [{"mediaType": la.media_type, "digest": la.digest, "size": la.size}
+                               for la in layers],
+                }
+                if annotations:
+                    manifest["annotations"] = annotations
+                mbytes = json.dumps(manifest, separators=(",", ":")).encode()
+                mdigest = self.blobs.put_bytes(mbytes, label="manifest")
+                mdesc = {"mediaType": OCI_MANIFEST, "digest": mdigest, "size": len(mbytes)}
+            manifests = idx["manifests"]
+            taken: list[Reference] = []
+            for tag in tags:
+                name = tag.normalized
+                manifests = [d for d in manifests
+                             if (d.get("annotations") or {}).get(REF_NAME) != name]
+                taken.append(tag)
+            # keep an entry for the image: one per tag, or one bare entry when untagged
+            manifests = [d for d in manifests if not (d.get("digest") == mdigest and not d.get("annotations"))]
+            for tag in taken:
+                manifests.append({**mdesc, "annotations": {REF_NAME: tag.normalized}})
+            if not any(d.get("digest") == mdigest for d in manifests):
+                manifests.append(dict(mdesc))
+            manifests = self._keep_untagged(manifests, idx["manifests"])
+            idx["manifests"] = manifests
+            meta = self.read_meta()
+            entry = meta.setdefault(image_id, {})
+            entry.setdefault("added", time.time())
+            if parent:
+                entry["parent"] = parent
+            self._write_meta(meta)
+            self._write_index(idx)
+        return self.image(image_id), taken
+
+    def _keep_untagged(self, new: list[dict], old: list[dict]) -> list[dict]:
+        """An image that loses its last tag to another image stays, untagged (Docker's dangling image)."""
+        present = {d.get("digest") for d in new}
+        for d in old:
+            if d.get("digest") not in present:
+                new.append({k: v for k, v in d.items() if k != "annotations"})
+                present.add(d.get("digest"))
+        return new
+
+    def tag(self, source: str, target: str) -> Reference:
+        """Give the image ``source`` names the additional tag ``target``."""
+        img = self.image(source)
+        ref = parse_reference(target)
+        if ref.digest:
+            raise InvalidReference(f"refusing to create a tag with a digest reference: {target}")
+        with self.locked():
+            idx = self.read_index()
+            mdesc = next(d for d in idx["manifests"] if d.get("digest") == img.manifest_digest)
+            base = {k: v for k, v in mdesc.items() if k != "annotations"}
+            old = idx["manifests"]
+            manifests = [d for d in old if (d.get("annotations") or {}).get(REF_NAME) != ref.normalized]
+            manifests = [d for d in manifests if not (d.get("digest") == img.manifest_digest
+                                                      and not d.get("annotations"))]
+            manifests.append({**base, "annotations": {REF_NAME: ref.normalized}})
+            idx["manifests"] = self._keep_untagged(manifests, old)
+            self._write_index(idx)
+        return ref
+
+    def remove_image(self, name: str, force: bool = False, users: dict[str, list[str]] | None = None
+                     ) -> dict[str, list[str]]:
+        """``rmi``: untag ``name``; delete the image when no tag and no container needs it.
+
+        ``users`` maps image ID -> names of containers using it (the container layer supplies it).
+        Returns ``{"untagged": [...], "deleted": [...]}``. Layer blobs go only when no remaining image
+        uses them.
+        """
+        users = users or {}
+        img = self.image(name)
+        untagged: list[str] = []
+        deleted: list[str] = []
+        by_tag = False
+        try:
+            ref = parse_reference(name)
+            by_tag = not ref.digest and any(t.normalized == ref.normalized for t in img.tags)
+        except InvalidReference:
+            ref = None
+        with self.locked():
+            idx = self.read_index()
+            if by_tag and len(img.tags) > 1:
+                idx["manifests"] = [d for d in idx["manifests"]
+                                    if (d.get("annotations") or {}).get(REF_NAME) != ref.normalized]
+                self._write_index(idx)
+                return {"untagged": [ref.familiar if ref.tag else ref.familiar + ":latest"], "deleted": []}
+            if not by_tag and len(img.tags) > 1 and not force:
+                raise Conflict(f"conflict: unable to delete {img.short_id} (must be forced) - image is "
+                               f"referenced in multiple repositories")
+            holders = users.get(img.id, [])
+            if holders and not force:
+                raise Conflict(f"conflict: unable to remove repository reference \"{name}\" (must force) - "
+                               f"container {holders[0]} is using its referenced image {img.short_id}")
+            children = [i for i in self.images() if i.parent == img.id and i.id != img.id]
+            for t in img.tags:
+                untagged.append(_familiar_tagged(t))
+            remaining = [d for d in idx["manifests"] if d.get("digest") != img.manifest_digest]
+            if holders or children:
+                # keep the image untagged: a container or a child image still needs it
+                idx["manifests"] = remaining + [{k: v for k, v in d.items() if k != "annotations"}
+                                                for d in idx["manifests"]
+                                                if d.get("digest") == img.manifest_digest][:1]
+                self._write_index(idx)
+                return {"untagged": untagged, "deleted": deleted}
+            idx["manifests"] = remaining
+            self._write_index(idx)
+            meta = self.read_meta()
+            meta.pop(img.id, None)
+            self._write_meta(meta)
+            deleted.append(img.id)
+            # collect garbage: blobs no remaining image references
+            still = set()
+            for other in self.images():
+                still.add(other.manifest_digest)
+                still.add(other.id)
+                still.update(la.digest for la in other.layers)
+                still.update(other.diff_ids)
+            if img.manifest_digest not in still:
+                self.blobs.delete(img.manifest_digest)
+            if img.id not in still:
+                self.blobs.delete(img.id)
+            for layer, _cid in zip(img.layers, chain_ids(img.diff_ids), strict=False):
+                if layer.digest not in still:
+                    self.blobs.delete(layer.digest)
+                if layer.diff_id not in still:
+                    (self.layer_index_dir / (layer.diff_id[7:] + ".json")).unlink(missing_ok=True)
+                    self._index_cache.pop(layer.diff_id, None)
+                    deleted.append(layer.diff_id)
+        return {"untagged": untagged, "deleted": deleted}
+
+
+def _familiar_tagged(ref: Reference) -> str:
+    """``busybox:latest`` as Docker prints it in ``Untagged:`` lines."""
+    s = ref.familiar
+    if not ref.tag and not ref.digest:
+        s += ":latest"
+    return s

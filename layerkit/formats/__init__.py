@@ -1,0 +1,1 @@
+"""Image transports: docker-archive, OCI layout and archive, registries, engine API."""

@@ -1,0 +1,73 @@
+"""``load PATH``: detect what PATH is (docker-archive, OCI archive, OCI layout) and import it."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..engine.store import Store
+from ..errors import InvalidArchive, NotFound
+from .docker_archive import load_docker_archive
+from .importer import LoadedImage
+from .oci import load_oci
+from .sources import DirSource, Source, TarSource, sniff_file
+
+
+def split_layout_tag(path: str) -> tuple[str, str | None]:
+    """``DIR:TAG`` -> (DIR, TAG) when DIR is an existing directory and PATH itself is not."""
+    if Path(path).exists() or ":" not in path:
+        return path, None
+    head, _, tag = path.rpartition(":")
+    while head and not Path(head).is_dir() and ":" in head:
+        # a tag may itself hold a colon (docker.io/library/busybox:latest); try the first split too
+        head2, _, _ = head.partition(":")
+        if Path(head2).is_dir():
+            return head2, path[len(head2) + 1:]
+        break
+    if head and Path(head).is_dir():
+        return head, tag
+    first, _, rest = path.partition(":")
+    if Path(first).is_dir():
+        return first, rest
+    return path, None
+
+
+def open_source(store: Store, path: str) -> tuple[Source, str | None, Path | None]:
+    """Open PATH as a source; returns (source, tag filter, temporary file to delete afterwards)."""
+    real, tag = split_layout_tag(path)
+    p = Path(real)
+    if not p.exists():
+        raise NotFound(f"{path}: no such file or directory")
+    if p.is_dir():
+        return DirSource(p, str(path)), tag, None
+    head = sniff_file(p)
+    if head[:2] == b"\x1f\x8b":
+        # `docker save | gzip`: tar needs random access, so expand it beside the store's temp blobs
+        store.blobs.ensure()
+        fd, tmp = tempfile.mkstemp(dir=store.blobs.tmp_dir, prefix="load-", suffix=".tar")
+        try:
+            with gzip.open(p, "rb") as src, open(fd, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except (OSError, EOFError) as exc:
+            Path(tmp).unlink(missing_ok=True)
+            raise InvalidArchive(f"{path}: cannot decompress ({exc})") from None
+        return TarSource(Path(tmp), str(path)), tag, Path(tmp)
+    return TarSource(p, str(path)), tag, None
+
+
+def load_path(store: Store, path: str, progress=None) -> list[LoadedImage]:
+    """Import every image at ``path``; see the module docstring for what is recognised."""
+    src, tag, tmp = open_source(store, path)
+    try:
+        if src.has("manifest.json"):
+            return load_docker_archive(store, src, progress=progress)
+        if src.has("index.json") and src.has("oci-layout"):
+            return load_oci(store, src, tag=tag, progress=progress)
+        raise InvalidArchive(f"{path}: neither a docker-archive (no manifest.json) nor an OCI layout "
+                             f"(no index.json and oci-layout)")
+    finally:
+        src.close()
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)

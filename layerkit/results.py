@@ -1,0 +1,157 @@
+"""Plain result objects that every verb returns, and that each face renders its own way.
+
+The CLI prints a :class:`Table` as an aligned text table or as JSON; the notebook turns the same rows into
+a DataFrame. Row values are JSON-ready: snake_case keys, sizes as integer bytes, full IDs, RFC 3339
+times. Each :class:`Column` says how the text table shows its value (short ID, human size, "3 days ago").
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .engine.digests import short
+from .engine.humanize import ago, human_size, parse_time
+
+
+def fmt_id(v: Any) -> str:
+    """12-hex short ID, or ``<missing>`` when there is none (docker history's IMAGE column)."""
+    return short(v) if v else "<missing>"
+
+
+def fmt_size(v: Any) -> str:
+    """Docker's human size."""
+    return human_size(v) if v is not None else ""
+
+
+def fmt_ago(v: Any) -> str:
+    """``13 days ago``."""
+    dt = parse_time(v) if isinstance(v, str) else v
+    return ago(dt) if dt else "N/A"
+
+
+def ellipsis(n: int) -> Callable[[Any], str]:
+    """Truncate to ``n`` characters with ``…`` as the docker CLI does."""
+    def f(v: Any) -> str:
+        s = str(v or "").replace("\t", " ")
+        return s if len(s) <= n else s[: n - 1] + "…"
+    return f
+
+
+def fmt_text(v: Any) -> str:
+    """Plain text; None as empty."""
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return ",".join(str(x) for x in v)
+    return str(v)
+
+
+@dataclass
+class Column:
+    """A column of a table: the row key, the header Docker would print, how to show a value."""
+
+    key: str
+    header: str
+    fmt: Callable[[Any], str] = fmt_text
+
+
+@dataclass
+class Table:
+    """Rows with a fixed set of keys; ``columns`` are the ones the text table shows."""
+
+    columns: list[Column]
+    rows: list[dict]
+    keys: list[str] = field(default_factory=list)  # every JSON key, in order
+    title: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            self.keys = [c.key for c in self.columns]
+
+    def to_json(self) -> list[dict]:
+        """The rows with exactly ``keys``."""
+        return [{k: r.get(k) for k in self.keys} for r in self.rows]
+
+    def render(self) -> str:
+        """Text aligned as the docker CLI aligns it (tabwriter, 3 spaces of padding)."""
+        cells = [[c.header for c in self.columns]]
+        for r in self.rows:
+            cells.append([c.fmt(r.get(c.key)) for c in self.columns])
+        widths = [max(len(row[i]) for row in cells) for i in range(len(self.columns))]
+        lines = []
+        for row in cells:
+            parts = [row[i].ljust(widths[i]) if i < len(row) - 1 else row[i] for i in range(len(row))]
+            lines.append("   ".join(parts).rstrip())
+        return "\n".join(lines)
+
+
+@dataclass
+class Sections:
+    """Several titled tables (``df -v``), with a JSON form of its own."""
+
+    tables: list[Table]
+    data: dict
+
+    def to_json(self) -> dict:
+        """The JSON document."""
+        return self.data
+
+    def render(self) -> str:
+        """Each table under its title, separated by blank lines."""
+        out = []
+        for t in self.tables:
+            if t.title:
+                out.append(t.title)
+                out.append("")
+            out.append(t.render())
+            out.append("")
+        return "\n".join(out).rstrip() + "\n"
+
+
+@dataclass
+class Message:
+    """Lines to print (``Loaded image: busybox:latest``) and the data behind them."""
+
+    lines: list[str]
+    data: Any = None
+
+    def to_json(self) -> Any:
+        """The data (or the lines) as JSON."""
+        return self.data if self.data is not None else self.lines
+
+    def render(self) -> str:
+        """The lines."""
+        return "\n".join(self.lines)
+
+
+@dataclass
+class Document:
+    """A JSON document (``inspect``, ``ref``)."""
+
+    data: Any
+    text: str | None = None
+
+    def to_json(self) -> Any:
+        """The document."""
+        return self.data
+
+    def render(self) -> str:
+        """Indented JSON, or a text form when the verb has one."""
+        return self.text if self.text is not None else dumps(self.data)
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, datetime):
+        return o.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def dumps(data: Any) -> str:
+    """JSON as the CLI prints it."""
+    return json.dumps(data, indent=2, default=_default, ensure_ascii=False)

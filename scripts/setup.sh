@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian/Ubuntu machine for layerkit: the container tools the tests compare against
+# (installed with apt-get when missing and we are root) and a venv with layerkit and its test extra.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TOOLS="podman buildah skopeo umoci runc bubblewrap docker-registry busybox-static"
+missing=""
+for pkg in $TOOLS; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "Installing:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q $missing
+  else
+    echo "Missing Debian packages:$missing (run: sudo apt-get install$missing)" >&2
+    exit 1
+  fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[dev]'
