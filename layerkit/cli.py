@@ -7,12 +7,13 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from typing import Any
 
 from . import commands
 from .errors import LayerkitError
-from .results import Document, Message, dumps
+from .results import Document, Message, Stream, dumps
 
 PROG = "layerkit"
 
@@ -84,6 +85,60 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-f", "--force", action="store_true")
     _fmt(s)
 
+    s = sub.add_parser("ls", help="list the union view of an image or container")
+    s.add_argument("target", metavar="TARGET")
+    s.add_argument("path", nargs="?", default="/")
+    s.add_argument("-R", "--recursive", action="store_true")
+    _fmt(s)
+
+    s = sub.add_parser("cat", help="print a file of an image or container")
+    s.add_argument("target", metavar="TARGET")
+    s.add_argument("path")
+
+    for verb, helptext in (("create", "create a container"), ("run", "create a container and run a command")):
+        s = sub.add_parser(verb, help=helptext)
+        s.add_argument("--name")
+        if verb == "run":
+            s.add_argument("--rm", action="store_true", help="remove the container when it exits")
+            s.add_argument("-i", "--interactive", action="store_true")
+            s.add_argument("-t", "--tty", action="store_true")
+        s.add_argument("image", metavar="IMAGE")
+        s.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
+
+    s = sub.add_parser("start", help="run a container's command again")
+    s.add_argument("-i", "--interactive", action="store_true")
+    s.add_argument("-a", "--attach", action="store_true", help="(always attached)")
+    s.add_argument("container")
+
+    s = sub.add_parser("exec", help="run a command in a container")
+    s.add_argument("-i", "--interactive", action="store_true")
+    s.add_argument("-t", "--tty", action="store_true")
+    s.add_argument("container")
+    s.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD")
+
+    s = sub.add_parser("ps", help="list containers")
+    s.add_argument("-a", "--all", action="store_true")
+    _fmt(s)
+
+    s = sub.add_parser("rm", help="remove containers")
+    s.add_argument("containers", nargs="+", metavar="CONTAINER")
+    s.add_argument("-f", "--force", action="store_true")
+
+    s = sub.add_parser("cp", help="copy files between a container and the host")
+    s.add_argument("src", metavar="SRC")
+    s.add_argument("dst", metavar="DST")
+
+    s = sub.add_parser("diff", help="changes of a container's filesystem (A/C/D)")
+    s.add_argument("container")
+    _fmt(s)
+
+    s = sub.add_parser("commit", help="create an image from a container's changes")
+    s.add_argument("-m", "--message", default="")
+    s.add_argument("-a", "--author", default="")
+    s.add_argument("-c", "--change", action="append", default=[])
+    s.add_argument("container")
+    s.add_argument("repo", nargs="?", metavar="REPO[:TAG]")
+
     s = sub.add_parser("df", help="show space usage")
     s.add_argument("-v", "--verbose", action="store_true")
     _fmt(s)
@@ -116,7 +171,63 @@ def run(args: argparse.Namespace) -> Any:
         return commands.rmi(store, args.images, force=args.force)
     if v == "df":
         return commands.df(store, verbose=args.verbose)
+    if v == "ls":
+        return commands.ls(store, args.target, args.path, recursive=args.recursive)
+    if v == "cat":
+        return commands.cat(store, args.target, args.path)
+    if v == "create":
+        return commands.create(store, args.image, args.command or None, args.name)
+    out, err = _std_streams()
+    if v == "run":
+        return _piped(commands.run, out, err, store, args.image, args.command or None, args.name, remove=args.rm,
+                      interactive=args.interactive or args.tty)
+    if v == "start":
+        return _piped(commands.start, out, err, store, args.container, interactive=args.interactive)
+    if v == "exec":
+        if not args.command:
+            raise UsageError(f"{PROG} exec: error: a command is required")
+        return _piped(commands.exec_, out, err, store, args.container, args.command,
+                      interactive=args.interactive or args.tty)
+    if v == "ps":
+        return commands.ps(store, all=args.all)
+    if v == "rm":
+        return commands.rm(store, args.containers, force=args.force)
+    if v == "cp":
+        return commands.cp(store, args.src, args.dst)
+    if v == "diff":
+        return commands.diff(store, args.container)
+    if v == "commit":
+        return commands.commit(store, args.container, args.repo, message=args.message, author=args.author,
+                               changes=args.change)
     raise UsageError(f"{PROG}: error: unknown verb {v!r}")
+
+
+def _std_streams():
+    """The real stdout/stderr file descriptors when sys.stdout is the terminal's, else None (capture)."""
+    def fd(stream, n):
+        try:
+            return None if stream.fileno() == n else subprocess.PIPE
+        except (AttributeError, OSError, ValueError):
+            return subprocess.PIPE
+    return fd(sys.stdout, 1), fd(sys.stderr, 2)
+
+
+def _piped(fn, out, err, *args, **kwargs):
+    """Run a process-running command; when sys.stdout is not fd 1 (in-process, notebooks) relay output."""
+    if out is None and err is None:
+        return fn(*args, **kwargs)
+    import tempfile
+
+    with tempfile.TemporaryFile() as o, tempfile.TemporaryFile() as e:
+        try:
+            return fn(*args, stdout=o if out else None, stderr=e if err else None, **kwargs)
+        finally:
+            for f, stream in ((o, sys.stdout), (e, sys.stderr)):
+                f.seek(0)
+                data = f.read()
+                if data:
+                    stream.write(data.decode(errors="replace"))
+                    stream.flush()
 
 
 def render(result: Any, fmt: str) -> str:
@@ -156,9 +267,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
         return 130
+    if isinstance(result, Stream):
+        buf = getattr(sys.stdout, "buffer", None)
+        for chunk in result.chunks:
+            if buf is not None:
+                buf.write(chunk)
+            else:
+                sys.stdout.write(chunk.decode(errors="replace"))
+        if buf is not None:
+            buf.flush()
+        return 0
     out = render(result, getattr(args, "format", "table"))
     if out:
         sys.stdout.write(out if out.endswith("\n") else out + "\n")
     elif isinstance(result, Message) and getattr(args, "format", "table") == "json":
         sys.stdout.write(dumps(result.to_json()) + "\n")
-    return 0
+    return result.exit_code if isinstance(result, Message) else 0

@@ -8,6 +8,7 @@ or :class:`~layerkit.results.Sections`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
 
 from .engine.digests import short
@@ -16,7 +17,7 @@ from .engine.image import Image
 from .engine.reference import Reference, parse_reference
 from .engine.store import Store
 from .errors import InvalidReference, LayerkitError
-from .results import Column, Document, Message, Sections, Table, ellipsis, fmt_ago, fmt_id, fmt_size
+from .results import Column, Document, Message, Sections, Stream, Table, ellipsis, fmt_ago, fmt_id, fmt_size
 
 SAVE_FORMATS = ("docker-archive", "oci-archive", "oci")
 
@@ -322,3 +323,240 @@ def df(store: Store, verbose: bool = False) -> Sections:
 def image_short(img: Image) -> str:
     """``busybox:latest`` or the short ID."""
     return img.name if img.tags else short(img.id)
+
+
+# ---- the union view: ls and cat ---------------------------------------------------------------
+
+def _target(store: Store, name: str):
+    """A container (by name or ID) or else an image, as Docker resolves names for inspect."""
+    c = store.find_container(name, missing_ok=True)
+    if c is not None:
+        return c, c.view(), c.top
+    img = store.image(name)
+    return img, store.image_view(img), None
+
+
+LS_KEYS = ["path", "type", "size", "mode", "uid", "gid", "mtime", "link", "layer"]
+
+
+def ls(store: Store, target: str, path: str = "/", recursive: bool = False) -> Table:
+    """``ls TARGET [PATH] [-R]``: entries of the union view of an image or a container."""
+    from datetime import datetime
+
+    from .engine.union import mode_string
+
+    obj, view, top = _target(store, target)
+    ue = view.lookup(path) if path not in ("", "/") else None
+    if ue is not None and ue.entry.type != "dir":
+        items = [ue]
+    else:
+        items = list(view.walk(path)) if recursive else view.listdir(path)
+    rows = []
+    for u in items:
+        e = u.entry
+        layer = None if (top is not None and u.layer == top) or u.layer < 0 else view.diff_ids[u.layer]
+        rows.append({"path": e.path, "type": e.type, "size": e.size, "mode": e.mode, "uid": e.uid, "gid": e.gid,
+                     "mtime": datetime.fromtimestamp(e.mtime, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                     "link": e.link or None, "layer": layer, "_mode": mode_string(e)})
+    cols = [Column("_mode", "MODE"), Column("uid", "UID"), Column("gid", "GID"), Column("size", "SIZE", fmt_size),
+            Column("mtime", "MODIFIED", lambda v: str(v).replace("T", " ").rstrip("Z")),
+            Column("layer", "LAYER", lambda v: short(v) if v else "writable"),
+            Column("path", "PATH"), Column("link", "LINK", lambda v: f"-> {v}" if v else "")]
+    return Table(cols, rows, LS_KEYS)
+
+
+def cat(store: Store, target: str, path: str) -> Stream:
+    """``cat TARGET PATH``: a file's bytes from the union view (symlinks followed inside the image)."""
+    from .engine.content import iter_entry_bytes
+
+    c = store.find_container(target, missing_ok=True)
+    if c is not None:
+        f = c.open(path)
+        return Stream(iter(lambda: f.read(1 << 20), b""))
+    img = store.image(target)
+    view = store.image_view(img)
+    ue = view.lookup(path)
+    if ue.entry.type == "hardlink":
+        ue = view.lookup(ue.entry.link, follow=False)
+    if ue.entry.type == "dir":
+        raise LayerkitError(f"{path}: is a directory")
+    if ue.entry.type != "file":
+        raise LayerkitError(f"{path}: not a regular file ({ue.entry.type})")
+    layer = img.layers[ue.layer]
+    return Stream(iter_entry_bytes(store.blobs, layer.digest, ue.entry))
+
+
+# ---- containers ---------------------------------------------------------------------------------
+
+PS_KEYS = ["id", "name", "image", "status", "created", "size", "command"]
+
+
+def create(store: Store, image: str, command: list[str] | None = None, name: str | None = None) -> Message:
+    """``create [--name NAME] IMAGE [CMD...]``: prints the new container's ID."""
+    from .engine.container import create_container
+
+    c = create_container(store, image, command, name)
+    return Message([c.id], {"id": c.id, "name": c.name})
+
+
+def run(store: Store, image: str, command: list[str] | None = None, name: str | None = None,
+        remove: bool = False, interactive: bool = False, stdout=None, stderr=None, stdin=None) -> Message:
+    """``run``: create a container and run its command in it; the result carries the exit status."""
+    from .engine.container import create_container, remove_container
+    from .engine.runtime import execute
+
+    c = create_container(store, image, command, name)
+    try:
+        code = execute(c, None, interactive=interactive, stdin=stdin, stdout=stdout, stderr=stderr)
+    finally:
+        if remove:
+            remove_container(store, c.id, force=True)
+    return Message([], {"id": c.id, "name": c.name, "exit_code": code}, exit_code=code)
+
+
+def start(store: Store, name: str, interactive: bool = False, stdout=None, stderr=None, stdin=None) -> Message:
+    """``start CONTAINER``: run the container's command again (attached, as ``docker start -a``)."""
+    from .engine.runtime import execute
+
+    c = store.find_container(name)
+    code = execute(c, None, interactive=interactive, stdin=stdin, stdout=stdout, stderr=stderr)
+    return Message([], {"id": c.id, "exit_code": code}, exit_code=code)
+
+
+def exec_(store: Store, name: str, command: list[str], interactive: bool = False, stdout=None, stderr=None,
+          stdin=None) -> Message:
+    """``exec CONTAINER CMD...``: run another process in the container's filesystem."""
+    from .engine.runtime import execute
+
+    c = store.find_container(name)
+    code = execute(c, command, interactive=interactive, stdin=stdin, stdout=stdout, stderr=stderr)
+    return Message([], {"id": c.id, "exit_code": code}, exit_code=code)
+
+
+def _container_row(c) -> dict:
+    from .engine.upper import upper_index
+
+    return {"id": c.id, "name": c.name, "image": c.image_name, "status": c.status, "created": c.created,
+            "size": upper_index(c.upper).size, "command": " ".join(c.command)}
+
+
+def ps(store: Store, all: bool = False) -> Table:
+    """``ps [-a]``: containers, newest first (only running ones without ``-a``)."""
+    rows = [_container_row(c) for c in store.containers() if all or c.state == "running"]
+    cols = [Column("id", "CONTAINER ID", fmt_id), Column("image", "IMAGE"),
+            Column("command", "COMMAND", lambda v: '"' + ellipsis(20)(v) + '"'),
+            Column("created", "CREATED", fmt_ago), Column("status", "STATUS"), Column("size", "SIZE", fmt_size),
+            Column("name", "NAMES")]
+    return Table(cols, rows, PS_KEYS)
+
+
+def rm(store: Store, names: list[str], force: bool = False) -> Message:
+    """``rm CONTAINER...``: remove containers and their writable layers."""
+    from .engine.container import remove_container
+
+    lines, errors = [], []
+    for n in names:
+        try:
+            remove_container(store, n, force=force)
+            lines.append(n)
+        except LayerkitError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise PartialFailure(errors, Message(lines, {"removed": lines}))
+    return Message(lines, {"removed": lines})
+
+
+def diff(store: Store, name: str) -> Table:
+    """``diff CONTAINER``: A/C/D lines as ``docker diff``, with the size of each change."""
+    c = store.find_container(name)
+    rows = c.diff()
+    return Table([Column("kind", "KIND"), Column("path", "PATH")], rows, ["kind", "path", "size"],
+                 header=False, sep=" ")
+
+
+def commit(store: Store, name: str, repo: str | None = None, message: str = "", author: str = "",
+           changes: list[str] | None = None) -> Message:
+    """``commit [-m] [-a] [-c]... CONTAINER [REPO[:TAG]]``: prints the new image ID."""
+    from .engine.commit import commit as do_commit
+
+    c = store.find_container(name)
+    img = do_commit(c, repo, message=message, author=author, changes=changes)
+    return Message([img.id], {"id": img.id})
+
+
+def cp(store: Store, src: str, dst: str) -> Message:
+    """``cp SRC DST``: copy between the host and ``CONTAINER:PATH`` (either way)."""
+    import os
+
+    def split(arg: str):
+        if ":" in arg and not arg.startswith(("/", ".")):
+            name, _, path = arg.partition(":")
+            c = store.find_container(name, missing_ok=True)
+            if c is not None:
+                return c, path
+        return None, arg
+
+    sc, spath = split(src)
+    dc, dpath = split(dst)
+    if (sc is None) == (dc is None):
+        raise LayerkitError("copying between containers or between host paths is not supported: "
+                            "name one side as CONTAINER:PATH")
+    if sc is not None:
+        view = sc.view()
+        ue = view.lookup(spath)
+        out = dpath
+        if os.path.isdir(out):
+            out = os.path.join(out, os.path.basename(ue.entry.path.rstrip("/")) or "root")
+        _copy_out(sc, view, ue, out)
+        return Message([])
+    if not os.path.lexists(spath):
+        raise LayerkitError(f"{spath}: no such file or directory")
+    view = dc.view()
+    target = dpath
+    try:
+        existing = view.lookup(dpath)
+        if existing.entry.type == "dir":
+            target = dpath.rstrip("/") + "/" + os.path.basename(os.path.abspath(spath))
+    except LayerkitError:
+        pass
+    _copy_in(dc, spath, target)
+    return Message([])
+
+
+def _copy_out(c, view, ue, out: str) -> None:
+    import os
+
+    e = ue.entry
+    if e.type == "dir":
+        os.makedirs(out, exist_ok=True)
+        for child in view.listdir(e.path):
+            _copy_out(c, view, child, os.path.join(out, child.entry.path.rsplit("/", 1)[-1]))
+    elif e.type == "symlink":
+        if os.path.lexists(out):
+            os.unlink(out)
+        os.symlink(e.link, out)
+    elif e.type in ("file", "hardlink"):
+        tmp = out + ".lk-tmp"
+        with open(tmp, "wb") as f, c.open(e.path if e.type == "file" else e.link) as src:
+            while chunk := src.read(1 << 20):
+                f.write(chunk)
+        os.chmod(tmp, e.mode)
+        os.replace(tmp, out)
+
+
+def _copy_in(c, src: str, target: str) -> None:
+    import os
+    import stat as st_
+
+    st = os.lstat(src)
+    if st_.S_ISDIR(st.st_mode):
+        c.mkdir(target, st_.S_IMODE(st.st_mode), parents=True)
+        for name in sorted(os.listdir(src)):
+            _copy_in(c, os.path.join(src, name), target.rstrip("/") + "/" + name)
+    elif st_.S_ISLNK(st.st_mode):
+        c.symlink(os.readlink(src), target)
+    elif st_.S_ISREG(st.st_mode):
+        with open(src, "rb") as f:
+            c.write(target, f.read(), st_.S_IMODE(st.st_mode))
+    else:
+        raise LayerkitError(f"{src}: cannot copy a special file")

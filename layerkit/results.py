@@ -69,6 +69,8 @@ class Table:
     rows: list[dict]
     keys: list[str] = field(default_factory=list)  # every JSON key, in order
     title: str = ""
+    header: bool = True  # docker diff prints its lines without a header
+    sep: str = "   "
 
     def __post_init__(self) -> None:
         if not self.keys:
@@ -80,14 +82,16 @@ class Table:
 
     def render(self) -> str:
         """Text aligned as the docker CLI aligns it (tabwriter, 3 spaces of padding)."""
-        cells = [[c.header for c in self.columns]]
+        cells = [[c.header for c in self.columns]] if self.header else []
         for r in self.rows:
             cells.append([c.fmt(r.get(c.key)) for c in self.columns])
+        if not cells:
+            return ""
         widths = [max(len(row[i]) for row in cells) for i in range(len(self.columns))]
         lines = []
         for row in cells:
             parts = [row[i].ljust(widths[i]) if i < len(row) - 1 else row[i] for i in range(len(row))]
-            lines.append("   ".join(parts).rstrip())
+            lines.append(self.sep.join(parts).rstrip())
         return "\n".join(lines)
 
 
@@ -120,6 +124,7 @@ class Message:
 
     lines: list[str]
     data: Any = None
+    exit_code: int = 0  # run/exec/start return the process's status
 
     def to_json(self) -> Any:
         """The data (or the lines) as JSON."""
@@ -155,3 +160,18 @@ def _default(o: Any) -> Any:
 def dumps(data: Any) -> str:
     """JSON as the CLI prints it."""
     return json.dumps(data, indent=2, default=_default, ensure_ascii=False)
+
+
+@dataclass
+class Stream:
+    """Raw bytes for standard output (``cat``), produced chunk by chunk."""
+
+    chunks: Any  # an iterable of bytes
+
+    def to_json(self) -> Any:
+        """Bytes have no JSON form; the CLI writes them raw."""
+        return None
+
+    def render(self) -> str:
+        """Not used: the CLI writes the chunks to the binary stdout."""
+        return ""

@@ -208,6 +208,13 @@ class _TeeReader:
             return data
         return self._pull(CHUNK if n is None or n < 0 else n)
 
+    def readinto(self, buf) -> int:
+        """``readinto`` as io.RawIOBase defines it (isal's GzipFile reads its source this way)."""
+        view = memoryview(buf).cast("B")
+        data = self.read(len(view))
+        view[:len(data)] = data
+        return len(data)
+
     def readable(self) -> bool:
         return True
 

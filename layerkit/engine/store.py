@@ -83,11 +83,12 @@ class Store:
     """
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
-        self.root = Path(root).expanduser() if root is not None else default_root()
+        self.root = (Path(root).expanduser() if root is not None else default_root()).absolute()
         self.meta_dir = self.root / "layerkit"
         self.blobs = BlobStore(self.root, self.meta_dir / "tmp")
         self.layer_index_dir = self.meta_dir / "layers"
         self._index_cache: dict[str, LayerIndex] = {}
+        self._views: dict[str, object] = {}
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
@@ -174,6 +175,17 @@ class Store:
         self.ensure()
         write_index(self.layer_index_dir, index)
         self._index_cache[index.diff_id] = index
+
+    def image_view(self, image: Image):
+        """The union view of an image's layers, built once per process (keyed by the top chain ID)."""
+        from .union import UnionView
+
+        key = image.chain_ids[-1] if image.diff_ids else "empty"
+        view = self._views.get(key)
+        if view is None:
+            view = UnionView([layer.index() for layer in image.layers])
+            self._views[key] = view
+        return view
 
     def blob_for_diff_id(self, diff_id: str) -> str | None:
         """The digest of a stored blob whose uncompressed content has this diff_id, if any."""
@@ -291,6 +303,31 @@ class Store:
             for d in dict.fromkeys(img.diff_ids):
                 users.setdefault(d, []).append(img)
         return users
+
+    # ---- containers ---------------------------------------------------------------------------
+
+    def containers(self) -> list:
+        """Every container of the store, newest first."""
+        from .container import list_containers
+
+        return list_containers(self)
+
+    def find_container(self, name: str, missing_ok: bool = False):
+        """A container by name, ID or unique ID prefix (:class:`ContainerNotFound` if none)."""
+        from .container import get_container
+
+        return get_container(self, name, missing_ok=missing_ok)
+
+    def container_users(self) -> dict[str, list[str]]:
+        """image ID -> names of the containers created from it."""
+        out: dict[str, list[str]] = {}
+        for c in self.containers():
+            out.setdefault(c.image_id, []).append(c.name)
+        return out
+
+    def container_counts(self) -> dict[str, int]:
+        """image ID -> number of containers using it."""
+        return {k: len(v) for k, v in self.container_users().items()}
 
     # ---- writing images -----------------------------------------------------------------------
 

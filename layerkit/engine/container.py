@@ -1,0 +1,639 @@
+"""Containers: an image plus one writable layer, with copy-on-write file operations, diff and commit.
+
+A container lives in ``STORE/layerkit/containers/ID/``: ``config.json`` (name, image, command, state),
+``upper/`` (the writable layer in overlayfs upper-dir format, see :mod:`.upper`) and ``work/`` (the
+overlay work dir used by ``run``). Stored layers are never modified: reading goes through the union
+view; changing a lower file copies it up first; deleting a lower entry records a whiteout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import posixpath
+import secrets
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from ..errors import Conflict, ContainerNotFound, LayerkitError, MaxDepthExceeded, NotFound
+from .content import iter_entry_bytes
+from .humanize import rfc3339
+from .image import MAX_LAYERS, Image
+from .union import UnionEntry, UnionView
+from .upper import make_whiteout, set_opaque, upper_index
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .store import Store
+
+# Mount points ``run`` needs; they live in a separate init layer (as Docker's -init layer) so that they
+# never show in ``diff`` or in a committed layer.
+RUNTIME_DIRS = ("/dev", "/proc", "/sys")
+_NAME_WORDS = ("brave", "calm", "eager", "fond", "keen", "lucid", "quirky", "witty", "zen", "bold")
+_NAME_NOUNS = ("turing", "hopper", "lovelace", "ritchie", "thompson", "knuth", "liskov", "torvalds")
+
+
+class FileOpError(LayerkitError):
+    """A copy-on-write file operation was refused (path missing, wrong type, exists already)."""
+
+
+@dataclass
+class Container:
+    """A container of a store; file operations keep Docker's copy-on-write semantics."""
+
+    store: Store = field(repr=False)
+    id: str
+    name: str
+    image_id: str
+    image_name: str
+    command: list[str]
+    created: str
+    state: str = "created"
+    exit_code: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+
+    # ---- paths and persistence ----------------------------------------------------------------
+
+    @property
+    def dir(self) -> Path:
+        """The container's directory in the store."""
+        return self.store.meta_dir / "containers" / self.id
+
+    @property
+    def upper(self) -> Path:
+        """The writable layer (overlayfs upper dir)."""
+        return self.dir / "upper"
+
+    @property
+    def short_id(self) -> str:
+        """12-hex ID as Docker prints it."""
+        return self.id[:12]
+
+    def to_json(self) -> dict:
+        """The persisted record."""
+        return {"id": self.id, "name": self.name, "image_id": self.image_id, "image_name": self.image_name,
+                "command": self.command, "created": self.created, "state": self.state,
+                "exit_code": self.exit_code, "started_at": self.started_at, "finished_at": self.finished_at}
+
+    def save(self) -> None:
+        """Write config.json atomically."""
+        tmp = self.dir / ".config.json.tmp"
+        tmp.write_text(json.dumps(self.to_json(), indent=2))
+        os.replace(tmp, self.dir / "config.json")
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Exclusive lock on the writable layer (a run and a file operation must not interleave)."""
+        with open(self.dir / "lock", "a+") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    @property
+    def image(self) -> Image:
+        """The image the container was created from."""
+        return self.store.image(self.image_id)
+
+    @property
+    def status(self) -> str:
+        """``Created``, ``Up``, or ``Exited (0) 3 minutes ago`` as ``docker ps`` shows it."""
+        from .humanize import ago, parse_time
+
+        if self.state == "running":
+            return "Up"
+        if self.state == "exited":
+            return f"Exited ({self.exit_code}) {ago(parse_time(self.finished_at))}"
+        return "Created"
+
+    # ---- the view -----------------------------------------------------------------------------
+
+    def view(self) -> UnionView:
+        """Union view of the image's layers plus the writable layer on top."""
+        return self.store.image_view(self.image).stacked(upper_index(self.upper))
+
+    @property
+    def top(self) -> int:
+        """Position of the writable layer in :meth:`view`."""
+        return len(self.image.diff_ids)
+
+    def _host(self, path: str) -> str:
+        """Where a container path lives in the upper dir (path already resolved and normalised)."""
+        rel = path.lstrip("/")
+        if ".." in rel.split("/"):
+            raise FileOpError(f"{path}: invalid path")
+        return os.path.join(self.upper, rel)
+
+    def open(self, path: str) -> BinaryIO:
+        """Open a file for reading (symlinks followed inside the container); never copies anything."""
+        view = self.view()
+        ue = view.lookup(path)
+        return _EntryReader(self, view, ue)
+
+    def read(self, path: str) -> bytes:
+        """A file's content (small files; use :meth:`open` to stream)."""
+        with self.open(path) as f:
+            return f.read()
+
+    def exists(self, path: str) -> bool:
+        """True if the path exists in the container (symlinks followed)."""
+        try:
+            self.view().lookup(path)
+            return True
+        except NotFound:
+            return False
+
+    # ---- copy-on-write ------------------------------------------------------------------------
+
+    def _copy_up_dirs(self, view: UnionView, dirpath: str) -> None:
+        """Make every directory on the way to ``dirpath`` exist in the upper dir, with lower metadata."""
+        if dirpath == "/":
+            self.upper.mkdir(parents=True, exist_ok=True)
+            return
+        self._copy_up_dirs(view, posixpath.dirname(dirpath))
+        host = self._host(dirpath)
+        st = _lstat(host)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            return
+        ue = view.get(dirpath)
+        if ue is None or ue.entry.type != "dir":
+            raise FileOpError(f"{dirpath}: not a directory")
+        if st is not None:  # a whiteout or leftover: replaced by the directory
+            os.unlink(host)
+        os.mkdir(host)
+        _apply_meta(host, ue)
+
+    def _copy_up(self, view: UnionView, path: str) -> str:
+        """Bring a lower entry into the upper dir (data and metadata) before it is changed."""
+        ue = view.get(path)
+        if ue is None:
+            raise FileOpError(f"{path}: no such file or directory")
+        host = self._host(path)
+        if ue.layer == self.top:
+            return host
+        self._copy_up_dirs(view, posixpath.dirname(path))
+        e = ue.entry
+        if e.type == "dir":
+            os.mkdir(host)
+        elif e.type == "symlink":
+            os.symlink(e.link, host)
+        elif e.type in ("file", "hardlink"):
+            src = view.lookup(e.link) if e.type == "hardlink" else ue
+            tmp = host + ".lk-copyup"
+            with open(tmp, "wb") as out:
+                for chunk in self._entry_bytes(view, src):
+                    out.write(chunk)
+            os.replace(tmp, host)
+        elif e.type == "fifo":
+            os.mkfifo(host)
+        else:
+            raise FileOpError(f"{path}: cannot copy up a {e.type}")
+        _apply_meta(host, ue)
+        return host
+
+    def _entry_bytes(self, view: UnionView, ue: UnionEntry) -> Iterator[bytes]:
+        if ue.entry.type == "hardlink":
+            ue = view.lookup(ue.entry.link, follow=False)
+        if ue.layer == self.top:
+            with open(self._host(ue.entry.path), "rb") as f:
+                while chunk := f.read(1 << 20):
+                    yield chunk
+            return
+        layer = self.image.layers[ue.layer]
+        yield from iter_entry_bytes(self.store.blobs, layer.digest, ue.entry)
+
+    def _target(self, view: UnionView, path: str, follow: bool = True) -> str:
+        """Resolve ``path`` inside the container: the parent always, the last component if ``follow``."""
+        return view.resolve(path, follow_last=follow)
+
+    def write(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        """Create or replace a file (an existing lower file is replaced, not copied: its bytes change)."""
+        with self.locked():
+            view = self.view()
+            p = self._target(view, path)
+            ue = view.get(p)
+            if ue is not None and ue.entry.type == "dir":
+                raise FileOpError(f"{path}: is a directory")
+            self._copy_up_dirs(view, posixpath.dirname(p))
+            host = self._host(p)
+            tmp = host + ".lk-tmp"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            if ue is not None:
+                os.chmod(tmp, ue.entry.mode)
+                os.chown(tmp, ue.entry.uid, ue.entry.gid)
+            else:
+                os.chmod(tmp, mode)
+            os.replace(tmp, host)
+
+    def append(self, path: str, data: bytes) -> None:
+        """Append to a file, copying it up first when it lives in a lower layer."""
+        with self.locked():
+            view = self.view()
+            p = self._target(view, path)
+            ue = view.get(p)
+            if ue is None:
+                raise FileOpError(f"{path}: no such file or directory")
+            if ue.entry.type not in ("file", "hardlink"):
+                raise FileOpError(f"{path}: not a regular file")
+            host = self._copy_up(view, p)
+            with open(host, "ab") as f:
+                f.write(data)
+
+    def mkdir(self, path: str, mode: int = 0o755, parents: bool = False) -> None:
+        """Create a directory; recreating a deleted lower directory makes it opaque."""
+        with self.locked():
+            view = self.view()
+            p = self._target(view, path, follow=False)
+            if view.get(p) is not None:
+                if parents and view.get(p).entry.type == "dir":
+                    return
+                raise FileOpError(f"{path}: file exists")
+            parent = posixpath.dirname(p)
+            if view.get(parent) is None and parent != "/":
+                if not parents:
+                    raise FileOpError(f"{parent}: no such file or directory")
+                _release_and_mkdir_parents(self, parent, mode)
+                view = self.view()
+            self._copy_up_dirs(view, parent)
+            host = self._host(p)
+            whiteout = _lstat(host) is not None
+            if whiteout:
+                os.unlink(host)
+            os.mkdir(host, mode)
+            os.chmod(host, mode)
+            if whiteout or _hidden_below(view, p):
+                set_opaque(host)
+
+    def remove(self, path: str, recursive: bool = False) -> None:
+        """Delete a path; a lower entry is hidden by a whiteout, an upper one is simply removed."""
+        with self.locked():
+            view = self.view()
+            p = self._target(view, path, follow=False)
+            ue = view.get(p)
+            if ue is None:
+                raise FileOpError(f"{path}: no such file or directory")
+            if ue.entry.type == "dir" and not recursive and view.listdir(p):
+                raise FileOpError(f"{path}: directory not empty")
+            self._remove(view, p)
+
+    def _remove(self, view: UnionView, p: str) -> None:
+        host = self._host(p)
+        st = _lstat(host)
+        if st is not None:
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(host)
+            else:
+                os.unlink(host)
+        if _in_lower(view, p, self.top):
+            self._copy_up_dirs(view, posixpath.dirname(p))
+            make_whiteout(host)
+
+    def rename(self, src: str, dst: str) -> None:
+        """Move a path: copy it (with everything below) to ``dst`` in the upper dir, then remove ``src``."""
+        with self.locked():
+            view = self.view()
+            s = self._target(view, src, follow=False)
+            d = self._target(view, dst, follow=False)
+            if view.get(s) is None:
+                raise FileOpError(f"{src}: no such file or directory")
+            if d == s or d.startswith(s + "/"):
+                raise FileOpError(f"{dst}: cannot move a directory into itself")
+            existing = view.get(d)
+            if existing is not None:
+                if existing.entry.type == "dir" and view.listdir(d):
+                    raise FileOpError(f"{dst}: directory not empty")
+                self._remove(view, d)
+                view = self.view()
+            self._copy_up_dirs(view, posixpath.dirname(d))
+            self._copy_tree(view, s, d)
+            view = self.view()
+            self._remove(view, s)
+
+    def _copy_tree(self, view: UnionView, s: str, d: str) -> None:
+        ue = view.get(s)
+        host = self._host(d)
+        e = ue.entry
+        if e.type == "dir":
+            was = _lstat(host) is not None
+            if was:
+                os.unlink(host)
+            os.mkdir(host)
+            if was or _hidden_below(view, d):
+                set_opaque(host)
+            _apply_meta(host, ue)
+            for child in view.listdir(s):
+                name = posixpath.basename(child.entry.path)
+                self._copy_tree(view, child.entry.path, posixpath.join(d, name))
+            _apply_meta(host, ue)
+            return
+        if _lstat(host) is not None:
+            os.unlink(host)
+        if e.type == "symlink":
+            os.symlink(e.link, host)
+        elif e.type in ("file", "hardlink"):
+            with open(host, "wb") as out:
+                for chunk in self._entry_bytes(view, ue):
+                    out.write(chunk)
+        elif e.type == "fifo":
+            os.mkfifo(host)
+        else:
+            raise FileOpError(f"{s}: cannot move a {e.type}")
+        _apply_meta(host, ue)
+
+    def chmod(self, path: str, mode: int) -> None:
+        """Change permission bits (copies a lower entry up first)."""
+        with self.locked():
+            view = self.view()
+            p = self._target(view, path)
+            host = self._copy_up(view, p)
+            os.chmod(host, mode)
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        """Change owner (copies a lower entry up first; the link itself for a symlink)."""
+        with self.locked():
+            view = self.view()
+            p = self._target(view, path, follow=False)
+            host = self._copy_up(view, p)
+            os.chown(host, uid, gid, follow_symlinks=False)
+
+    def symlink(self, target: str, path: str) -> None:
+        """Create a symlink ``path`` -> ``target`` (the target is not checked, as ``ln -s``)."""
+        with self.locked():
+            view = self.view()
+            p = self._target(view, path, follow=False)
+            if view.get(p) is not None:
+                raise FileOpError(f"{path}: file exists")
+            self._copy_up_dirs(view, posixpath.dirname(p))
+            host = self._host(p)
+            if _lstat(host) is not None:
+                os.unlink(host)  # a whiteout
+            os.symlink(target, host)
+
+    def hardlink(self, target: str, path: str) -> None:
+        """Create a hard link ``path`` to the file ``target`` (copied up first, as overlayfs does)."""
+        with self.locked():
+            view = self.view()
+            t = self._target(view, target, follow=False)
+            p = self._target(view, path, follow=False)
+            tue = view.get(t)
+            if tue is None or tue.entry.type not in ("file", "hardlink"):
+                raise FileOpError(f"{target}: not a regular file")
+            if view.get(p) is not None:
+                raise FileOpError(f"{path}: file exists")
+            src = self._copy_up(view, t)
+            self._copy_up_dirs(self.view(), posixpath.dirname(p))
+            host = self._host(p)
+            if _lstat(host) is not None:
+                os.unlink(host)
+            os.link(src, host, follow_symlinks=False)
+
+    # ---- diff ---------------------------------------------------------------------------------
+
+    def diff(self) -> list[dict]:
+        """What ``docker diff`` prints: ``kind`` A/C/D, ``path``, plus ``size`` of the change.
+
+        A changed path's ancestors are C; a deleted directory is one D line; an added directory is A
+        with all its children. Cost grows with the writable layer, not with the image: only the paths
+        the upper dir holds are looked up below.
+        """
+        view = self.view()
+        rows = []
+        for c in view.changes(self.top):
+            parent = posixpath.dirname(c.path)
+            if c.kind == "deleted":
+                pc = view.get(parent)
+                # only the topmost deleted path is listed, as docker diff does
+                if parent != "/" and (pc is None or _deleted_here(view, parent, self.top)):
+                    continue
+                rows.append({"kind": "D", "path": c.path, "size": _subtree_size(c)})
+            elif c.kind == "added":
+                rows.append({"kind": "A", "path": c.path, "size": c.entry.size})
+            else:
+                rows.append({"kind": "C", "path": c.path, "size": c.entry.size})
+        rows.sort(key=lambda r: r["path"])
+        return rows
+
+    def inspect(self) -> dict:
+        """The record ``inspect CONTAINER`` prints."""
+        return {"Id": self.id, "Name": "/" + self.name, "Image": self.image_id, "ImageName": self.image_name,
+                "Created": self.created, "Path": self.command[0] if self.command else "",
+                "Args": self.command[1:], "State": {"Status": self.state, "ExitCode": self.exit_code,
+                                                     "StartedAt": self.started_at,
+                                                     "FinishedAt": self.finished_at},
+                "GraphDriver": {"Name": "overlay", "Data": {"UpperDir": str(self.upper)}}}
+
+
+class _EntryReader:
+    """A read-only file object over an entry's bytes (from the upper dir or a layer blob)."""
+
+    def __init__(self, c: Container, view: UnionView, ue: UnionEntry) -> None:
+        if ue.entry.type == "dir":
+            raise FileOpError(f"{ue.entry.path}: is a directory")
+        if ue.entry.type not in ("file", "hardlink"):
+            raise FileOpError(f"{ue.entry.path}: not a regular file")
+        self._it = c._entry_bytes(view, ue)
+        self._buf = b""
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            data = self._buf + b"".join(self._it)
+            self._buf = b""
+            return data
+        while len(self._buf) < n:
+            chunk = next(self._it, b"")
+            if not chunk:
+                break
+            self._buf += chunk
+        data, self._buf = self._buf[:n], self._buf[n:]
+        return data
+
+    def close(self) -> None:
+        self._it = iter(())
+
+    def __enter__(self) -> _EntryReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _lstat(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _apply_meta(host: str, ue: UnionEntry) -> None:
+    e = ue.entry
+    os.chown(host, e.uid, e.gid, follow_symlinks=False)
+    if e.type != "symlink":
+        os.chmod(host, e.mode)
+    with contextlib.suppress(OSError):
+        os.utime(host, (e.mtime, e.mtime), follow_symlinks=False)
+
+
+def _in_lower(view: UnionView, path: str, top: int) -> bool:
+    """True when some lower layer (below the writable one) provides ``path``."""
+    ue = view.get(path)
+    if ue is not None and ue.layer != top:
+        return True
+    return _lower_has(view, path, top)
+
+
+def _lower_has(view: UnionView, path: str, top: int) -> bool:
+    """True when the image below the writable layer has ``path``."""
+    base = view.base
+    return base is not None and base.get(path) is not None
+
+
+def _hidden_below(view: UnionView, path: str) -> bool:
+    """True when a deleted lower directory sits at ``path`` (recreating it must be opaque)."""
+    top = len(view.layers) - 1
+    return _lower_has(view, path, top)
+
+
+def _deleted_here(view: UnionView, path: str, top: int) -> bool:
+    return any(c.path == path and c.kind == "deleted" for c in view.changes(top))
+
+
+def _subtree_size(c) -> int:
+    return c.below.entry.size if c.below is not None else 0
+
+
+def _release_and_mkdir_parents(c: Container, parent: str, mode: int) -> None:
+    """mkdir -p for the missing parents (called with the container lock held)."""
+    view = c.view()
+    missing = []
+    p = parent
+    while p != "/" and view.get(p) is None:
+        missing.append(p)
+        p = posixpath.dirname(p)
+    for d in reversed(missing):
+        view = c.view()
+        c._copy_up_dirs(view, posixpath.dirname(d))
+        host = c._host(d)
+        whiteout = _lstat(host) is not None
+        if whiteout:
+            os.unlink(host)
+        os.mkdir(host, mode)
+        if whiteout or _hidden_below(view, d):
+            set_opaque(host)
+
+
+def _random_name(taken: set[str]) -> str:
+    for _ in range(100):
+        name = f"{secrets.choice(_NAME_WORDS)}_{secrets.choice(_NAME_NOUNS)}"
+        if name not in taken:
+            return name
+    return "c_" + secrets.token_hex(4)
+
+
+# ---- the container registry of a store ------------------------------------------------------------
+
+def containers_dir(store: Store) -> Path:
+    """Where a store keeps its containers."""
+    return store.meta_dir / "containers"
+
+
+def list_containers(store: Store) -> list[Container]:
+    """Every container, newest first."""
+    d = containers_dir(store)
+    out = []
+    if d.is_dir():
+        for sub in d.iterdir():
+            cfg = sub / "config.json"
+            if len(sub.name) != 64 or not cfg.is_file():
+                continue
+            try:
+                data = json.loads(cfg.read_text())
+            except ValueError:
+                continue
+            out.append(Container(store, **data))
+    out.sort(key=lambda c: c.created, reverse=True)
+    return out
+
+
+def get_container(store: Store, name: str, missing_ok: bool = False) -> Container | None:
+    """Find a container by name, full ID or unique ID prefix."""
+    cs = list_containers(store)
+    for c in cs:
+        if c.name == name or c.id == name:
+            return c
+    if len(name) >= 1 and all(ch in "0123456789abcdef" for ch in name):
+        hits = [c for c in cs if c.id.startswith(name)]
+        if len(hits) == 1:
+            return hits[0]
+    if missing_ok:
+        return None
+    raise ContainerNotFound(f"No such container: {name}")
+
+
+def create_container(store: Store, image_name: str, command: list[str] | None = None,
+                     name: str | None = None) -> Container:
+    """``create``: a new container with an empty writable layer. The name must be unique."""
+    img = store.image(image_name)
+    if len(img.diff_ids) + 1 > MAX_LAYERS:
+        raise MaxDepthExceeded(f"max depth exceeded: {image_name} has {len(img.diff_ids)} layers; a container "
+                               f"adds one and at most {MAX_LAYERS} are allowed")
+    cfg = img.config.get("config") or {}
+    cmd = list(command) if command else list(cfg.get("Cmd") or [])
+    entry = list(cfg.get("Entrypoint") or [])
+    full = entry + cmd
+    if not full:
+        raise LayerkitError(f"no command specified and {image_name} has no Cmd or Entrypoint")
+    with store.locked():
+        existing = list_containers(store)
+        taken = {c.name for c in existing}
+        if name is None:
+            name = _random_name(taken)
+        elif name in taken:
+            other = next(c for c in existing if c.name == name)
+            raise Conflict(f'Conflict. The container name "/{name}" is already in use by container '
+                           f'"{other.id}". You have to remove (or rename) that container to be able to reuse '
+                           f"that name.")
+        import re
+
+        if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", name):
+            raise LayerkitError(f'Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed')
+        cid = secrets.token_hex(32)
+        root = containers_dir(store)
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".new-"))
+        (tmp / "upper").mkdir()
+        (tmp / "work").mkdir()
+        c = Container(store, cid, name, img.id, img.tags[0].familiar if img.tags else img.short_id, full,
+                      rfc3339_now())
+        (tmp / "config.json").write_text(json.dumps(c.to_json(), indent=2))
+        os.replace(tmp, root / cid)
+    return c
+
+
+def remove_container(store: Store, name: str, force: bool = False) -> Container:
+    """``rm``: delete a container and its writable layer."""
+    c = get_container(store, name)
+    if c.state == "running" and not force:
+        raise Conflict(f"cannot remove container {c.name}: container is running: stop it first or use -f")
+    with store.locked():
+        trash = containers_dir(store) / (".rm-" + c.id)
+        os.replace(c.dir, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+    return c
+
+
+def rfc3339_now() -> str:
+    """Now, RFC 3339 UTC with microseconds."""
+    from datetime import datetime
+
+    return rfc3339(datetime.now(UTC))
+

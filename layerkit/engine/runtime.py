@@ -1,0 +1,238 @@
+"""Running real processes in a container: an overlay mount of the image's layers (read-only, extracted
+once per diff_id) under the container's writable layer, entered with bubblewrap.
+
+The layers are extracted to ``STORE/layerkit/rootfs/HEX`` in overlayfs format (whiteouts as 0/0
+character devices, opaque directories with ``trusted.overlay.opaque``); extraction never writes through
+a symlink, so a layer cannot reach the host. The mount happens in a private mount namespace
+(``unshare -m``), so nothing stays mounted on the host, and the stored layer blobs are never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import stat
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+from ..errors import LayerkitError
+from .container import RUNTIME_DIRS, Container, rfc3339_now
+from .image import Layer
+from .layer import OPAQUE_MARKER, WHITEOUT_PREFIX, LayerFormatError, normalize_member_path, open_uncompressed
+from .store import Store
+from .upper import make_whiteout, set_opaque
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class RuntimeUnavailable(LayerkitError):
+    """A program the runtime needs is missing (the message names the Debian package)."""
+
+
+def _need(prog: str, package: str) -> str:
+    path = shutil.which(prog) or (f"/usr/bin/{prog}" if os.path.exists(f"/usr/bin/{prog}") else None)
+    if not path:
+        raise RuntimeUnavailable(f"{prog} is not installed: apt-get install {package}")
+    return path
+
+
+def _safe_dir(root: str, rel: str) -> str:
+    """Make sure every component of ``rel`` below ``root`` is a real directory (never a symlink)."""
+    cur = root
+    for part in [p for p in rel.split("/") if p]:
+        cur = os.path.join(cur, part)
+        try:
+            st = os.lstat(cur)
+        except FileNotFoundError:
+            os.mkdir(cur, 0o755)
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            if stat.S_ISLNK(st.st_mode):
+                raise LayerFormatError(f"layer writes through symlink {rel!r}")
+            os.unlink(cur)
+            os.mkdir(cur, 0o755)
+    return cur
+
+
+def _clear(path: str) -> None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def extract_layer(store: Store, layer: Layer, dest: Path) -> None:
+    """Extract one layer into ``dest`` in overlayfs lower-dir format, safely."""
+    root = str(dest)
+    dirs: list[tuple[str, tarfile.TarInfo]] = []
+    with store.blobs.open(layer.digest) as raw, tarfile.open(fileobj=open_uncompressed(raw), mode="r|") as tf:
+        for ti in tf:
+            path = normalize_member_path(ti.name)
+            if path == "/":
+                continue
+            parent, base = posixpath.split(path)
+            pdir = _safe_dir(root, parent)
+            host = os.path.join(pdir, base)
+            if base == OPAQUE_MARKER:
+                set_opaque(pdir)
+                continue
+            if base.startswith(WHITEOUT_PREFIX):
+                target = base[len(WHITEOUT_PREFIX):]
+                if not target:
+                    raise LayerFormatError(f"malformed whiteout entry {ti.name!r}")
+                wpath = os.path.join(pdir, target)
+                _clear(wpath)
+                make_whiteout(wpath)
+                continue
+            if ti.isdir():
+                st = _lstat(host)
+                if st is None or not stat.S_ISDIR(st.st_mode):
+                    _clear(host)
+                    os.mkdir(host, 0o755)
+                dirs.append((host, ti))
+                continue
+            _clear(host)
+            if ti.isreg():
+                fd = os.open(host, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(tf.extractfile(ti), out, 1 << 20)
+            elif ti.issym():
+                os.symlink(ti.linkname, host)
+            elif ti.islnk():
+                target = normalize_member_path(ti.linkname)
+                src = os.path.join(root, target.lstrip("/"))
+                if _lstat(src) is None:
+                    raise LayerFormatError(f"hardlink {ti.name!r} points to {ti.linkname!r}, not in this layer")
+                os.link(src, host, follow_symlinks=False)
+                continue
+            elif ti.ischr() or ti.isblk():
+                kind = stat.S_IFCHR if ti.ischr() else stat.S_IFBLK
+                os.mknod(host, kind | (ti.mode & 0o7777), os.makedev(ti.devmajor, ti.devminor))
+            elif ti.isfifo():
+                os.mkfifo(host)
+            else:
+                continue
+            os.chown(host, ti.uid, ti.gid, follow_symlinks=False)
+            if not ti.issym():
+                os.chmod(host, ti.mode & 0o7777)
+            os.utime(host, (ti.mtime, ti.mtime), follow_symlinks=False)
+    for host, ti in reversed(dirs):
+        os.chown(host, ti.uid, ti.gid)
+        os.chmod(host, ti.mode & 0o7777)
+        os.utime(host, (ti.mtime, ti.mtime))
+
+
+def _lstat(p: str) -> os.stat_result | None:
+    try:
+        return os.lstat(p)
+    except FileNotFoundError:
+        return None
+
+
+def rootfs_dir(store: Store) -> Path:
+    """Where extracted layers live (a cache: deleting it only costs re-extraction)."""
+    return store.meta_dir / "rootfs"
+
+
+def ensure_lower(store: Store, layer: Layer) -> str:
+    """Extract a layer once (atomically) and return its short link name for the overlay mount."""
+    base = rootfs_dir(store)
+    hexid = layer.diff_id.split(":", 1)[1]
+    final = base / hexid
+    links = base / "l"
+    links.mkdir(parents=True, exist_ok=True)
+    if not final.is_dir():
+        tmp = Path(tempfile.mkdtemp(dir=base, prefix=".x-"))
+        try:
+            extract_layer(store, layer, tmp)
+            os.chmod(tmp, 0o755)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    short = hexid[:16]
+    link = links / short
+    if not link.is_symlink():
+        os.symlink(f"../{hexid}", link)
+    return short
+
+
+def ensure_init(store: Store) -> str:
+    """The init layer (mount points that the runtime needs, kept out of the writable layer)."""
+    base = rootfs_dir(store)
+    init = base / "init"
+    if not init.is_dir():
+        tmp = Path(tempfile.mkdtemp(dir=base, prefix=".init-"))
+        for d in RUNTIME_DIRS:
+            os.mkdir(tmp / d.lstrip("/"), 0o755)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, init)
+    link = base / "l" / "init"
+    if not link.is_symlink():
+        os.symlink("../init", link)
+    return "init"
+
+
+def process_spec(container: Container, command: list[str] | None = None) -> tuple[list[str], dict[str, str], str]:
+    """(argv, env, workdir) from the image config, as Docker combines Entrypoint, Cmd, Env, WorkingDir."""
+    cfg = container.image.config.get("config") or {}
+    argv = list(command) if command else list(container.command)
+    env = {"PATH": DEFAULT_PATH, "HOSTNAME": container.short_id, "HOME": "/root"}
+    for kv in cfg.get("Env") or []:
+        k, _, v = kv.partition("=")
+        env[k] = v
+    env["TERM"] = os.environ.get("TERM", "xterm") if os.isatty(0) else env.get("TERM", "xterm")
+    return argv, env, cfg.get("WorkingDir") or "/"
+
+
+def execute(container: Container, command: list[str] | None = None, interactive: bool = False,
+            stdin=None, stdout=None, stderr=None) -> int:
+    """Run a process in the container (its own command when ``command`` is None); returns the exit status."""
+    unshare = _need("unshare", "util-linux")
+    bwrap = _need("bwrap", "bubblewrap")
+    store = container.store
+    img = container.image
+    rootfs_dir(store).mkdir(parents=True, exist_ok=True)
+    lowers = [ensure_lower(store, layer) for layer in img.layers]
+    init = ensure_init(store)
+    lowerdir = ":".join([init] + list(reversed(lowers)))
+    merged = container.dir / "merged"
+    merged.mkdir(exist_ok=True)
+    work = container.dir / "work"
+    work.mkdir(exist_ok=True)
+    opts = f"lowerdir={lowerdir},upperdir={container.upper},workdir={work}"
+    argv, env, workdir = process_spec(container, command)
+    if not argv:
+        raise LayerkitError(f"container {container.name}: no command to run")
+    args = [bwrap, "--bind", str(merged), "/", "--proc", "/proc", "--dev", "/dev", "--unshare-pid",
+            "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--hostname",
+            container.short_id, "--die-with-parent", "--chdir", workdir, "--clearenv"]
+    if not interactive:
+        args.append("--new-session")
+    for k, v in env.items():
+        args += ["--setenv", k, v]
+    args += ["--"] + argv
+    script = 'cd "$1" && mount -t overlay overlay -o "$2" "$3" && shift 3 && exec "$@"'
+    full = [unshare, "-m", "--propagation", "private", "sh", "-c", script, "sh",
+            str(rootfs_dir(store) / "l"), opts, str(merged)] + args
+    with container.locked():
+        container.state = "running"
+        container.started_at = rfc3339_now()
+        container.save()
+        try:
+            proc = subprocess.run(full, stdin=stdin if stdin is not None else
+                                  (None if interactive else subprocess.DEVNULL), stdout=stdout, stderr=stderr)
+            code = proc.returncode
+        finally:
+            container.state = "exited"
+            container.finished_at = rfc3339_now()
+        container.exit_code = code
+        container.save()
+    return code
