@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import posixpath
-import tarfile
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from typing import BinaryIO
 
 from ..errors import DigestMismatch, InvalidArchive, LayerkitError, UnsupportedMediaType
 from .blobs import CHUNK, BlobStore
+from .tarstream import ChunkReader, FileReader, TarFormatError, iter_headers
 
 try:  # isal's gzip inflate is about 2-3x faster than zlib's on layer-sized streams.
     from isal import igzip as _gzip
@@ -53,19 +53,6 @@ OCI_TYPE_FOR = {"tar": OCI_LAYER, "gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
-# tar type flags -> the names DESIGN.md uses in JSON
-_TYPES = {
-    tarfile.REGTYPE: "file",
-    tarfile.AREGTYPE: "file",
-    tarfile.CONTTYPE: "file",
-    tarfile.GNUTYPE_SPARSE: "file",
-    tarfile.DIRTYPE: "dir",
-    tarfile.SYMTYPE: "symlink",
-    tarfile.LNKTYPE: "hardlink",
-    tarfile.CHRTYPE: "char",
-    tarfile.BLKTYPE: "block",
-    tarfile.FIFOTYPE: "fifo",
-}
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -172,110 +159,102 @@ class LayerIndex:
                    [Entry.from_row(r) for r in d["entries"]])
 
 
-class _TeeReader:
-    """Reads a source (up to ``limit`` bytes), feeding every byte to a blob writer as it passes."""
+class _Counter:
+    """Bytes seen so far on one side of the pipeline."""
 
-    def __init__(self, src: BinaryIO, sink: Callable[[bytes], None], limit: int | None) -> None:
-        self._src = src
-        self._sink = sink
-        self._remaining = limit
-        self._head = b""
+    def __init__(self) -> None:
         self.total = 0
 
-    def peek(self, n: int) -> bytes:
-        if not self._head:
-            self._head = self._pull(max(n, CHUNK))
-        return self._head[:n]
 
-    def _pull(self, n: int) -> bytes:
-        if self._remaining is not None:
-            n = min(n, self._remaining)
-            if n <= 0:
-                return b""
-        data = self._src.read(n)
-        if data:
-            self._sink(data)
-            self.total += len(data)
-            if self._remaining is not None:
-                self._remaining -= len(data)
-        return data
-
-    def read(self, n: int = -1) -> bytes:
-        if self._head:
-            data, self._head = self._head, b""
-            if n is not None and 0 <= n < len(data):
-                data, self._head = data[:n], data[n:]
-            return data
-        return self._pull(CHUNK if n is None or n < 0 else n)
-
-    def readinto(self, buf) -> int:
-        """``readinto`` as io.RawIOBase defines it (isal's GzipFile reads its source this way)."""
-        view = memoryview(buf).cast("B")
-        data = self.read(len(view))
-        view[:len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
+def _tee_chunks(src: BinaryIO, sink: Callable[[bytes], None], limit: int | None, count: _Counter
+                ) -> Iterator[bytes]:
+    """Read ``src`` (up to ``limit`` bytes) in large chunks, passing each to ``sink`` (the blob writer)."""
+    remaining = limit
+    while remaining is None or remaining > 0:
+        data = src.read(CHUNK if remaining is None else min(CHUNK, remaining))
+        if not data:
+            return
+        sink(data)
+        count.total += len(data)
+        if remaining is not None:
+            remaining -= len(data)
+        yield data
 
 
-class _HashReader:
-    """Hashes and counts the uncompressed tar stream as tarfile reads it (the diff_id)."""
-
-    def __init__(self, src) -> None:
-        self._src = src
-        self.hash = hashlib.sha256()
-        self.total = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._src.read(CHUNK if n is None or n < 0 else n)
-        if data:
-            self.hash.update(data)
-            self.total += len(data)
-        return data
-
-    def drain(self) -> None:
-        while self.read(CHUNK):
-            pass
-
-
-class _ZstdReader:
-    """zstd stream reader that reads across frames (zstandard is imported lazily: it is rarely needed)."""
-
-    def __init__(self, src) -> None:
+def _inflate(chunks: Iterator[bytes], kind: str) -> Iterator[bytes]:
+    """Decompress a chunk stream (gzip members and zstd frames may be concatenated)."""
+    if kind == "tar":
+        yield from chunks
+        return
+    if kind == "gzip":
+        try:
+            from isal import isal_zlib as zmod
+        except ImportError:  # pragma: no cover
+            zmod = zlib
+        new = lambda: zmod.decompressobj(31)  # noqa: E731
+    else:
         import zstandard
 
-        self._r = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
+        dctx = zstandard.ZstdDecompressor()
+        new = dctx.decompressobj
+    d = new()
+    for chunk in chunks:
+        while chunk:
+            out = d.decompress(chunk)
+            if out:
+                yield out
+            if d.eof:
+                chunk = d.unused_data
+                d = new()
+            else:
+                chunk = b""
+    if kind == "gzip":
+        tail = d.flush()
+        if tail:
+            yield tail
 
-    def read(self, n: int = -1) -> bytes:
-        return self._r.read(CHUNK if n is None or n < 0 else n)
+
+def _hashed(chunks: Iterator[bytes], h, count: _Counter) -> Iterator[bytes]:
+    for c in chunks:
+        h.update(c)
+        count.total += len(c)
+        yield c
 
 
-def _entry_from_tarinfo(ti: tarfile.TarInfo) -> Entry | None:
-    path = normalize_member_path(ti.name)
+# tar type flags -> the names DESIGN.md uses in JSON
+_TYPES_B = {b"0": "file", b"7": "file", b"S": "file", b"5": "dir", b"2": "symlink", b"1": "hardlink",
+            b"3": "char", b"4": "block", b"6": "fifo"}
+
+
+def _entry_from_header(h) -> Entry | None:
+    path = normalize_member_path(h.name)
     base = posixpath.basename(path)
     parent = posixpath.dirname(path)
-    mode = ti.mode & 0o7777
+    mode = h.mode & 0o7777
     if base.startswith(WHITEOUT_PREFIX):
         if base == OPAQUE_MARKER:
-            return Entry(parent, "opaque", 0, mode, ti.uid, ti.gid, ti.mtime, "", ti.offset_data)
+            return Entry(parent, "opaque", 0, mode, h.uid, h.gid, h.mtime, "", h.offset_data)
         target = base[len(WHITEOUT_PREFIX):]
         if not target or target in (".", "..") or target.startswith(WHITEOUT_PREFIX):
-            raise LayerFormatError(f"malformed whiteout entry {ti.name!r}")
-        return Entry(posixpath.join(parent, target), "whiteout", 0, mode, ti.uid, ti.gid, ti.mtime, "",
-                     ti.offset_data)
+            raise LayerFormatError(f"malformed whiteout entry {h.name!r}")
+        return Entry(posixpath.join(parent, target), "whiteout", 0, mode, h.uid, h.gid, h.mtime, "",
+                     h.offset_data)
     if path == "/":
         return None  # the root itself is not listed
-    kind = _TYPES.get(ti.type)
+    kind = _TYPES_B.get(h.type)
     if kind is None:
-        raise LayerFormatError(f"tar entry {ti.name!r} has unsupported type {ti.type!r}")
+        if h.type in (b"V", b"M", b"N"):
+            return None  # GNU volume labels and multi-volume markers carry no file
+        raise LayerFormatError(f"tar entry {h.name!r} has unsupported type {h.type!r}")
+    if h.name.endswith("/") and kind == "file":
+        kind = "dir"  # old tars mark directories with a trailing slash only
     link = ""
     if kind == "symlink":
-        link = ti.linkname
+        link = h.linkname
     elif kind == "hardlink":
-        link = normalize_member_path(ti.linkname)
-    size = ti.size if kind == "file" else 0
-    return Entry(path, kind, size, mode, ti.uid, ti.gid, ti.mtime, link, ti.offset_data)
+        link = normalize_member_path(h.linkname)
+    size = h.size if kind == "file" else 0
+    return Entry(path, kind, size, mode, h.uid, h.gid, h.mtime, link, h.offset_data)
 
 
 def docker_size(entries: list[Entry]) -> tuple[int, int]:
@@ -292,25 +271,26 @@ def docker_size(entries: list[Entry]) -> tuple[int, int]:
     return size, files
 
 
-def index_tar_stream(stream, label: str) -> list[Entry]:
-    """Parse a tar stream (a file-like object read sequentially) into entries.
+def index_tar_stream(reader: ChunkReader | FileReader, label: str) -> list[Entry]:
+    """Parse a tar stream's headers into entries (see :mod:`.tarstream` for why not ``tarfile``).
 
     The same path may appear twice in a tar; the later entry wins, as it would when applied.
     """
     entries: list[Entry] = []
     try:
-        with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as tf:
-            for ti in tf:
-                e = _entry_from_tarinfo(ti)
-                if e is not None:
-                    entries.append(e)
+        for h in iter_headers(reader):
+            e = _entry_from_header(h)
+            if e is not None:
+                entries.append(e)
     except LayerFormatError as exc:
         raise LayerFormatError(f"{label}: {exc}") from None
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+    except TarFormatError as exc:
         raise InvalidArchive(f"{label}: not a valid tar stream ({exc})") from None
     except LayerkitError:
         raise
-    except Exception as exc:  # zstandard raises its own ZstdError
+    except (OSError, EOFError, ValueError, zlib.error) as exc:
+        raise InvalidArchive(f"{label}: cannot read layer ({exc})") from None
+    except Exception as exc:  # isal and zstandard raise their own error classes
         raise InvalidArchive(f"{label}: cannot decompress layer ({exc})") from None
     return entries
 
@@ -343,34 +323,42 @@ def ingest_layer(
     """
     writer = blobs.writer(expected_digest, label)
     try:
-        tee = _TeeReader(src, writer.write, limit)
-        compression = detect_compression(tee.peek(4))
-        if compression == "gzip":
-            inner = _gzip.GzipFile(fileobj=tee, mode="rb")
-        elif compression == "zstd":
-            inner = _ZstdReader(tee)
-        else:
-            inner = tee
-        hashed = _HashReader(inner)
-        entries = index_tar_stream(hashed, label)
+        raw = _Counter()
+        head = src.read(min(CHUNK, limit) if limit is not None else CHUNK)
+        compression = detect_compression(head)
+        first = iter([head]) if head else iter(())
+        import itertools
+
+        def rest() -> Iterator[bytes]:
+            yield from _tee_chunks(src, writer.write, None if limit is None else limit - len(head), raw)
+
+        if head:
+            writer.write(head)
+            raw.total += len(head)
+        chunks = itertools.chain(first, rest())
+        diff_hash = hashlib.sha256()
+        tar_count = _Counter()
+        reader = ChunkReader(_hashed(_inflate(chunks, compression), diff_hash, tar_count))
+        entries = index_tar_stream(reader, label)
         try:
-            hashed.drain()
-            # trailing bytes after the compressed stream still belong to the blob
-            while tee.read(CHUNK):
-                pass
-        except (OSError, EOFError, zlib.error) as exc:
+            reader.drain()  # trailing zero blocks and anything after still belong to the blob
+        except (OSError, EOFError, ValueError, zlib.error) as exc:
             raise InvalidArchive(f"{label}: cannot decompress layer ({exc})") from None
-        if limit is not None and tee.total != limit:
-            raise InvalidArchive(f"{label}: truncated ({tee.total} of {limit} bytes)")
-        diff_id = "sha256:" + hashed.hash.hexdigest()
+        except LayerkitError:
+            raise
+        except Exception as exc:  # isal/zstandard errors
+            raise InvalidArchive(f"{label}: cannot decompress layer ({exc})") from None
+        if limit is not None and raw.total != limit:
+            raise InvalidArchive(f"{label}: truncated ({raw.total} of {limit} bytes)")
+        diff_id = "sha256:" + diff_hash.hexdigest()
         digest = "sha256:" + writer._hash.hexdigest()
         if expected_digest and digest != expected_digest:
             raise DigestMismatch(f"{label}: blob {expected_digest} hashes to {digest}")
         if expected_diff_id and diff_id != expected_diff_id:
             raise DigestMismatch(f"{label}: layer content hashes to {diff_id}, config says {expected_diff_id}")
         size, files = docker_size(entries)
-        index = LayerIndex(diff_id, hashed.total, size, files, entries)
-        return IngestResult(digest, diff_id, tee.total, compression, index, writer)
+        index = LayerIndex(diff_id, tar_count.total, size, files, entries)
+        return IngestResult(digest, diff_id, raw.total, compression, index, writer)
     except BaseException:
         writer.abort()
         raise
@@ -384,7 +372,9 @@ def open_uncompressed(f: BinaryIO):
     if kind == "gzip":
         return _gzip.GzipFile(fileobj=f, mode="rb")
     if kind == "zstd":
-        return _ZstdReader(f)
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
     return f
 
 
@@ -422,10 +412,24 @@ def read_index(index_dir: Path, diff_id: str) -> LayerIndex | None:
 
 
 def index_blob(blobs: BlobStore, digest: str, label: str) -> LayerIndex:
-    """Build a layer index from a stored blob (when no cached index exists)."""
+    """Build a layer index from a stored blob (when no cached index exists).
+
+    An uncompressed blob is indexed by seeking from header to header (its diff_id is its digest); a
+    compressed one is inflated and hashed in one pass.
+    """
     with blobs.open(digest) as f:
-        hashed = _HashReader(open_uncompressed(f))
-        entries = index_tar_stream(hashed, label)
-        hashed.drain()
+        head = f.read(4)
+        f.seek(0)
+        kind = detect_compression(head)
+        if kind == "tar":
+            entries = index_tar_stream(FileReader(f), label)
+            diff_id, tar_size = digest, blobs.size(digest)
+        else:
+            h = hashlib.sha256()
+            count = _Counter()
+            reader = ChunkReader(_hashed(_inflate(iter(lambda: f.read(CHUNK), b""), kind), h, count))
+            entries = index_tar_stream(reader, label)
+            reader.drain()
+            diff_id, tar_size = "sha256:" + h.hexdigest(), count.total
     size, files = docker_size(entries)
-    return LayerIndex("sha256:" + hashed.hash.hexdigest(), hashed.total, size, files, entries)
+    return LayerIndex(diff_id, tar_size, size, files, entries)

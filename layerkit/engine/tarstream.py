@@ -1,0 +1,231 @@
+"""A tar header reader for indexing layers in one pass.
+
+Python's ``tarfile`` in stream mode re-copies its whole read-ahead buffer on every header it reads, which
+made indexing a 100-layer, 100,000-entry image take 6.4 s against 0.21 s for GNU ``tar -t`` (measured with
+``benchmarks/union_bench.py``). This reader only parses headers (ustar, PAX ``x``/``g``, GNU ``L``/``K``
+long names, base-256 numbers) and skips data without copying it: over a seekable file it seeks, over a
+chunk stream it advances an offset into the current chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+BLOCK = 512
+
+
+class TarFormatError(Exception):
+    """The bytes are not a valid tar stream (bad checksum, truncated header or data)."""
+
+
+@dataclass(slots=True)
+class Header:
+    """One member's header, with the offset of its data in the uncompressed stream."""
+
+    name: str
+    type: bytes
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    mtime: float
+    linkname: str
+    devmajor: int
+    devminor: int
+    offset_data: int
+
+
+class ChunkReader:
+    """Exact reads and skips over an iterator of byte chunks, without re-copying what is buffered."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = b""
+        self._pos = 0
+        self.offset = 0
+
+    def read(self, n: int) -> bytes:
+        """Exactly ``n`` bytes, or fewer at the end of the stream."""
+        end = self._pos + n
+        if end <= len(self._buf):
+            data = self._buf[self._pos:end]
+            self._pos = end
+            self.offset += n
+            return data
+        parts = [self._buf[self._pos:]]
+        got = len(parts[0])
+        while got < n:
+            chunk = next(self._chunks, b"")
+            if not chunk:
+                break
+            parts.append(chunk)
+            got += len(chunk)
+        joined = b"".join(parts)
+        data = joined[:n]
+        self._buf = joined
+        self._pos = len(data)
+        self.offset += len(data)
+        return data
+
+    def skip(self, n: int) -> int:
+        """Skip ``n`` bytes; returns how many were skipped."""
+        avail = len(self._buf) - self._pos
+        if n <= avail:
+            self._pos += n
+            self.offset += n
+            return n
+        done = avail
+        self._buf, self._pos = b"", 0
+        while done < n:
+            chunk = next(self._chunks, b"")
+            if not chunk:
+                break
+            if done + len(chunk) > n:
+                self._buf = chunk
+                self._pos = n - done
+                done = n
+                break
+            done += len(chunk)
+        self.offset += done
+        return done
+
+    def drain(self) -> None:
+        """Consume the rest of the stream (trailing zero blocks still count for the digest)."""
+        self._buf, self._pos = b"", 0
+        for chunk in self._chunks:
+            self.offset += len(chunk)
+
+
+class FileReader:
+    """Exact reads and seeking skips over a seekable file."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self.offset = f.tell()
+
+    def read(self, n: int) -> bytes:
+        data = self._f.read(n)
+        self.offset += len(data)
+        return data
+
+    def skip(self, n: int) -> int:
+        self._f.seek(n, 1)
+        self.offset += n
+        return n
+
+    def drain(self) -> None:
+        pass
+
+
+def _num(field: bytes) -> int:
+    if field[:1] in (b"\x80", b"\xff"):  # GNU base-256
+        v = int.from_bytes(field[1:], "big")
+        return -((1 << (8 * (len(field) - 1))) - v) if field[:1] == b"\xff" else v
+    s = field.split(b"\0", 1)[0].strip()
+    return int(s, 8) if s else 0
+
+
+def _str(field: bytes) -> str:
+    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _pax(data: bytes) -> dict[str, str]:
+    out: dict[str, str] = {}
+    pos = 0
+    while pos < len(data):
+        sp = data.find(b" ", pos)
+        if sp < 0:
+            break
+        try:
+            length = int(data[pos:sp])
+        except ValueError:
+            raise TarFormatError("invalid PAX header record") from None
+        if length <= 0:
+            raise TarFormatError("invalid PAX header record")
+        rec = data[sp + 1:pos + length - 1]
+        k, _, v = rec.partition(b"=")
+        out[k.decode("utf-8", "surrogateescape")] = v.decode("utf-8", "surrogateescape")
+        pos += length
+    return out
+
+
+def _padded(n: int) -> int:
+    return (n + BLOCK - 1) // BLOCK * BLOCK
+
+
+def iter_headers(r: ChunkReader | FileReader) -> Iterator[Header]:
+    """Yield the members of a tar stream; stops at the end-of-archive marker or a clean EOF."""
+    pax_global: dict[str, str] = {}
+    pax: dict[str, str] = {}
+    longname: str | None = None
+    longlink: str | None = None
+    while True:
+        block = r.read(BLOCK)
+        if not block:
+            return
+        if len(block) < BLOCK:
+            raise TarFormatError("truncated tar header")
+        if block.count(0) == BLOCK:
+            return  # end-of-archive marker
+        chksum = _num(block[148:156])
+        calc = sum(block[:148]) + 256 + sum(block[156:])
+        if chksum != calc and chksum != calc - 2 * sum(b for b in block[148:156] if b > 127):
+            raise TarFormatError(f"bad header checksum at offset {r.offset - BLOCK}")
+        typ = block[156:157] or b"0"
+        size = _num(block[124:136])
+        if typ in (b"x", b"g", b"L", b"K"):
+            data = r.read(size)
+            if len(data) < size:
+                raise TarFormatError("truncated extended header")
+            r.skip(_padded(size) - size)
+            if typ == b"x":
+                pax = _pax(data)
+            elif typ == b"g":
+                pax_global.update(_pax(data))
+            elif typ == b"L":
+                longname = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            else:
+                longlink = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            continue
+        name = _str(block[0:100])
+        # only POSIX ustar has a prefix field; GNU's "ustar  " keeps times there
+        prefix = _str(block[345:500]) if block[257:263] == b"ustar\x00" else ""
+        if prefix:
+            name = prefix + "/" + name
+        linkname = _str(block[157:257])
+        fields = {**pax_global, **pax}
+        if longname is not None:
+            name = longname
+        if longlink is not None:
+            linkname = longlink
+        name = fields.get("path", name)
+        linkname = fields.get("linkpath", linkname)
+        if "size" in fields:
+            size = int(fields["size"])
+        mtime: float = _num(block[136:148])
+        if "mtime" in fields:
+            mtime = float(fields["mtime"])
+        h = Header(
+            name=name,
+            type=b"0" if typ == b"\0" else typ,
+            mode=_num(block[100:108]),
+            uid=int(fields["uid"]) if "uid" in fields else _num(block[108:116]),
+            gid=int(fields["gid"]) if "gid" in fields else _num(block[116:124]),
+            size=size,
+            mtime=mtime,
+            linkname=linkname,
+            devmajor=_num(block[329:337]) if typ in (b"3", b"4") else 0,
+            devminor=_num(block[337:345]) if typ in (b"3", b"4") else 0,
+            offset_data=r.offset,
+        )
+        pax = {}
+        longname = longlink = None
+        # hardlinks, symlinks, dirs and devices carry no data, whatever their size field says
+        data_len = 0 if h.type in (b"1", b"2", b"3", b"4", b"5", b"6") else size
+        yield h
+        if data_len:
+            want = _padded(data_len)
+            if r.skip(want) < want:
+                raise TarFormatError(f"truncated data of {name!r}")
