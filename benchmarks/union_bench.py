@@ -64,7 +64,7 @@ def build_archive(out: Path, layers: int, entries: int) -> list[Path]:
         ti = tarfile.TarInfo(f"{ch}.json")
         ti.size = len(cfg)
         tf.addfile(ti, io.BytesIO(cfg))
-        for p, n in zip(paths, names):
+        for p, n in zip(paths, names, strict=True):
             tf.add(p, arcname=n)
         m = json.dumps([{"Config": f"{ch}.json", "RepoTags": ["bench:union"], "Layers": names}]).encode()
         ti = tarfile.TarInfo("manifest.json")
