@@ -26,7 +26,12 @@ SAVE_FORMATS = ("docker-archive", "oci-archive", "oci")
 
 def ref(store: Store | None, text: str) -> Document:
     """Parse and normalise a reference (``layerkit ref busybox``)."""
-    r = parse_reference(text)
+    try:
+        r = parse_reference(text)
+    except InvalidReference as exc:
+        from .engine.store import user_reference_error
+
+        raise InvalidReference(user_reference_error(text, exc)) from None
     data = r.to_json()
     lines = [f"{k}: {'' if v is None else v}" for k, v in data.items()]
     return Document(data, "\n".join(lines))

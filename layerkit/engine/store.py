@@ -254,7 +254,9 @@ class Store:
         ref: Reference | None
         try:
             ref = parse_reference(target)
-        except InvalidReference:
+        except InvalidReference as exc:
+            if not (1 <= len(hexpart) < 64 and all(c in "0123456789abcdef" for c in hexpart)):
+                raise InvalidReference(user_reference_error(name, exc)) from None
             ref = None
         if ref is not None:
             if ref.digest:
@@ -414,7 +416,10 @@ class Store:
     def tag(self, source: str, target: str) -> Reference:
         """Give the image ``source`` names the additional tag ``target``."""
         img = self.image(source)
-        ref = parse_reference(target)
+        try:
+            ref = parse_reference(target)
+        except InvalidReference as exc:
+            raise InvalidReference(user_reference_error(target, exc)) from None
         if ref.digest:
             raise InvalidReference(f"refusing to create a tag with a digest reference: {target}")
         with self.locked():
@@ -498,6 +503,11 @@ class Store:
                     self._index_cache.pop(layer.diff_id, None)
                     deleted.append(layer.diff_id)
         return {"untagged": untagged, "deleted": deleted}
+
+
+def user_reference_error(text: str, exc: Exception) -> str:
+    """Docker's wording for a bad reference typed by the user, naming it."""
+    return f'"{text}" is not a valid repository/tag: {exc}'
 
 
 def _familiar_tagged(ref: Reference) -> str:

@@ -124,7 +124,7 @@ class UnionView:
             self._kids(parent).discard(posixpath.basename(path))
 
     def _ensure_parents(self, path: str, layer: int) -> None:
-        parent = posixpath.dirname(path)
+        parent = _parent(path)
         if parent == "/" or parent in self._entries:
             if parent != "/" and self._entries[parent].entry.type != "dir":
                 # a lower non-directory sits where this layer needs a directory: the tar replaces it
@@ -135,8 +135,10 @@ class UnionView:
         self._set(_implicit_dir(parent), layer)
 
     def _set(self, entry: Entry, layer: int) -> None:
-        self._entries[entry.path] = UnionEntry(entry, layer)
-        self._kids(posixpath.dirname(entry.path)).add(posixpath.basename(entry.path))
+        path = entry.path
+        self._entries[path] = UnionEntry(entry, layer)
+        i = path.rfind("/")
+        self._kids(path[:i] or "/").add(path[i + 1:])
         if entry.type == "dir":
             self._kids(entry.path)
 
@@ -265,6 +267,11 @@ class UnionView:
     def changes(self, layer: int) -> list[Change]:
         """What layer ``layer`` adds, modifies and deletes relative to the layers below."""
         return list(self._changes[layer])
+
+
+def _parent(path: str) -> str:
+    """posixpath.dirname for clean absolute paths, without its overhead (it dominated view building)."""
+    return path[: path.rfind("/")] or "/"
 
 
 def _norm(path: str) -> str:
