@@ -406,20 +406,22 @@ class Container:
         with all its children. Cost grows with the writable layer, not with the image: only the paths
         the upper dir holds are looked up below.
         """
-        view = self.view()
+        from .upper import scan_upper
+
+        lower = self.store.path_index(self.image)
         rows = []
-        for c in view.changes(self.top):
-            parent = posixpath.dirname(c.path)
-            if c.kind == "deleted":
-                pc = view.get(parent)
-                # only the topmost deleted path is listed, as docker diff does
-                if parent != "/" and (pc is None or _deleted_here(view, parent, self.top)):
-                    continue
-                rows.append({"kind": "D", "path": c.path, "size": _subtree_size(c)})
-            elif c.kind == "added":
-                rows.append({"kind": "A", "path": c.path, "size": c.entry.size})
-            else:
-                rows.append({"kind": "C", "path": c.path, "size": c.entry.size})
+        try:
+            for e in scan_upper(self.upper, frozenset(RUNTIME_DIRS)):
+                if e.type == "opaque":
+                    continue  # the directory's own entry says A or C; hidden lower children are not listed
+                below = lower.get(e.path)
+                if e.type == "whiteout":
+                    if below is not None:  # a stale whiteout over nothing deletes nothing
+                        rows.append({"kind": "D", "path": e.path, "size": below.size})
+                else:
+                    rows.append({"kind": "C" if below is not None else "A", "path": e.path, "size": e.size})
+        finally:
+            lower.close()
         rows.sort(key=lambda r: r["path"])
         return rows
 
@@ -501,14 +503,6 @@ def _hidden_below(view: UnionView, path: str) -> bool:
     """True when a deleted lower directory sits at ``path`` (recreating it must be opaque)."""
     top = len(view.layers) - 1
     return _lower_has(view, path, top)
-
-
-def _deleted_here(view: UnionView, path: str, top: int) -> bool:
-    return any(c.path == path and c.kind == "deleted" for c in view.changes(top))
-
-
-def _subtree_size(c) -> int:
-    return c.below.entry.size if c.below is not None else 0
 
 
 def _release_and_mkdir_parents(c: Container, parent: str, mode: int) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 from ..errors import Conflict, ImageNotFound, InvalidManifest, InvalidReference, LayerkitError
 from .blobs import BlobStore
 from .digests import is_digest, sha256_bytes
-from .image import Image, chain_ids
+from .image import Image
 from .layer import LayerIndex, index_blob, read_index, write_index
 from .reference import Reference, parse_reference
 
@@ -186,6 +186,16 @@ class Store:
             view = UnionView([layer.index() for layer in image.layers])
             self._views[key] = view
         return view
+
+    def path_index(self, image: Image):
+        """A persistent path index of the image's union view (built on first use; see pathindex)."""
+        from .pathindex import PathIndex, build
+
+        key = image.chain_ids[-1][7:] if image.diff_ids else "empty"
+        path = self.meta_dir / "views" / f"{key}.db"
+        if not path.exists():
+            build(self.image_view(image), path)
+        return PathIndex(path)
 
     def blob_for_diff_id(self, diff_id: str) -> str | None:
         """The digest of a stored blob whose uncompressed content has this diff_id, if any."""
@@ -495,7 +505,9 @@ class Store:
                 self.blobs.delete(img.manifest_digest)
             if img.id not in still:
                 self.blobs.delete(img.id)
-            for layer, _cid in zip(img.layers, chain_ids(img.diff_ids), strict=False):
+            if img.diff_ids and not any(o.chain_ids[-1:] == img.chain_ids[-1:] for o in self.images()):
+                (self.meta_dir / "views" / f"{img.chain_ids[-1][7:]}.db").unlink(missing_ok=True)
+            for layer in img.layers:
                 if layer.digest not in still:
                     self.blobs.delete(layer.digest)
                 if layer.diff_id not in still:
