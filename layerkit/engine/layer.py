@@ -88,6 +88,9 @@ def normalize_member_path(name: str) -> str:
     would write outside the container's filesystem.
     """
     p = name.lstrip("/")
+    q = "/" + p.rstrip("/") + "/"
+    if p and "//" not in q and "/./" not in q and "/../" not in q:
+        return q[:-1]  # already clean: skip normpath, which costs more than parsing the header
     norm = posixpath.normpath(p) if p else "."
     if norm == ".." or norm.startswith("../"):
         raise LayerFormatError(f"tar entry {name!r} points outside the root")
@@ -228,8 +231,9 @@ _TYPES_B = {b"0": "file", b"7": "file", b"S": "file", b"5": "dir", b"2": "symlin
 
 def _entry_from_header(h) -> Entry | None:
     path = normalize_member_path(h.name)
-    base = posixpath.basename(path)
-    parent = posixpath.dirname(path)
+    i = path.rfind("/")
+    base = path[i + 1:]
+    parent = path[:i] or "/"
     mode = h.mode & 0o7777
     if base.startswith(WHITEOUT_PREFIX):
         if base == OPAQUE_MARKER:

@@ -9,6 +9,7 @@ chunk stream it advances an offset into the current chunk.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -119,16 +120,23 @@ class FileReader:
         pass
 
 
+_HDR = struct.Struct("100s8s8s8s12s12s8sc100s6s2x32x32x8s8s155s")
+
+
 def _num(field: bytes) -> int:
-    if field[:1] in (b"\x80", b"\xff"):  # GNU base-256
+    if field[0] & 0x80:  # GNU base-256
         v = int.from_bytes(field[1:], "big")
         return -((1 << (8 * (len(field) - 1))) - v) if field[:1] == b"\xff" else v
     s = field.split(b"\0", 1)[0].strip()
-    return int(s, 8) if s else 0
+    try:
+        return int(s, 8) if s else 0
+    except ValueError:
+        raise TarFormatError(f"invalid number field {field!r} in tar header") from None
 
 
 def _str(field: bytes) -> str:
-    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    i = field.find(0)
+    return (field if i < 0 else field[:i]).decode("utf-8", "surrogateescape")
 
 
 def _pax(data: bytes) -> dict[str, str]:
@@ -169,12 +177,14 @@ def iter_headers(r: ChunkReader | FileReader) -> Iterator[Header]:
             raise TarFormatError("truncated tar header")
         if block.count(0) == BLOCK:
             return  # end-of-archive marker
-        chksum = _num(block[148:156])
-        calc = sum(block[:148]) + 256 + sum(block[156:])
-        if chksum != calc and chksum != calc - 2 * sum(b for b in block[148:156] if b > 127):
+        (f_name, f_mode, f_uid, f_gid, f_size, f_mtime, f_chk, typ, f_link, magic, f_dmaj, f_dmin,
+         f_prefix) = _HDR.unpack_from(block)
+        chksum = _num(f_chk)
+        # the checksum counts the checksum field as spaces; some old tars summed signed bytes
+        calc = sum(block) - sum(f_chk) + 256
+        if chksum != calc and chksum != calc - 256 * sum(1 for b in block if b > 127):
             raise TarFormatError(f"bad header checksum at offset {r.offset - BLOCK}")
-        typ = block[156:157] or b"0"
-        size = _num(block[124:136])
+        size = _num(f_size)
         if typ in (b"x", b"g", b"L", b"K"):
             data = r.read(size)
             if len(data) < size:
@@ -189,37 +199,30 @@ def iter_headers(r: ChunkReader | FileReader) -> Iterator[Header]:
             else:
                 longlink = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
             continue
-        name = _str(block[0:100])
+        name = _str(f_name)
         # only POSIX ustar has a prefix field; GNU's "ustar  " keeps times there
-        prefix = _str(block[345:500]) if block[257:263] == b"ustar\x00" else ""
-        if prefix:
-            name = prefix + "/" + name
-        linkname = _str(block[157:257])
-        fields = {**pax_global, **pax}
+        if magic == b"ustar\x00" and f_prefix[0]:
+            name = _str(f_prefix) + "/" + name
+        linkname = _str(f_link) if f_link[0] else ""
         if longname is not None:
             name = longname
         if longlink is not None:
             linkname = longlink
-        name = fields.get("path", name)
-        linkname = fields.get("linkpath", linkname)
-        if "size" in fields:
-            size = int(fields["size"])
-        mtime: float = _num(block[136:148])
-        if "mtime" in fields:
-            mtime = float(fields["mtime"])
-        h = Header(
-            name=name,
-            type=b"0" if typ == b"\0" else typ,
-            mode=_num(block[100:108]),
-            uid=int(fields["uid"]) if "uid" in fields else _num(block[108:116]),
-            gid=int(fields["gid"]) if "gid" in fields else _num(block[116:124]),
-            size=size,
-            mtime=mtime,
-            linkname=linkname,
-            devmajor=_num(block[329:337]) if typ in (b"3", b"4") else 0,
-            devminor=_num(block[337:345]) if typ in (b"3", b"4") else 0,
-            offset_data=r.offset,
-        )
+        uid = _num(f_uid)
+        gid = _num(f_gid)
+        mtime: float = _num(f_mtime)
+        if pax or pax_global:
+            fields = {**pax_global, **pax}
+            name = fields.get("path", name)
+            linkname = fields.get("linkpath", linkname)
+            size = int(fields.get("size", size))
+            uid = int(fields.get("uid", uid))
+            gid = int(fields.get("gid", gid))
+            mtime = float(fields.get("mtime", mtime))
+        typ = b"0" if typ == b"\0" else typ
+        dev = typ in (b"3", b"4")
+        h = Header(name, typ, _num(f_mode), uid, gid, size, mtime, linkname,
+                   _num(f_dmaj) if dev else 0, _num(f_dmin) if dev else 0, r.offset)
         pax = {}
         longname = longlink = None
         # hardlinks, symlinks, dirs and devices carry no data, whatever their size field says
