@@ -16,7 +16,7 @@ from ..engine.layer import open_uncompressed
 from ..engine.reference import Reference, parse_reference
 from ..engine.store import Store
 from ..errors import InvalidManifest, InvalidReference
-from .importer import LayerSource, LoadedImage, import_image
+from .importer import ImportBatch, LayerSource, LoadedImage
 from .sources import Source
 
 
@@ -36,29 +36,39 @@ def load_docker_archive(store: Store, src: Source, progress=None) -> list[Loaded
     _, manifest = src.read_json("manifest.json", "manifest")
     if not isinstance(manifest, list) or not manifest:
         raise InvalidManifest(f"{src.label}: manifest.json is not a non-empty list")
-    out: list[LoadedImage] = []
-    for i, entry in enumerate(manifest):
-        if not isinstance(entry, dict) or not isinstance(entry.get("Config"), str) \
-                or not isinstance(entry.get("Layers"), list):
-            raise InvalidManifest(f"{src.label}: manifest.json entry {i} lacks Config or Layers")
-        tags: list[Reference] = []
-        for t in entry.get("RepoTags") or []:
-            try:
-                tags.append(parse_reference(t))
-            except InvalidReference as exc:
-                raise InvalidReference(f"{src.label}: RepoTags entry {t!r}: {exc}") from None
-        config_name = entry["Config"]
-        config_bytes = src.read(config_name)
-        layers = []
-        for name in entry["Layers"]:
-            if not isinstance(name, str):
-                raise InvalidManifest(f"{src.label}: manifest.json entry {i} has a non-string layer")
-            layers.append(LayerSource(open=lambda n=name: src.open(n), label=f"{src.label}: layer {name}",
-                                      size=src.size(name), digest=_expected_digest(name)))
-        image, taken = import_image(store, config_bytes, layers, tags, f"{src.label}: {config_name}",
-                                    expected_id=_expected_digest(config_name), progress=progress)
-        out.append(LoadedImage(image, [_tag_string(t) for t in taken]))
-    return out
+    with ImportBatch(store) as batch:
+        for i, entry in enumerate(manifest):
+            _add_entry(batch, src, i, entry, progress)
+        # nothing is recorded until every image of the archive has been verified
+        return [LoadedImage(image, [_tag_string(t) for t in taken]) for image, taken in batch.commit()]
+
+
+def _add_entry(batch: ImportBatch, src: Source, i: int, entry: object, progress) -> None:
+    """Verify one ``manifest.json`` entry and stream its new layers into the batch."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("Config"), str) \
+            or not isinstance(entry.get("Layers"), list):
+        raise InvalidManifest(f"{src.label}: manifest.json entry {i} lacks Config or Layers")
+    repo_tags = entry.get("RepoTags") or []
+    if not isinstance(repo_tags, list):
+        raise InvalidManifest(f"{src.label}: manifest.json entry {i} has RepoTags that is not a list")
+    tags: list[Reference] = []
+    for t in repo_tags:
+        if not isinstance(t, str):
+            raise InvalidReference(f"{src.label}: RepoTags entry {t!r} is not a string")
+        try:
+            tags.append(parse_reference(t))
+        except InvalidReference as exc:
+            raise InvalidReference(f"{src.label}: RepoTags entry {t!r}: {exc}") from None
+    config_name = entry["Config"]
+    config_bytes = src.read(config_name)
+    layers = []
+    for name in entry["Layers"]:
+        if not isinstance(name, str):
+            raise InvalidManifest(f"{src.label}: manifest.json entry {i} has a non-string layer")
+        layers.append(LayerSource(open=lambda n=name: src.open(n), label=f"{src.label}: layer {name}",
+                                  size=src.size(name), digest=_expected_digest(name)))
+    batch.add(config_bytes, layers, tags, f"{src.label}: {config_name}",
+              expected_id=_expected_digest(config_name), progress=progress)
 
 
 def _tag_string(ref: Reference) -> str:

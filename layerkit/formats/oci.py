@@ -17,7 +17,7 @@ from ..engine.layer import media_type_compression
 from ..engine.reference import Reference, parse_reference
 from ..engine.store import OCI_INDEX, REF_NAME, Store
 from ..errors import DigestMismatch, ImageNotFound, InvalidManifest, InvalidReference, UnsupportedMediaType
-from .importer import LayerSource, LoadedImage, import_image
+from .importer import ImportBatch, LayerSource, LoadedImage
 from .sources import Source, blob_name
 
 CONTAINERD_NAME = "io.containerd.image.name"
@@ -91,7 +91,7 @@ def _name_of(desc: dict) -> Reference | None:
     ann = desc.get("annotations") or {}
     for key in (CONTAINERD_NAME, REF_NAME):
         name = ann.get(key)
-        if name:
+        if isinstance(name, str) and name:
             try:
                 return parse_reference(name)
             except InvalidReference:
@@ -127,29 +127,37 @@ def load_oci(store: Store, src: Source, tag: str | None = None, progress=None) -
         g = groups.setdefault(d["digest"], (d, []))
         if ref is not None:
             g[1].append(ref)
-    out: list[LoadedImage] = []
-    for desc, tags in groups.values():
-        mdesc = _pick_manifest(src, desc)
-        manifest = _json(_read_blob(src, mdesc, "manifest"), src.label, f"manifest {mdesc['digest']}")
-        cdesc = manifest.get("config")
-        if not isinstance(manifest.get("layers"), list) or cdesc is None:
-            raise InvalidManifest(f"{src.label}: manifest {mdesc['digest']} lacks config or layers")
-        cdesc = _descriptor(cdesc, f"{src.label}: manifest {mdesc['digest']} config")
-        if cdesc.get("mediaType") and cdesc["mediaType"] not in CONFIG_TYPES:
-            raise UnsupportedMediaType(f"{src.label}: unsupported config media type {cdesc['mediaType']!r}")
-        config_bytes = _read_blob(src, cdesc, "config")
-        layers = []
-        for ld in manifest["layers"]:
-            ld = _descriptor(ld, f"{src.label}: manifest {mdesc['digest']} layer")
+    with ImportBatch(store) as batch:
+        for desc, tags in groups.values():
+            _add_image(batch, src, desc, tags, progress)
+        # nothing is recorded until every image of the layout has been verified
+        return [LoadedImage(image, [t.familiar if t.tag else t.familiar + ":latest" for t in taken])
+                for image, taken in batch.commit()]
+
+
+def _add_image(batch: ImportBatch, src: Source, desc: dict, tags: list[Reference], progress) -> None:
+    """Verify one image of the layout and stream its new layers into the batch."""
+    mdesc = _pick_manifest(src, desc)
+    manifest = _json(_read_blob(src, mdesc, "manifest"), src.label, f"manifest {mdesc['digest']}")
+    cdesc = manifest.get("config")
+    if not isinstance(manifest.get("layers"), list) or cdesc is None:
+        raise InvalidManifest(f"{src.label}: manifest {mdesc['digest']} lacks config or layers")
+    cdesc = _descriptor(cdesc, f"{src.label}: manifest {mdesc['digest']} config")
+    if cdesc.get("mediaType") and cdesc["mediaType"] not in CONFIG_TYPES:
+        raise UnsupportedMediaType(f"{src.label}: unsupported config media type {cdesc['mediaType']!r}")
+    config_bytes = _read_blob(src, cdesc, "config")
+    layers = []
+    for ld in manifest["layers"]:
+        ld = _descriptor(ld, f"{src.label}: manifest {mdesc['digest']} layer")
+        try:
             media_type_compression(ld.get("mediaType", ""))  # raises on an unknown layer type
-            name = blob_name(ld["digest"])
-            layers.append(LayerSource(open=lambda n=name: src.open(n),
-                                      label=f"{src.label}: layer {ld['digest']}",
-                                      size=src.size(name), digest=ld["digest"]))
-        image, taken = import_image(store, config_bytes, layers, tags, f"{src.label}: {mdesc['digest']}",
-                                    progress=progress)
-        out.append(LoadedImage(image, [t.familiar if t.tag else t.familiar + ":latest" for t in taken]))
-    return out
+        except UnsupportedMediaType as exc:
+            raise UnsupportedMediaType(f"{src.label}: layer {ld['digest']}: {exc}") from None
+        name = blob_name(ld["digest"])
+        layers.append(LayerSource(open=lambda n=name: src.open(n),
+                                  label=f"{src.label}: layer {ld['digest']}",
+                                  size=src.size(name), digest=ld["digest"]))
+    batch.add(config_bytes, layers, tags, f"{src.label}: {mdesc['digest']}", progress=progress)
 
 
 def _matches(ref: Reference, tag: str) -> bool:

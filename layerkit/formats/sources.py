@@ -63,11 +63,24 @@ class TarSource(Source):
     def __init__(self, path: Path, label: str | None = None) -> None:
         self.path = Path(path)
         self.label = label or str(path)
+        tf = None
         try:
-            self._tf = tarfile.open(self.path, "r:")
-            members = self._tf.getmembers()
+            tf = self._tf = tarfile.open(self.path, "r:")
+            members = tf.getmembers()
         except (tarfile.TarError, EOFError, OSError) as exc:
-            raise InvalidArchive(f"{self.label}: not a readable tar archive ({exc})") from None
+            if tf is not None:
+                tf.close()
+            # tarfile says "unexpected end of data" when a member's data runs past the end of the file
+            what = "truncated archive" if "unexpected end" in str(exc) else "not a readable tar archive"
+            raise InvalidArchive(f"{self.label}: {what} ({exc})") from None
+        try:
+            self._index(members)
+        except BaseException:
+            self._tf.close()  # the caller never gets the source to close
+            raise
+
+    def _index(self, members: list[tarfile.TarInfo]) -> None:
+        """Record the (cleaned) member names and refuse a truncated or corrupt archive."""
         self._members: dict[str, tarfile.TarInfo] = {}
         end = 0
         for m in members:
@@ -77,9 +90,31 @@ class TarSource(Source):
             self._members[name] = m
             if m.isreg():
                 end = max(end, m.offset_data + m.size)
-        if end > self.path.stat().st_size:
-            raise InvalidArchive(f"{self.label}: truncated archive (data ends at byte {end}, "
-                                 f"file has {self.path.stat().st_size})")
+        size = self.path.stat().st_size
+        if end > size:
+            raise InvalidArchive(f"{self.label}: truncated archive (data ends at byte {end}, file has {size})")
+        self._check_tail(size)
+
+    def _check_tail(self, size: int) -> None:
+        """Refuse a cut or corrupt header after the first member.
+
+        tarfile ends the member list quietly at a header it cannot read, unless it is the very first, so
+        an archive cut in the middle of a header would look like a shorter, complete archive. What
+        follows the last member must be the end-of-archive zero blocks (possibly cut short) or nothing,
+        as Go's archive/tar (docker, skopeo) also requires.
+        """
+        pos = self._tf.offset
+        if pos >= size:
+            return
+        with open(self.path, "rb") as f:
+            f.seek(pos)
+            block = f.read(tarfile.BLOCKSIZE)
+        if block.count(0) == len(block):
+            return
+        if len(block) < tarfile.BLOCKSIZE:
+            raise InvalidArchive(f"{self.label}: truncated archive (header at byte {pos} cut off, "
+                                 f"file has {size} bytes)")
+        raise InvalidArchive(f"{self.label}: corrupt tar header at byte {pos}")
 
     def names(self) -> list[str]:
         """All member names, cleaned."""

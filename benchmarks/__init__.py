@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): ``python -m benchmarks.load_bench``, ``python -m benchmarks.union_bench``."""
