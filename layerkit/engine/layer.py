@@ -201,20 +201,22 @@ def _inflate(chunks: Iterator[bytes], kind: str) -> Iterator[bytes]:
         dctx = zstandard.ZstdDecompressor()
         new = dctx.decompressobj
     d = new()
+    started = False
     for chunk in chunks:
+        started = started or bool(chunk)
         while chunk:
+            if d.eof:
+                d = new()  # the next gzip member or zstd frame
             out = d.decompress(chunk)
             if out:
                 yield out
-            if d.eof:
-                chunk = d.unused_data
-                d = new()
-            else:
-                chunk = b""
-    if kind == "gzip":
+            chunk = d.unused_data if d.eof else b""
+    if kind == "gzip" and not d.eof:
         tail = d.flush()
         if tail:
             yield tail
+    if not d.eof and started:
+        raise InvalidArchive(f"truncated {kind} stream")
 
 
 def _hashed(chunks: Iterator[bytes], h, count: _Counter) -> Iterator[bytes]:
@@ -288,6 +290,8 @@ def index_tar_stream(reader: ChunkReader | FileReader, label: str, verify: bool 
                 entries.append(e)
     except LayerFormatError as exc:
         raise LayerFormatError(f"{label}: {exc}") from None
+    except InvalidArchive as exc:
+        raise InvalidArchive(f"{label}: {exc}") from None
     except TarFormatError as exc:
         raise InvalidArchive(f"{label}: not a valid tar stream ({exc})") from None
     except LayerkitError:
@@ -348,8 +352,8 @@ def ingest_layer(
             reader.drain()  # trailing zero blocks and anything after still belong to the blob
         except (OSError, EOFError, ValueError, zlib.error) as exc:
             raise InvalidArchive(f"{label}: cannot decompress layer ({exc})") from None
-        except LayerkitError:
-            raise
+        except InvalidArchive as exc:
+            raise InvalidArchive(f"{label}: {exc}") from None
         except Exception as exc:  # isal/zstandard errors
             raise InvalidArchive(f"{label}: cannot decompress layer ({exc})") from None
         if limit is not None and raw.total != limit:
