@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from .humanize import parse_time
@@ -96,12 +97,12 @@ class Image:
         """The config's rootfs.diff_ids, bottom first."""
         return list(self.config.get("rootfs", {}).get("diff_ids", []))
 
-    @property
+    @cached_property
     def chain_ids(self) -> list[str]:
         """ChainIDs of the layers, bottom first."""
         return chain_ids(self.diff_ids)
 
-    @property
+    @cached_property
     def layers(self) -> list[Layer]:
         """The layers, bottom first."""
         out = []
