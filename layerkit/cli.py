@@ -139,6 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("container")
     s.add_argument("repo", nargs="?", metavar="REPO[:TAG]")
 
+    s = sub.add_parser("files", help="every file of an image with the layer that provides it")
+    s.add_argument("image")
+    _fmt(s)
+
+    s = sub.add_parser("compare", help="compare two images layer by layer and file by file")
+    s.add_argument("image_a", metavar="IMAGE")
+    s.add_argument("image_b", metavar="IMAGE")
+    _fmt(s)
+
+    s = sub.add_parser("report", help="write an HTML or Markdown report of images or containers")
+    s.add_argument("targets", nargs="+", metavar="TARGET")
+    s.add_argument("-o", "--output", required=True, metavar="FILE")
+
     s = sub.add_parser("df", help="show space usage")
     s.add_argument("-v", "--verbose", action="store_true")
     _fmt(s)
@@ -171,6 +184,12 @@ def run(args: argparse.Namespace) -> Any:
         return commands.rmi(store, args.images, force=args.force)
     if v == "df":
         return commands.df(store, verbose=args.verbose)
+    if v == "files":
+        return commands.files(store, args.image)
+    if v == "compare":
+        return commands.compare(store, args.image_a, args.image_b)
+    if v == "report":
+        return commands.report(store, args.targets, args.output)
     if v == "ls":
         return commands.ls(store, args.target, args.path, recursive=args.recursive)
     if v == "cat":

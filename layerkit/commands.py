@@ -565,3 +565,43 @@ def _copy_in(c, src: str, target: str) -> None:
             c.write(target, f.read(), st_.S_IMODE(st.st_mode))
     else:
         raise LayerkitError(f"{src}: cannot copy a special file")
+
+
+# ---- analysis -----------------------------------------------------------------------------------
+
+FILES_KEYS = ["path", "type", "size", "mode", "uid", "gid", "link", "layer_index", "layer"]
+
+
+def files(store: Store, name: str) -> Table:
+    """``files IMAGE``: every path of the union view with the layer that provides it."""
+    from .engine.analysis import files as union_files
+
+    img = store.image(name)
+    rows = union_files(store, img)
+    cols = [Column("layer_index", "LAYER"), Column("type", "TYPE"), Column("size", "SIZE", fmt_size),
+            Column("path", "PATH"), Column("link", "LINK", lambda v: f"-> {v}" if v else "")]
+    return Table(cols, rows, FILES_KEYS)
+
+
+def compare(store: Store, a: str, b: str) -> Sections:
+    """``compare IMAGE IMAGE``: layer by layer (shared prefix, divergence) and file by file."""
+    from .engine.analysis import compare as compare_images
+
+    res = compare_images(store, store.image(a), store.image(b))
+    layer_t = Table([Column("index", "#"), Column("shared", "SHARED", lambda v: "yes" if v else "no"),
+                     Column("diff_id_a", f"LAYER IN {a}", lambda v: short(v) if v else "-"),
+                     Column("diff_id_b", f"LAYER IN {b}", lambda v: short(v) if v else "-"),
+                     Column("size_a", "SIZE A", fmt_size), Column("size_b", "SIZE B", fmt_size)],
+                    res["layers"], title=f"Layers: {res['shared_prefix']} shared at the bottom" +
+                    (f", diverging at layer {res['diverges_at']}" if res["diverges_at"] is not None else ""))
+    file_t = Table([Column("kind", "KIND"), Column("path", "PATH"), Column("size_a", "SIZE A", fmt_size),
+                    Column("size_b", "SIZE B", fmt_size)], res["files"], title=f"Files: {len(res['files'])} differ")
+    return Sections([layer_t, file_t], res)
+
+
+def report(store: Store, targets: list[str], output: str) -> Message:
+    """``report TARGET... -o FILE.html|FILE.md``: a self-contained report of images or containers."""
+    from .notebook.report import write_report
+
+    out = write_report(store, targets, output)
+    return Message([f"Report written to {out}"], {"output": str(out)})
