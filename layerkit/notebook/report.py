@@ -137,12 +137,19 @@ def render_html(sections: list[Section], title: str) -> str:
     """The self-contained HTML document."""
     rendered = []
     for s in sections:
-        tables = [(cap, Markup(_sizes_to_human(df).to_html(escape=True, border=0, classes="lk", na_rep="")))
+        tables = [(cap, Markup(_sizes_to_human(_flat(df)).to_html(escape=True, border=0, classes="lk", na_rep="",
+                                                                 index=False)))
                   for cap, df in s.tables]
         figures = [(cap, base64.b64encode(_png(fig)).decode()) for cap, fig in s.figures]
         rendered.append({"title": s.title, "text": s.text, "tables": tables, "figures": figures})
     return _env.get_template("report.html").render(
         title=title, sections=rendered, generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
+
+
+def _flat(df: pd.DataFrame) -> pd.DataFrame:
+    """Index columns become ordinary columns, so a table has one header row."""
+    named = any(n is not None for n in df.index.names)
+    return df.reset_index() if named else df
 
 
 def _md_escape(text: str) -> str:
@@ -156,7 +163,7 @@ def render_markdown(sections: list[Section], title: str, out: Path) -> str:
     for s in sections:
         lines += [f"## {_md_escape(s.title)}", "", _md_escape(s.text), ""]
         for cap, df in s.tables:
-            h = _sizes_to_human(df).reset_index()
+            h = _sizes_to_human(_flat(df))
             lines += [f"### {_md_escape(cap)}", "", "| " + " | ".join(_md_escape(c) for c in h.columns) + " |",
                       "|" + "---|" * len(h.columns)]
             for row in h.itertuples(index=False):
