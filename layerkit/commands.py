@@ -137,9 +137,8 @@ def images(store: Store, containers_by_image: dict[str, int] | None = None) -> T
 
 
 def store_container_counts(store: Store) -> dict[str, int]:
-    """How many containers use each image (none until containers exist in the store)."""
-    counter = getattr(store, "container_counts", None)
-    return counter() if counter else {}
+    """How many containers use each image."""
+    return store.container_counts()
 
 
 def history(store: Store, name: str, no_trunc: bool = False) -> Table:
@@ -212,11 +211,9 @@ def inspect_image(store: Store, name: str) -> Document:
 
 def inspect(store: Store, name: str) -> Document:
     """``inspect IMAGE|CONTAINER``: containers first (as Docker resolves names), then images."""
-    finder = getattr(store, "find_container", None)
-    if finder is not None:
-        c = finder(name, missing_ok=True)
-        if c is not None:
-            return Document(c.inspect())
+    c = store.find_container(name, missing_ok=True)
+    if c is not None:
+        return Document(c.inspect())
     return inspect_image(store, name)
 
 
@@ -230,7 +227,7 @@ def tag(store: Store, source: str, target: str) -> Message:
 
 def rmi(store: Store, names: list[str], force: bool = False) -> Message:
     """``rmi IMAGE...``: untag, and delete what nothing needs any more."""
-    users_fn = getattr(store, "container_users", None)
+    users_fn = store.container_users
     lines: list[str] = []
     data = {"untagged": [], "deleted": []}
     errors = []
@@ -284,10 +281,7 @@ def df(store: Store, verbose: bool = False) -> Sections:
             layer_rows.append({"diff_id": layer.diff_id, "digest": layer.digest, "size": layer.size,
                                "compressed_size": layer.compressed_size,
                                "images": len(by_diff.get(layer.diff_id, []))})
-    container_rows = []
-    lister = getattr(store, "container_rows", None)
-    if lister is not None:
-        container_rows = lister()
+    container_rows = [_container_row(c) for c in store.containers()]
     total_images = sum(r["compressed_size"] for r in layer_rows)
     active = [r for r in image_rows if r["containers"]]
     active_layers = {la.diff_id for img in imgs if counts.get(img.id) for la in img.layers}
@@ -297,8 +291,8 @@ def df(store: Store, verbose: bool = False) -> Sections:
         {"type": "Images", "total": len(image_rows), "active": len(active), "size": total_images,
          "reclaimable": reclaimable},
         {"type": "Containers", "total": len(container_rows),
-         "active": sum(1 for r in container_rows if r.get("status", "").startswith("Up")), "size": csize,
-         "reclaimable": csize},
+         "active": sum(1 for r in container_rows if r["status"].startswith("Up")), "size": csize,
+         "reclaimable": sum(r["size"] for r in container_rows if not r["status"].startswith("Up"))},
     ]
 
     def pct(r: dict) -> str:

@@ -40,9 +40,20 @@ def _short(text: str, n: int = 48) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+class LkFigure(Figure):
+    """A Figure that shows itself as PNG in any Jupyter front end, whatever matplotlib backend is set
+    (a bare Figure needs the inline backend's formatter, which an inherited MPLBACKEND can switch off)."""
+
+    def _repr_png_(self) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+        return buf.getvalue()
+
+
 def _figure(w: float = 9, h: float = 5) -> Figure:
-    fig = Figure(figsize=(w, h), layout="constrained")
-    return fig
+    return LkFigure(figsize=(w, h), layout="constrained")
 
 
 def layer_sizes(shared: pd.DataFrame, title: str = "Layer sizes per image") -> Figure:

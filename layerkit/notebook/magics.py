@@ -1,0 +1,232 @@
+"""``%lk`` and ``%%lk``: the CLI's words in a notebook, going through the same :mod:`layerkit.commands`.
+
+Listing verbs return DataFrames (``hist = %lk history demo:v1``), ``%lk plot KIND TARGET...`` returns a
+Figure, ``%%lk run IMAGE`` / ``%%lk exec CONTAINER`` run the cell as a shell script in a container.
+Errors show as one short line (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import traceback
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+from .. import commands
+from ..cli import UsageError as CliUsageError
+from ..cli import _Exit, build_parser, run
+from ..errors import LayerkitError
+from ..results import Document, Message, Sections, Stream, Table
+
+PLOT_KINDS = ("layers", "shared", "sharing", "cumulative", "wasted", "largest", "directories", "diff")
+
+USAGE = """%lk VERB ARGS      the layerkit CLI's verbs, results as DataFrames / objects
+%lk plot KIND TARGET...   KIND: layers shared sharing (images); cumulative wasted largest directories (an image);
+                          diff (a container)
+%lk store [DIR]    show or switch the store for this session (also: %lk --store DIR VERB ...)
+%%lk run IMAGE     run the cell as a shell script in a new container (options as `run`: --name, --rm)
+%%lk exec CONTAINER   run the cell in an existing container
+%lk VERB --help    the verb's options;   --debug   show the traceback of an error
+"""
+
+
+class FrameSet(dict):
+    """Several named DataFrames (``df``, ``compare``), shown one after the other."""
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        return "".join(f"<h4>{escape(str(k))}</h4>{v.to_html()}" for k, v in self.items())
+
+
+def to_frame(verb: str, result: Any) -> Any:
+    """Turn a command's result into what a notebook user wants back for that verb."""
+    from . import frames
+
+    if isinstance(result, Table):
+        special = {"images": frames.images, "history": frames.history, "layers": frames.layers,
+                   "diff": frames.diff}
+        fn = special.get(verb)
+        if fn is not None:
+            return fn(result)
+        df = frames.table(result)
+        if "path" in df.columns and verb in ("ls", "files"):
+            df = df.set_index("path")
+        return df
+    if isinstance(result, Sections):
+        import pandas as pd
+
+        out = FrameSet()
+        for key, value in result.to_json().items():
+            if isinstance(value, list) and value and isinstance(value[0], dict):
+                out[key] = pd.DataFrame(value)
+        return out
+    if isinstance(result, Document):
+        return result.to_json()
+    if isinstance(result, Stream):
+        data = b"".join(result.chunks)
+        try:
+            print(data.decode())
+        except UnicodeDecodeError:
+            return data
+        return None
+    if isinstance(result, Message):
+        for line in result.lines:
+            print(line)
+        if verb == "load":
+            import pandas as pd
+
+            return pd.DataFrame(result.to_json(), columns=["reference", "id"])
+        if result.exit_code:
+            print(f"exit status {result.exit_code}", file=sys.stderr)
+        return None
+    return result
+
+
+def plot(store, kind: str, targets: list[str]):
+    """``%lk plot KIND TARGET...``: frames from the commands, then the figure."""
+    import pandas as pd
+
+    from ..engine import analysis
+    from . import frames, plots
+
+    if kind not in PLOT_KINDS:
+        raise LayerkitError(f"unknown plot {kind!r}: choose from {', '.join(PLOT_KINDS)}")
+    if not targets:
+        raise LayerkitError(f"%lk plot {kind} needs an image or container name")
+    if kind in ("layers", "shared", "sharing"):
+        rows = analysis.shared_layers([store.image(t) for t in targets])
+        if kind == "layers":
+            return plots.layer_sizes(frames.shared_long(rows))
+        if kind == "shared":
+            return plots.shared_heatmap(frames.shared_matrix(rows))
+        return plots.shared_vs_unique(frames.sharing_summary(rows))
+    target = targets[0]
+    if kind == "diff":
+        return plots.diff_bytes(frames.diff(commands.diff(store, target)), f"Changes in {target}")
+    img = store.image(target)
+    if kind == "cumulative":
+        return plots.cumulative_size(frames.layers(commands.layers(store, target)), f"Cumulative size of {target}")
+    if kind == "wasted":
+        parts = [frames.layer_files(analysis.layer_files(store, img, i)).assign(layer=i)
+                 for i in range(len(img.diff_ids))]
+        return plots.wasted_by_layer(pd.concat(parts), f"Bytes made unreachable in {target}")
+    return plots.largest_files(frames.files(analysis.files(store, img)), by_directory=kind == "directories")
+
+
+@magics_class
+class LayerkitMagics(Magics):
+    """The ``%lk`` line and cell magic."""
+
+    def __init__(self, shell) -> None:
+        super().__init__(shell)
+        self.store_dir: str | None = None
+
+    def _store(self, override: str | None = None):
+        from ..engine.store import Store
+
+        d = override or self.store_dir
+        return Store(d) if d else Store()
+
+    @line_cell_magic
+    def lk(self, line: str = "", cell: str | None = None) -> Any:
+        """Run a layerkit verb: ``%lk history busybox``. ``%lk`` alone prints usage."""
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"%lk: {exc}") from None
+        debug = "--debug" in words
+        words = [w for w in words if w != "--debug"]
+        try:
+            return self._dispatch(words, cell)
+        except (LayerkitError, CliUsageError) as exc:
+            if debug:
+                traceback.print_exc()
+            raise UsageError(str(exc).splitlines()[0].removeprefix("layerkit: error: ")) from None
+
+    def _dispatch(self, words: list[str], cell: str | None) -> Any:
+        if not words:
+            print(USAGE)
+            return None
+        store_override = None
+        if words[0] == "--store":
+            if len(words) < 2:
+                raise CliUsageError("--store needs a directory")
+            store_override = words[1]
+            words = words[2:]
+            if not words:  # `%lk --store DIR`: switch for the session
+                self.store_dir = store_override
+                print(f"layerkit store: {self._store().root}")
+                return None
+        if words[0] == "store":
+            if len(words) > 1:
+                self.store_dir = words[1]
+            print(f"layerkit store: {self._store().root}")
+            return None
+        store = self._store(store_override)
+        if words[0] == "plot":
+            if len(words) < 2 or words[1] in ("-h", "--help"):
+                print(USAGE)
+                return None
+            return plot(store, words[1], words[2:])
+        if cell is not None:
+            return self._cell(store, words, cell)
+        parser = build_parser()
+        try:
+            args = parser.parse_args(words)
+        except _Exit:
+            return None  # --help was printed
+        args.store = str(store.root)
+        if args.verb in ("run", "start", "exec"):
+            return self._run_captured(args)
+        result = run(args)
+        return to_frame(args.verb, result)
+
+    def _run_captured(self, args: argparse.Namespace) -> Any:
+        """Run a process verb with its output relayed into the cell's output."""
+        from ..cli import _piped
+
+        store = self._store(args.store)
+        if args.verb == "run":
+            res = _piped(commands.run, True, True, store, args.image, args.command or None, args.name,
+                         remove=args.rm)
+        elif args.verb == "start":
+            res = _piped(commands.start, True, True, store, args.container)
+        else:
+            res = _piped(commands.exec_, True, True, store, args.container, args.command)
+        return to_frame(args.verb, res)
+
+    def _cell(self, store, words: list[str], cell: str) -> Any:
+        from ..cli import _piped
+
+        verb = words[0]
+        if verb == "run":
+            p = argparse.ArgumentParser(prog="%%lk run", add_help=False)
+            p.add_argument("--name")
+            p.add_argument("--rm", action="store_true")
+            p.add_argument("image")
+            try:
+                a = p.parse_args(words[1:])
+            except SystemExit:
+                raise CliUsageError("usage: %%lk run [--name NAME] [--rm] IMAGE") from None
+            res = _piped(commands.run, True, True, store, a.image, ["/bin/sh", "-c", cell], a.name, remove=a.rm)
+            return to_frame("run", res)
+        if verb == "exec":
+            if len(words) != 2:
+                raise CliUsageError("usage: %%lk exec CONTAINER")
+            res = _piped(commands.exec_, True, True, store, words[1], ["/bin/sh", "-c", cell])
+            return to_frame("exec", res)
+        raise CliUsageError(f"%%lk {verb}: only run and exec take a cell")
+
+
+def load_ipython_extension(ipython) -> None:
+    """Register ``%lk``; drop IPython's default ``lk`` shell alias so ``%reset`` does not bring it back."""
+    am = ipython.alias_manager
+    am.default_aliases = [(n, c) for n, c in am.default_aliases if n != "lk"]
+    if am.is_alias("lk"):
+        am.undefine_alias("lk")
+    ipython.register_magics(LayerkitMagics)
