@@ -5,7 +5,7 @@ setup:
 	./scripts/setup.sh
 
 demo: setup
-	.venv/bin/python -m layerkit.demo
+	.venv/bin/python -m layerkit.tour
 
 test: setup
 	.venv/bin/ruff check layerkit tests benchmarks
