@@ -43,7 +43,22 @@ def load(store: Store, path: str, progress: Callable[[str, int], None] | None = 
     """Import a docker-archive, OCI archive or OCI layout (``DIR[:TAG]``)."""
     from .formats.load import load_path
 
-    loaded = load_path(store, path, progress=progress)
+    bar = None
+    if progress is None:
+        from tqdm.auto import tqdm
+
+        # disable=None: a bar on a terminal or in a notebook, nothing in CI logs
+        bar = tqdm(desc=f"load {Path(path).name}", unit="B", unit_scale=True, unit_divisor=1000, disable=None,
+                   leave=False)
+
+        def progress(message: str, nbytes: int) -> None:
+            bar.set_postfix_str(message, refresh=False)
+            bar.update(nbytes)
+    try:
+        loaded = load_path(store, path, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
     lines: list[str] = []
     data: list[dict] = []
     for li in loaded:
