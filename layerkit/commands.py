@@ -297,10 +297,10 @@ def df(store: Store, verbose: bool = False) -> Sections:
                                "compressed_size": layer.compressed_size,
                                "images": len(by_diff.get(layer.diff_id, []))})
     container_rows = [_container_row(c) for c in store.containers()]
-    total_images = sum(r["compressed_size"] for r in layer_rows)
+    total_images = sum(r["size"] for r in layer_rows)
     active = [r for r in image_rows if r["containers"]]
     active_layers = {la.diff_id for img in imgs if counts.get(img.id) for la in img.layers}
-    reclaimable = sum(r["compressed_size"] for r in layer_rows if r["diff_id"] not in active_layers)
+    reclaimable = sum(r["size"] for r in layer_rows if r["diff_id"] not in active_layers)
     csize = sum(r.get("size", 0) for r in container_rows)
     summary = [
         {"type": "Images", "total": len(image_rows), "active": len(active), "size": total_images,

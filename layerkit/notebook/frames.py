@@ -25,7 +25,9 @@ def _frame(rows: Iterable[dict], columns: list[str], index: str | list[str] | No
         if c in SIZE_COLUMNS:
             df[c] = pd.array(df[c], dtype="Int64") if df[c].isna().any() else df[c].fillna(0).astype("int64")
         elif c in TIME_COLUMNS:
-            df[c] = pd.to_datetime(df[c], utc=True, errors="coerce")
+            # RFC 3339 with and without fractional seconds mixed in one column: without an explicit
+            # format pandas infers one from the first value and turns the others into NaT
+            df[c] = pd.to_datetime(df[c], utc=True, errors="coerce", format="ISO8601")
     if index is not None:
         df = df.set_index(index)
     return df
@@ -95,8 +97,11 @@ def files(rows: list[dict]) -> pd.DataFrame:
 
 
 def layer_files(rows: list[dict]) -> pd.DataFrame:
-    """One layer's changes: index ``path``; kind (added / modified / deleted), sizes."""
-    return _frame(rows, ["path", "kind", "type", "size", "below_size", "below_layer"], "path")
+    """One layer's changes: index ``path``; kind (added / modified / deleted), type, size, and the size and
+    position (``below_layer``, nullable integer: missing for an added path) of the lower entry."""
+    df = _frame(rows, ["path", "kind", "type", "size", "below_size", "below_layer"], "path")
+    df["below_layer"] = pd.array(df["below_layer"], dtype="Int64")
+    return df
 
 
 def diff(t: Table) -> pd.DataFrame:
@@ -115,9 +120,10 @@ def compare_layers(result: dict) -> pd.DataFrame:
 
 
 def duplicates(rows: list[dict]) -> pd.DataFrame:
-    """Same content in different layers: one row per copy, grouped by content digest."""
-    cols = ["content_digest", "path", "image", "layer_index", "diff_id", "size", "copies", "wasted_bytes"]
-    return _frame(rows, cols, ["content_digest", "path"])
+    """Same content in different layers: one row per copy, index (content_digest, diff_id, path) since the
+    same path often holds the same content in two layers (a chmod copies the file up)."""
+    cols = ["content_digest", "diff_id", "path", "image", "layer_index", "size", "copies", "wasted_bytes"]
+    return _frame(rows, cols, ["content_digest", "diff_id", "path"])
 
 
 def efficiency(result) -> pd.DataFrame:
