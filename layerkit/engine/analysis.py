@@ -18,8 +18,13 @@ from .union import UnionView
 def shared_layers(images: list[Image]) -> list[dict]:
     """One row per (image, layer): sizes and how many / which of the given images share the layer.
 
-    Sharing is by chain ID, as Docker counts it: the same layer on top of the same stack.
+    Sharing is by chain ID, as Docker counts it: the same layer on top of the same stack. An image named
+    twice (two tags, or the same reference twice) counts once.
     """
+    unique: dict[str, Image] = {}
+    for img in images:
+        unique.setdefault(img.id, img)
+    images = list(unique.values())
     users: dict[str, list[str]] = defaultdict(list)
     for img in images:
         for cid in dict.fromkeys(img.chain_ids):

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
-from markupsafe import Markup
 
 from .. import commands
 from ..engine import analysis
+from ..engine.digests import short
 from ..engine.humanize import human_size
 from ..engine.store import Store
 from ..errors import LayerkitError
@@ -114,12 +116,15 @@ def build(store: Store, targets: list[str]) -> list[Section]:
     """Sections for the targets: containers and images by name, plus sharing when several images."""
     sections: list[Section] = []
     images: list[str] = []
+    ids: set[str] = set()
     for t in targets:
         if store.find_container(t, missing_ok=True) is not None:
             sections += container_sections(store, t)
         else:
-            store.image(t)  # fail early, naming the target
-            images.append(t)
+            img = store.image(t)  # fail early, naming the target
+            if img.id not in ids:  # two tags of one image: one section
+                ids.add(img.id)
+                images.append(t)
     if len(images) > 1:
         sections += images_sections(store, images)
     for n in images:
@@ -137,13 +142,41 @@ def render_html(sections: list[Section], title: str) -> str:
     """The self-contained HTML document."""
     rendered = []
     for s in sections:
-        tables = [(cap, Markup(_sizes_to_human(_flat(df)).to_html(escape=True, border=0, classes="lk", na_rep="",
-                                                                 index=False)))
-                  for cap, df in s.tables]
+        tables = [(cap, _html_table(df)) for cap, df in s.tables]
         figures = [(cap, base64.b64encode(_png(fig)).decode()) for cap, fig in s.figures]
         rendered.append({"title": s.title, "text": s.text, "tables": tables, "figures": figures})
     return _env.get_template("report.html").render(
         title=title, sections=rendered, generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
+
+
+_ID = re.compile(r"sha256:[0-9a-f]{64}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+WRAP_AT = 24  # a column with a longer cell may break anywhere; shorter ones never break
+
+
+def _visible(text: str) -> str:
+    """Control characters shown as escapes (``\\n``), as ``ls -b`` does: a newline in a path is data."""
+    return _CONTROL.sub(lambda m: {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(m[0], f"\\x{ord(m[0]):02x}"),
+                        text)
+
+
+def _html_table(df: pd.DataFrame) -> dict:
+    """Header, rows of plain strings (Jinja2 escapes them) and which columns may wrap.
+
+    IDs are short (12 hex) as in Docker's tables; the full ones are in the section text and the JSON.
+    Columns of short values (sizes, times, kinds, short IDs) never wrap, so that a long command in the
+    same table cannot squeeze them to a character per line; long text wraps anywhere.
+    """
+    h = _sizes_to_human(_flat(df))
+    rows = []
+    for row in h.itertuples(index=False):
+        cells = []
+        for v in row:
+            text = "" if v is None or (not isinstance(v, (list, tuple, str)) and pd.isna(v)) else str(v)
+            cells.append(_visible(short(text) if _ID.fullmatch(text) else _ID.sub(lambda m: short(m[0]), text)))
+        rows.append(cells)
+    wrap = [any(len(r[i]) > WRAP_AT for r in rows) for i in range(len(h.columns))]
+    return {"columns": [str(c) for c in h.columns], "rows": rows, "wrap": wrap}
 
 
 def _flat(df: pd.DataFrame) -> pd.DataFrame:
@@ -152,8 +185,19 @@ def _flat(df: pd.DataFrame) -> pd.DataFrame:
     return df.reset_index() if named else df
 
 
+_MD_PUNCT = re.compile(r"([\\`*_{}\[\]()#+\-.!|~$])")
+
+
 def _md_escape(text: str) -> str:
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    """Text from an image as literal Markdown text, in a paragraph or a table cell.
+
+    ``&``, ``<`` and ``>`` become entities (no HTML, and a name containing ``&lt;`` shows as written);
+    Markdown punctuation is backslash-escaped, so a file named ``[x](javascript:...)`` or
+    ``![x](http://...)`` is no link or image, and ``*``, `````, ``$`` format nothing; control characters
+    (a newline in a path would end the table row) are shown as ``\\n``, ``\\x1b``, as ``ls -b`` does.
+    """
+    s = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_PUNCT.sub(r"\\\1", _visible(s))
 
 
 def render_markdown(sections: list[Section], title: str, out: Path) -> str:
@@ -173,7 +217,7 @@ def render_markdown(sections: list[Section], title: str, out: Path) -> str:
             n += 1
             png = out.with_name(f"{out.stem}-{n}.png")
             png.write_bytes(_png(fig))
-            lines += [f"![{_md_escape(cap)}]({png.name})", ""]
+            lines += [f"![{_md_escape(cap)}]({quote(png.name)})", ""]  # a space would end the link
     return "\n".join(lines)
 
 
