@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -161,6 +162,9 @@ def test_load_export_matches_tools(key: str, exports: dict[str, Export], multi_i
     assert [la.compressed_size for la in img.layers] == [d["size"] for d in manifest["layers"]]
     if exp.kind == "oci":
         assert [la.media_type for la in img.layers] == [d["mediaType"] for d in manifest["layers"]]
+        # an OCI source's manifest is kept byte for byte: same manifest digest as the tool reports
+        raw = subprocess.run(["skopeo", "inspect", "--raw", exp.ref], capture_output=True, check=True).stdout
+        assert img.manifest_digest == "sha256:" + hashlib.sha256(raw).hexdigest()
     assert sorted(t.normalized for t in img.tags) == sorted(tags)
     # the stored config is the source's config, byte for byte
     assert hashlib.sha256(store.blobs.read_bytes(img.id)).hexdigest() == image_id.split(":", 1)[1]

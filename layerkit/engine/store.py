@@ -350,6 +350,7 @@ class Store:
         tags: list[Reference] = (),
         parent: str | None = None,
         annotations: dict | None = None,
+        manifest_bytes: bytes | None = None,
     ) -> tuple[Image, list[Reference]]:
         """Record an image whose layer blobs are already stored; returns it and the tags it took.
 
@@ -376,6 +377,12 @@ class Store:
                 mdigest = existing.manifest_digest
                 mdesc = next(d for d in idx["manifests"] if d.get("digest") == mdigest)
                 mdesc = {k: v for k, v in mdesc.items() if k != "annotations"}
+            elif _keeps(manifest_bytes, image_id, layers):
+                # the source's own manifest names exactly these blobs: keep it, and so its digest
+                self.blobs.put_bytes(config_bytes, image_id, "config")
+                mtype = json.loads(manifest_bytes).get("mediaType") or OCI_MANIFEST
+                mdigest = self.blobs.put_bytes(manifest_bytes, label="manifest")
+                mdesc = {"mediaType": mtype, "digest": mdigest, "size": len(manifest_bytes)}
             else:
                 self.blobs.put_bytes(config_bytes, image_id, "config")
                 manifest = {
@@ -515,6 +522,18 @@ class Store:
                     self._index_cache.pop(layer.diff_id, None)
                     deleted.append(layer.diff_id)
         return {"untagged": untagged, "deleted": deleted}
+
+
+def _keeps(manifest_bytes: bytes | None, image_id: str, layers: list[NewLayer]) -> bool:
+    """True when a source manifest can be stored as it is: it names this config and these layer blobs."""
+    if not manifest_bytes:
+        return False
+    try:
+        m = json.loads(manifest_bytes)
+        return (m.get("config", {}).get("digest") == image_id
+                and [d.get("digest") for d in m.get("layers", [])] == [la.digest for la in layers])
+    except (ValueError, AttributeError):
+        return False
 
 
 def user_reference_error(text: str, exc: Exception) -> str:

@@ -129,7 +129,7 @@ class ImportBatch:
         self.store = store
         self._known = store.known_layers()
         self._pending: dict[str, IngestResult] = {}  # diff_id -> verified, uncommitted layer
-        self._images: list[tuple[bytes, list[NewLayer], list[Reference]]] = []
+        self._images: list[tuple[bytes, list[NewLayer], list[Reference], bytes | None]] = []
 
     def __enter__(self) -> ImportBatch:
         return self
@@ -146,8 +146,12 @@ class ImportBatch:
         label: str,
         expected_id: str | None = None,
         progress: Callable[[str, int], None] | None = None,
+        manifest_bytes: bytes | None = None,
     ) -> None:
-        """Verify one image and stream its new layers into temporary blobs."""
+        """Verify one image and stream its new layers into temporary blobs.
+
+        ``manifest_bytes`` (from an OCI layout or a registry) is kept byte for byte when the store ends
+        up holding exactly the blobs it names, so the manifest digest survives the round trip."""
         image_id = sha256_bytes(config_bytes)
         if expected_id and image_id != expected_id:
             raise DigestMismatch(f"{label}: config hashes to {image_id}, expected {expected_id}")
@@ -179,7 +183,7 @@ class ImportBatch:
                                        res.compressed_size))
             if progress:
                 progress(f"{diff_id[7:19]}: Loaded", res.compressed_size)
-        self._images.append((config_bytes, new_layers, tags))
+        self._images.append((config_bytes, new_layers, tags, manifest_bytes))
 
     def commit(self) -> list[tuple[Image, list[Reference]]]:
         """Everything verified: make the blobs visible, then record the images in order."""
@@ -195,8 +199,8 @@ class ImportBatch:
             for res in pending[done:]:
                 res.writer.abort()
             raise
-        return [self.store.add_image(config_bytes, new_layers, tags)
-                for config_bytes, new_layers, tags in self._images]
+        return [self.store.add_image(config_bytes, new_layers, tags, manifest_bytes=manifest_bytes)
+                for config_bytes, new_layers, tags, manifest_bytes in self._images]
 
     def abort(self) -> None:
         """Drop every temporary blob of the batch."""

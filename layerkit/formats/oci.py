@@ -138,7 +138,8 @@ def load_oci(store: Store, src: Source, tag: str | None = None, progress=None) -
 def _add_image(batch: ImportBatch, src: Source, desc: dict, tags: list[Reference], progress) -> None:
     """Verify one image of the layout and stream its new layers into the batch."""
     mdesc = _pick_manifest(src, desc)
-    manifest = _json(_read_blob(src, mdesc, "manifest"), src.label, f"manifest {mdesc['digest']}")
+    manifest_bytes = _read_blob(src, mdesc, "manifest")
+    manifest = _json(manifest_bytes, src.label, f"manifest {mdesc['digest']}")
     cdesc = manifest.get("config")
     if not isinstance(manifest.get("layers"), list) or cdesc is None:
         raise InvalidManifest(f"{src.label}: manifest {mdesc['digest']} lacks config or layers")
@@ -157,7 +158,8 @@ def _add_image(batch: ImportBatch, src: Source, desc: dict, tags: list[Reference
         layers.append(LayerSource(open=lambda n=name: src.open(n),
                                   label=f"{src.label}: layer {ld['digest']}",
                                   size=src.size(name), digest=ld["digest"]))
-    batch.add(config_bytes, layers, tags, f"{src.label}: {mdesc['digest']}", progress=progress)
+    batch.add(config_bytes, layers, tags, f"{src.label}: {mdesc['digest']}", progress=progress,
+              manifest_bytes=manifest_bytes)
 
 
 def _matches(ref: Reference, tag: str) -> bool:
@@ -172,8 +174,8 @@ def _index_for(images: list[tuple[Image, list[Reference]]], store: Store) -> tup
     blobs: list[str] = []
     for image, tags in images:
         msize = store.blobs.size(image.manifest_digest)
-        base = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": image.manifest_digest,
-                "size": msize}
+        base = {"mediaType": image.manifest.get("mediaType") or "application/vnd.oci.image.manifest.v1+json",
+                "digest": image.manifest_digest, "size": msize}
         if tags:
             for t in tags:
                 manifests.append({**base, "annotations": {REF_NAME: t.normalized}})
