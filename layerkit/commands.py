@@ -49,7 +49,7 @@ def load(store: Store, path: str, progress: Callable[[str, int], None] | None = 
 
         # disable=None: a bar on a terminal or in a notebook, nothing in CI logs
         bar = tqdm(desc=f"load {Path(path).name}", unit="B", unit_scale=True, unit_divisor=1000, disable=None,
-                   leave=False)
+                   leave=True)
 
         def progress(message: str, nbytes: int) -> None:
             bar.set_postfix_str(message, refresh=False)

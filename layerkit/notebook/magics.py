@@ -27,6 +27,7 @@ PLOT_KINDS = ("layers", "shared", "sharing", "cumulative", "wasted", "largest", 
 USAGE = """%lk VERB ARGS      the layerkit CLI's verbs, results as DataFrames / objects
 %lk plot KIND TARGET...   KIND: layers shared sharing (images); cumulative wasted largest directories (an image);
                           diff (a container)
+%lk panel [explorer|shared|container] [TARGET...]   an interactive panel (ipywidgets)
 %lk store [DIR]    show or switch the store for this session (also: %lk --store DIR VERB ...)
 %%lk run IMAGE     run the cell as a shell script in a new container (options as `run`: --name, --rm)
 %%lk exec CONTAINER   run the cell in an existing container
@@ -173,6 +174,24 @@ class LayerkitMagics(Magics):
                 print(USAGE)
                 return None
             return plot(store, words[1], words[2:])
+        if words[0] == "panel":  # %lk panel [explorer|shared|container] [TARGET...]: a widget
+            from . import widgets as lkw
+
+            rest = words[1:]
+            if rest[:1] in (["-h"], ["--help"]):
+                print("%lk panel [explorer|shared|container] [TARGET...]   image explorer (default), shared "
+                      "layers of images, or a container's diff and commit")
+                return None
+            kind = rest.pop(0) if rest[:1] in (["explorer"], ["shared"], ["container"]) else None
+            if kind is None and rest and store.find_container(rest[0], missing_ok=True) is not None:
+                kind = "container"  # a bare name: containers first, as Docker resolves names
+            if kind == "shared":
+                return lkw.shared_layers_panel(store, rest or None)
+            if len(rest) > 1:
+                raise CliUsageError(f"%lk panel {kind or 'explorer'} takes one name, got {len(rest)}")
+            if kind == "container":
+                return lkw.container_panel(store, rest[0] if rest else None)
+            return lkw.image_explorer(store, rest[0] if rest else None)
         if cell is not None:
             return self._cell(store, words, cell)
         parser = build_parser()

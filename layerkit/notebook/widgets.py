@@ -1,0 +1,776 @@
+"""Widget panels (ipywidgets) composed from :mod:`.frames` and :mod:`.plots`.
+
+Three panels, each a :class:`ipywidgets.VBox`:
+
+- :func:`image_explorer`: pick an image -> history, layer sizes, efficiency; pick a layer -> what it adds,
+  modifies and deletes, and the union view up to it (sortable, filterable, paged); pick a file -> its
+  content or a hex preview, and which layers hold versions of it.
+- :func:`shared_layers_panel`: pick several images -> heatmap and table of shared layers, shared vs unique.
+- :func:`container_panel`: pick a container -> its diff and diff-size chart; commit it with a message and a
+  tag, and see the new image's history.
+
+Panels take every number from the frames built on :mod:`layerkit.commands` and
+:mod:`layerkit.engine.analysis` (no panel computes its own analysis) and update their ``Output`` widgets in
+place with :func:`show`: it sets ``out.outputs`` as ``out.outputs = ()`` plus ``out.append_display_data(obj)``
+would, which works in a kernel and in-process (``with out:`` needs a kernel), but with PNGs base64-encoded
+so that browsers show them. Tables are paged (``PAGE_SIZE`` rows) so an image of 100,000 files stays
+responsive.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import ipywidgets as widgets
+import pandas as pd
+from IPython.display import HTML
+
+from .. import commands
+from ..engine import analysis
+from ..engine.digests import short
+from ..engine.humanize import human_size
+from ..engine.image import Image
+from ..engine.store import Store
+from ..errors import LayerkitError
+from . import frames, plots
+
+PAGE_SIZE = 200
+TEXT_PREVIEW = 64 * 1024  # bytes of a text file shown
+HEX_PREVIEW = 4096  # bytes of a binary file shown as hex
+MAX_VIEWS = 4  # union views of layer prefixes kept per explorer
+FILE_TYPES = ("file", "dir", "symlink", "hardlink", "char", "block", "fifo")
+SORTS = (("path", "path"), ("size, largest first", "size_desc"), ("size, smallest first", "size_asc"))
+CHANGE_KINDS = ("added", "modified", "deleted")
+_STYLE = {"description_width": "initial"}
+_CELL = "text-align: left; white-space: nowrap; padding: 2px 8px"
+
+
+# ---- small helpers ---------------------------------------------------------------------------
+
+def _mime_bundle(obj: Any) -> dict:
+    """A display_data output for ``obj``, binary MIME data (PNG) as base64 text as in a notebook file.
+
+    ``Output.append_display_data`` keeps the formatter's raw PNG bytes; ipywidgets then ships bytes in
+    widget state as binary buffers, and the front end renders ``data:image/png;base64,[object Object]``
+    (a broken image). Encoding here gives the nbformat form that every front end renders.
+    """
+    from IPython.core.interactiveshell import InteractiveShell
+
+    data, metadata = InteractiveShell.instance().display_formatter.format(obj)
+    data = {k: base64.b64encode(v).decode("ascii") if isinstance(v, bytes | bytearray) else v
+            for k, v in data.items()}
+    return {"output_type": "display_data", "data": data, "metadata": metadata}
+
+
+def show(out: widgets.Output, *objs: Any) -> None:
+    """Replace what ``out`` shows with ``objs`` (strings are HTML) in one update; works without a kernel
+    (``with out:`` does not). Same as ``out.outputs = ()`` then ``out.append_display_data(obj)`` for each,
+    with PNG bytes base64-encoded so the browser can show them."""
+    out.outputs = tuple(_mime_bundle(HTML(o) if isinstance(o, str) else o) for o in objs)
+
+
+def _error(msg: str) -> str:
+    return f'<div class="lk-error" style="color:#c00">{html.escape(msg)}</div>'
+
+
+def _note(msg: str) -> str:
+    return f'<div class="lk-note" style="color:#555">{html.escape(msg)}</div>'
+
+
+def _isna(v: Any) -> bool:
+    return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v))
+
+
+def _plain(v: Any) -> str:
+    return "" if _isna(v) else str(v)
+
+
+def _size(v: Any) -> str:
+    return "" if _isna(v) else human_size(v)
+
+
+def _cut(text: Any, n: int = 60) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def table_html(df: pd.DataFrame, *, caption: str | None = None, max_height: int | None = 420,
+               formatters: dict[str, Callable[[Any], str]] | None = None) -> str:
+    """A frame as an escaped HTML table: size columns in Docker's human units, in a scrolling box."""
+    named = any(n is not None for n in df.index.names)
+    if named:  # the index (path, step, layer...) as the first column: one header row
+        df = df.reset_index()
+    fmt: dict[str, Callable[[Any], str]] = {c: _size for c in df.columns if c in frames.SIZE_COLUMNS}
+    fmt.update(formatters or {})
+    # format every cell here: pandas prints a masked NA as "<NA>" and None as "None" whatever na_rep says,
+    # and does not pass them to the formatters
+    df = pd.DataFrame({c: [fmt.get(c, _plain)(v) for v in df[c]] for c in df.columns}, index=df.index)
+    body = df.to_html(border=0, classes="lk-table", escape=True, index=not named)
+    # inline styles: front ends drop <style> elements from untrusted output, and right-align cells by default
+    body = (body.replace('<tr style="text-align: right;">', "<tr>")
+            .replace("<th>", f'<th style="{_CELL}">').replace("<td>", f'<td style="{_CELL}">'))
+    cap = f'<div class="lk-caption" style="margin:4px 0"><b>{html.escape(caption)}</b></div>' if caption else ""
+    style = f"max-height:{max_height}px;overflow:auto" if max_height else ""
+    return f'{cap}<div class="lk-scroll" style="{style}">{body}</div>'
+
+
+def _time(v: Any) -> str:
+    return "" if _isna(v) else v.strftime("%Y-%m-%d %H:%M")
+
+
+def _short_id(v: Any) -> str:
+    if _isna(v) or v == "":
+        return "<missing>"
+    return short(v) if isinstance(v, str) else str(v)
+
+
+def _mode(v: Any) -> str:
+    return "" if _isna(v) else f"{int(v):04o}"
+
+
+def hexdump(data: bytes) -> str:
+    """``hexdump -C`` style lines: offset, 16 bytes in hex, printable ASCII."""
+    lines = []
+    for off in range(0, len(data), 16):
+        chunk = data[off:off + 16]
+        hexpart = " ".join(f"{b:02x}" for b in chunk[:8]) + "  " + " ".join(f"{b:02x}" for b in chunk[8:])
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        lines.append(f"{off:08x}  {hexpart:<49} |{text}|")
+    return "\n".join(lines)
+
+
+def _looks_like_text(data: bytes) -> bool:
+    if b"\x00" in data:
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(data) - 3  # a character cut at the end of the preview
+    return True
+
+
+def _image_options(store: Store) -> list[tuple[str, str]]:
+    """(label, image ID) for every image, newest first; the label lists its tags."""
+    out = []
+    for img in store.images():
+        tags = ", ".join(t.familiar for t in img.tags) or "<none>"
+        out.append((f"{tags} ({img.short_id})", img.id))
+    return out
+
+
+def _section(title: str) -> widgets.HTML:
+    return widgets.HTML(f'<h3 style="margin:12px 0 4px 0">{html.escape(title)}</h3>')
+
+
+class Pager(widgets.HBox):
+    """Prev / next buttons and "rows a-b of n" over a frame; calls ``on_change`` when the page moves."""
+
+    def __init__(self, on_change: Callable[[], None], page_size: int = PAGE_SIZE) -> None:
+        self.page_size = page_size
+        self.page = 0
+        self.total = 0
+        self._on_change = on_change
+        self.prev = widgets.Button(description="◀ prev", layout=widgets.Layout(width="80px"))
+        self.next = widgets.Button(description="next ▶", layout=widgets.Layout(width="80px"))
+        self.label = widgets.Label()
+        self.prev.on_click(lambda _b: self.go(self.page - 1))
+        self.next.on_click(lambda _b: self.go(self.page + 1))
+        super().__init__([self.prev, self.next, self.label])
+        self.add_class("lk-pager")
+        self._sync()
+
+    @property
+    def pages(self) -> int:
+        """How many pages the current total makes (at least one)."""
+        return max(1, -(-self.total // self.page_size))
+
+    def reset(self, total: int) -> None:
+        """A new frame of ``total`` rows: back to the first page (no callback)."""
+        self.total = total
+        self.page = 0
+        self._sync()
+
+    def go(self, page: int) -> None:
+        """Move to ``page`` (clamped) and call back if it changed."""
+        page = min(max(page, 0), self.pages - 1)
+        if page != self.page:
+            self.page = page
+            self._sync()
+            self._on_change()
+
+    def slice(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The rows of ``df`` on the current page."""
+        start = self.page * self.page_size
+        return df.iloc[start:start + self.page_size]
+
+    def _sync(self) -> None:
+        start = self.page * self.page_size
+        end = min(start + self.page_size, self.total)
+        self.label.value = (f"rows {start + 1:,}–{end:,} of {self.total:,} (page {self.page + 1} of {self.pages})"
+                            if self.total else "no rows")
+        self.prev.disabled = self.page == 0
+        self.next.disabled = self.page >= self.pages - 1
+
+
+# ---- the image explorer ----------------------------------------------------------------------
+
+def _union_rows(view) -> list[dict]:
+    """The rows :func:`layerkit.engine.analysis.files` gives, for any union view (here a layer prefix)."""
+    return [{"path": u.entry.path, "type": u.entry.type, "size": u.entry.size, "mode": u.entry.mode,
+             "uid": u.entry.uid, "gid": u.entry.gid, "link": u.entry.link or None, "layer_index": u.layer,
+             "layer": view.diff_ids[u.layer]} for u in view.walk("/")]
+
+
+def _efficiency(img: Image) -> tuple[str, pd.DataFrame | None]:
+    """dive's efficiency line (and inefficient files) if :mod:`layerkit.engine.efficiency` is there."""
+    try:
+        from ..engine.efficiency import analyze
+    except ImportError:
+        return "efficiency: not available (layerkit.engine.efficiency is not installed)", None
+    try:
+        res = analyze([layer.index() for layer in img.layers])
+    except Exception as exc:  # another module's failure must not break the panel
+        return f"efficiency: failed ({type(exc).__name__}: {exc})", None
+    line = (f"efficiency {res.efficiency:.2%} · wasted {human_size(res.wasted_bytes)} "
+            f"({res.user_wasted_percent:.2%} of the user layers) · reclaimable {human_size(res.reclaimable_bytes)}")
+    return line, frames.efficiency(res)
+
+
+class ImageExplorer(widgets.VBox):
+    """The image explorer panel; see :func:`image_explorer`. Controls and outputs are attributes."""
+
+    def __init__(self, store: Store, image: str | None = None, page_size: int = PAGE_SIZE) -> None:
+        self.store = store
+        self.img: Image | None = None
+        self.k = 0  # the selected layer
+        self._busy = False
+        self._layers: pd.DataFrame | None = None
+        self._changes: dict[int, pd.DataFrame] = {}  # layer -> frames.layer_files, for this image
+        self._views: OrderedDict[str, tuple[Any, pd.DataFrame]] = OrderedDict()  # chain_id -> (view, files)
+        self._tree: pd.DataFrame | None = None  # the union view up to the layer, filtered and sorted
+        self._changes_shown: pd.DataFrame | None = None
+
+        self.image = widgets.Dropdown(description="image", style=_STYLE, layout=widgets.Layout(width="520px"))
+        self.image.add_class("lk-image")
+        self.refresh = widgets.Button(description="↻ reload", tooltip="reload the store's images",
+                                      layout=widgets.Layout(width="90px"))
+        self.summary = widgets.HTML()
+        self.summary.add_class("lk-summary")
+        self.history_out = widgets.Output(layout=widgets.Layout(flex="1 1 480px", min_width="420px"))
+        self.history_out.add_class("lk-history")
+        self.chart_out = widgets.Output(layout=widgets.Layout(flex="1 1 480px", min_width="420px"))
+        self.chart_out.add_class("lk-chart")
+        self.efficiency_out = widgets.Output()
+        self.efficiency_out.add_class("lk-efficiency")
+
+        self.layer = widgets.Dropdown(description="layer", style=_STYLE, layout=widgets.Layout(width="720px"))
+        self.layer.add_class("lk-layer")
+        self.change_kind = widgets.Dropdown(description="change", options=("all", *CHANGE_KINDS), style=_STYLE,
+                                            layout=widgets.Layout(width="200px"))
+        self.changes_pager = Pager(self._render_changes, page_size)
+        self.changes_out = widgets.Output()
+        self.changes_out.add_class("lk-changes")
+
+        self.path_filter = widgets.Text(description="path contains", placeholder="e.g. /etc/", style=_STYLE,
+                                        continuous_update=False, layout=widgets.Layout(width="320px"))
+        self.path_filter.add_class("lk-filter")
+        self.type_filter = widgets.Dropdown(description="type", options=("all", *FILE_TYPES), style=_STYLE,
+                                            layout=widgets.Layout(width="160px"))
+        self.sort = widgets.Dropdown(description="sort by", options=SORTS, style=_STYLE,
+                                     layout=widgets.Layout(width="260px"))
+        self.tree_pager = Pager(self._render_tree, page_size)
+        self.tree_out = widgets.Output(layout=widgets.Layout(flex="1 1 560px", min_width="420px"))
+        self.tree_out.add_class("lk-tree")
+        self.tree_chart_out = widgets.Output(layout=widgets.Layout(flex="1 1 420px", min_width="360px"))
+        self.tree_chart_out.add_class("lk-tree-chart")
+
+        self.file = widgets.Select(description="file", rows=10, style=_STYLE, layout=widgets.Layout(width="520px"))
+        self.file.add_class("lk-file")
+        self.file_path = widgets.Text(description="or a path", placeholder="/etc/passwd", style=_STYLE,
+                                      continuous_update=False, layout=widgets.Layout(width="520px"))
+        self.file_out = widgets.Output()
+        self.file_out.add_class("lk-file-preview")
+
+        super().__init__([
+            widgets.HBox([self.image, self.refresh]),
+            self.summary,
+            self.efficiency_out,
+            widgets.HBox([self.history_out, self.chart_out], layout=widgets.Layout(flex_flow="row wrap")),
+            _section("Layer"),
+            self.layer,
+            widgets.HBox([self.change_kind, self.changes_pager]),
+            self.changes_out,
+            _section("Union view up to the layer"),
+            widgets.HBox([self.path_filter, self.type_filter, self.sort]),
+            self.tree_pager,
+            widgets.HBox([self.tree_out, self.tree_chart_out], layout=widgets.Layout(flex_flow="row wrap")),
+            _section("File"),
+            widgets.VBox([self.file, self.file_path]),
+            self.file_out,
+        ])
+        self.add_class("lk-explorer")
+
+        self.image.observe(self._on_image, "value")
+        self.layer.observe(self._on_layer, "value")
+        self.change_kind.observe(lambda _c: self._refilter_changes(), "value")
+        for w in (self.path_filter, self.type_filter, self.sort):
+            w.observe(lambda _c: self._refilter_tree(), "value")
+        self.file.observe(self._on_file_select, "value")
+        self.file_path.observe(lambda c: self.show_file(c["new"]) if c["new"] else None, "value")
+        self.refresh.on_click(lambda _b: self.reload())
+
+        self.reload(store.image(image).id if image else None)
+
+    # ---- images ----------------------------------------------------------------------------
+
+    def reload(self, select: str | None = None) -> None:
+        """Re-read the store's images (after a commit elsewhere) and show ``select`` or the current one."""
+        opts = _image_options(self.store)
+        want = select or self.image.value
+        ids = [v for _, v in opts]
+        self._busy = True
+        try:
+            self.image.options = opts
+            self.image.value = want if want in ids else (ids[0] if ids else None)
+        finally:
+            self._busy = False
+        if not ids:
+            self.summary.value = _note("The store holds no images: load or pull one first.")
+            for out in (self.history_out, self.chart_out, self.changes_out, self.tree_out, self.file_out):
+                show(out)
+            return
+        self.select_image(self.image.value)
+
+    def _on_image(self, change: dict) -> None:
+        if not self._busy and change["new"]:
+            self.select_image(change["new"])
+
+    def select_image(self, image_id: str) -> None:
+        """Show an image: history, layer sizes, efficiency, then its top layer."""
+        try:
+            img = self.store.image(image_id)
+        except LayerkitError as exc:
+            self.summary.value = _error(str(exc))
+            return
+        self.img = img
+        self._changes = {}
+        hist = frames.history(commands.history(self.store, img.id))
+        self._layers = frames.layers(commands.layers(self.store, img.id))
+        tags = ", ".join(t.familiar for t in img.tags) or "<none>"
+        created = img.created.strftime("%Y-%m-%d %H:%M:%S UTC") if img.created else "unknown"
+        self.summary.value = (f"<b>{html.escape(tags)}</b> · {html.escape(img.id)}<br>{len(img.layers)} layers · "
+                              f"{human_size(img.size)} of files · created {created}")
+        line, ineff = _efficiency(img)
+        parts: list[Any] = [_note(line)]
+        if ineff is not None and len(ineff):
+            parts.append(table_html(ineff.head(20), caption="Inefficient files (dive)", max_height=200))
+        show(self.efficiency_out, *parts)
+        show(self.history_out, table_html(
+            hist[["id", "created", "created_by", "size", "comment", "empty_layer"]],
+            caption=f"History of {img.name} (newest first)",
+            formatters={"id": _short_id, "created_by": lambda v: _cut(v, 70),
+                        "created": _time}))
+        opts = [(f"{i}: {human_size(r['size'])} · {r['files']} files · {_cut(r['created_by'], 70)}", int(i))
+                for i, r in self._layers.sort_index().iterrows()]
+        self._busy = True
+        try:
+            self.layer.options = opts
+            self.layer.value = opts[-1][1] if opts else None
+        finally:
+            self._busy = False
+        if opts:
+            self.select_layer(opts[-1][1])
+        else:
+            show(self.chart_out, _note("This image has no layers."))
+
+    # ---- layers ----------------------------------------------------------------------------
+
+    def _on_layer(self, change: dict) -> None:
+        if not self._busy and change["new"] is not None:
+            self.select_layer(change["new"])
+
+    def layer_changes(self, k: int) -> pd.DataFrame:
+        """:func:`frames.layer_files` of layer ``k`` of the shown image (cached per image)."""
+        df = self._changes.get(k)
+        if df is None:
+            df = self._changes[k] = frames.layer_files(analysis.layer_files(self.store, self.img, k))
+        return df
+
+    def view_files(self, k: int) -> tuple[Any, pd.DataFrame]:
+        """The union view of layers 0..k and its :func:`frames.files` frame (a few kept, by chain ID)."""
+        img = self.img
+        key = img.chain_ids[k]
+        hit = self._views.get(key)
+        if hit is not None:
+            self._views.move_to_end(key)
+            return hit
+        if k == len(img.layers) - 1:
+            view = self.store.image_view(img)
+            df = frames.files(analysis.files(self.store, img))
+        else:
+            from ..engine.union import UnionView
+
+            view = UnionView([layer.index() for layer in img.layers[:k + 1]])
+            df = frames.files(_union_rows(view))
+        self._views[key] = (view, df)
+        while len(self._views) > MAX_VIEWS:
+            self._views.popitem(last=False)
+        return view, df
+
+    def select_layer(self, k: int) -> None:
+        """Show layer ``k``: its changes, the union view up to it, the chart with it highlighted."""
+        self.k = k
+        img = self.img
+        fig = plots.cumulative_size(self._layers, f"Cumulative size of {img.name}, layer {k} selected")
+        ax = fig.axes[0]
+        bars = ax.patches
+        pos = list(self._layers.sort_index().index).index(k)
+        if pos < len(bars):  # the selected layer: its bar in orange on a band (a small layer's bar is thin)
+            bars[pos].set_facecolor("#dd8452")
+            bars[pos].set_edgecolor("black")
+        ax.axvspan(k - 0.45, k + 0.45, color="#dd8452", alpha=0.18, zorder=0)
+        show(self.chart_out, fig)
+        self._refilter_changes()
+        _view, files = self.view_files(k)
+        title = f"Largest files of {img.name} up to layer {k}"
+        show(self.tree_chart_out, plots.largest_files(files, n=15, title=title) if len(files) else
+             _note("No files up to this layer."))
+        self._refilter_tree()
+        show(self.file_out)
+
+    def _refilter_changes(self) -> None:
+        if self.img is None:
+            return
+        df = self.layer_changes(self.k)
+        if self.change_kind.value != "all":
+            df = df[df["kind"] == self.change_kind.value]
+        self._changes_shown = df
+        self.changes_pager.reset(len(df))
+        self._render_changes()
+
+    def _render_changes(self) -> None:
+        df = self._changes_shown
+        full = self.layer_changes(self.k)
+        counts = full["kind"].value_counts()
+        caption = (f"Layer {self.k} of {self.img.name}: " +
+                   ", ".join(f"{counts.get(kd, 0):,} {kd}" for kd in CHANGE_KINDS) +
+                   f" ({human_size(int(full['size'].sum()))} added or rewritten)")
+        if df is None or not len(df):
+            show(self.changes_out, _note(caption), _note("No changes to show."))
+            return
+        show(self.changes_out, table_html(self.changes_pager.slice(df), caption=caption,
+                                          formatters={"below_layer": lambda v: "" if _isna(v) else str(int(v))}))
+
+    # ---- the union view ----------------------------------------------------------------------
+
+    def _refilter_tree(self) -> None:
+        if self.img is None:
+            return
+        _view, df = self.view_files(self.k)
+        text = self.path_filter.value.strip()
+        if text:
+            df = df[df.index.str.contains(text, regex=False, case=False)]
+        if self.type_filter.value != "all":
+            df = df[df["type"] == self.type_filter.value]
+        if self.sort.value == "size_desc":
+            df = df.sort_values("size", ascending=False, kind="stable")
+        elif self.sort.value == "size_asc":
+            df = df.sort_values("size", ascending=True, kind="stable")
+        self._tree = df
+        self.tree_pager.reset(len(df))
+        self._render_tree()
+
+    def _render_tree(self) -> None:
+        df = self._tree
+        _view, full = self.view_files(self.k)
+        caption = f"{len(full):,} paths in the union view of layers 0–{self.k}"
+        if len(df) != len(full):
+            caption += f", {len(df):,} match"
+        page = self.tree_pager.slice(df)
+        if not len(page):
+            show(self.tree_out, _note(caption), _note("No paths match."))
+        else:
+            shown = page[["type", "size", "mode", "uid", "gid", "link", "layer_index", "layer"]]
+            show(self.tree_out, table_html(shown, caption=caption, formatters={"mode": _mode, "layer": _short_id}))
+        self._busy = True
+        try:
+            self.file.options = list(page.index)
+            self.file.value = None
+        finally:
+            self._busy = False
+
+    # ---- files -------------------------------------------------------------------------------
+
+    def _on_file_select(self, change: dict) -> None:
+        if not self._busy and change["new"]:
+            self.show_file(change["new"])
+
+    def versions(self, path: str) -> pd.DataFrame:
+        """The layers of the shown image that add, modify or delete ``path`` (from the layer frames)."""
+        parts = [self.layer_changes(i).assign(layer=i) for i in range(len(self.img.layers))]
+        ch = pd.concat(parts) if parts else frames.layer_files([]).assign(layer=0)
+        return ch[ch.index == path].set_index("layer")
+
+    def show_file(self, path: str) -> None:
+        """Show ``path`` as the union view up to the selected layer has it, and its versions by layer."""
+        if self.img is None:
+            return
+        from ..engine.content import iter_entry_bytes
+
+        path = "/" + path.strip().lstrip("/")
+        view, _files = self.view_files(self.k)
+        parts: list[Any] = []
+        try:
+            ue = view.lookup(path, follow=False)
+        except LayerkitError as exc:
+            parts.append(_error(f"{exc} (in the union view up to layer {self.k})"))
+            ue = None
+        if ue is not None:
+            e = ue.entry
+            head = (f"<b>{html.escape(path)}</b> · {e.type} · {human_size(e.size)} · mode {e.mode:04o} · "
+                    f"uid:gid {e.uid}:{e.gid} · from layer {ue.layer}")
+            parts.append(head)
+            target = ue
+            if e.type == "hardlink":
+                try:  # the file it was linked to (data_entry, where the union view has it), else its path
+                    resolve = getattr(view, "data_entry", None)
+                    target = resolve(ue) if resolve else view.lookup(e.link, follow=False)
+                    parts.append(_note(f"hard link to {e.link}"))
+                except LayerkitError as exc:
+                    parts.append(_error(f"hard link to {e.link}: {exc}"))
+                    target = None
+            if e.type == "symlink":
+                parts.append(_note(f"symbolic link to {e.link}"))
+            elif e.type == "dir":
+                parts.append(_note(f"directory with {len(view.listdir(path)):,} entries"))
+            elif target is not None and target.entry.type == "file":
+                digest = self.img.layers[target.layer].digest
+                data = b"".join(iter_entry_bytes(self.store.blobs, digest, target.entry, limit=TEXT_PREVIEW))
+                size = target.entry.size
+                if _looks_like_text(data[:HEX_PREVIEW * 2]) and _looks_like_text(data):
+                    more = f" (first {human_size(len(data))} of {human_size(size)})" if size > len(data) else ""
+                    parts.append(f'<div class="lk-text">text{more}</div><pre class="lk-content" style="max-height:'
+                                 f'360px;overflow:auto;border:1px solid #ddd;padding:4px">'
+                                 f'{html.escape(data.decode("utf-8", errors="replace"))}</pre>')
+                else:
+                    data = data[:HEX_PREVIEW]
+                    parts.append(f'<div class="lk-hex">binary: first {len(data):,} bytes of {size:,}</div>'
+                                 f'<pre class="lk-content" style="max-height:360px;overflow:auto;border:1px solid '
+                                 f'#ddd;padding:4px">{html.escape(hexdump(data))}</pre>')
+        vers = self.versions(path)
+        if len(vers):
+            vers = vers.assign(in_view=vers.index <= self.k)
+            parts.append(table_html(vers[["kind", "type", "size", "below_size", "in_view"]],
+                                    caption=f"Layers of {self.img.name} holding a version of {path}",
+                                    max_height=240, formatters={"in_view": lambda v: "yes" if v else "no"}))
+        else:
+            parts.append(_note(f"No layer of {self.img.name} has an entry for {path} (an implied directory "
+                               f"or a path outside the image)."))
+        show(self.file_out, *parts)
+
+
+def image_explorer(store: Store, image: str | None = None) -> widgets.VBox:
+    """The image explorer: image -> history, layer-size chart, efficiency; layer -> its added / modified /
+    deleted files and the union view up to it (sort by size, filter by path and type, paged); file -> its
+    content or a hex preview and the layers holding versions of it. ``image`` is shown first (default: the
+    newest)."""
+    return ImageExplorer(store, image)
+
+
+# ---- shared layers ---------------------------------------------------------------------------
+
+class SharedLayersPanel(widgets.VBox):
+    """The shared-layers panel; see :func:`shared_layers_panel`."""
+
+    def __init__(self, store: Store, images: Iterable[str] | None = None) -> None:
+        self.store = store
+        self._busy = False
+        self.images = widgets.SelectMultiple(description="images", rows=6, style=_STYLE,
+                                             layout=widgets.Layout(width="520px"))
+        self.images.add_class("lk-images")
+        self.refresh = widgets.Button(description="↻ reload", layout=widgets.Layout(width="90px"))
+        self.heatmap_out = widgets.Output(layout=widgets.Layout(flex="1 1 480px", min_width="420px"))
+        self.heatmap_out.add_class("lk-heatmap")
+        self.sharing_out = widgets.Output(layout=widgets.Layout(flex="1 1 420px", min_width="360px"))
+        self.sharing_out.add_class("lk-sharing")
+        self.table_out = widgets.Output()
+        self.table_out.add_class("lk-shared-table")
+        super().__init__([
+            widgets.HBox([self.images, self.refresh]),
+            widgets.HBox([self.heatmap_out, self.sharing_out], layout=widgets.Layout(flex_flow="row wrap")),
+            self.table_out,
+        ])
+        self.add_class("lk-shared")
+        self.images.observe(self._on_images, "value")
+        self.refresh.on_click(lambda _b: self.reload())
+        chosen = [store.image(n).id for n in images] if images else None
+        self.reload(chosen)
+
+    def reload(self, select: list[str] | None = None) -> None:
+        """Re-read the store's images; keep (or set) the selection."""
+        opts = _image_options(self.store)
+        ids = [v for _, v in opts]
+        want = select if select is not None else (list(self.images.value) or ids[:plots.MAX_IMAGES])
+        self._busy = True
+        try:
+            self.images.options = opts
+            self.images.value = tuple(i for i in want if i in ids)
+        finally:
+            self._busy = False
+        self.update()
+
+    def _on_images(self, _change: dict) -> None:
+        if not self._busy:
+            self.update()
+
+    def update(self) -> None:
+        """Draw the heatmap, shared vs unique bytes and the tables for the selected images."""
+        if not self.images.value:
+            for out in (self.heatmap_out, self.sharing_out):
+                show(out)
+            show(self.table_out, _note("Pick one or more images."))
+            return
+        imgs = [self.store.image(i) for i in self.images.value]
+        rows = analysis.shared_layers(imgs)
+        summary = frames.sharing_summary(rows)
+        long = frames.shared_long(rows)
+        show(self.heatmap_out, plots.shared_heatmap(frames.shared_matrix(rows)))
+        show(self.sharing_out, plots.shared_vs_unique(summary))
+        shared = long[long["shared_by"] > 1]
+        show(self.table_out,
+             table_html(summary, caption="Size, shared size and unique size (as docker system df -v)"),
+             table_html(long[["chain_id", "size", "compressed_size", "shared_by", "shared_with", "created_by"]],
+                        caption=f"Layers ({len(shared):,} of {len(long):,} shared with another selected image)",
+                        formatters={"chain_id": _short_id, "created_by": lambda v: _cut(v, 60),
+                                    "shared_with": lambda v: ", ".join(v) if v else "-"}))
+
+
+def shared_layers_panel(store: Store, images: Iterable[str] | None = None) -> widgets.VBox:
+    """Pick several images -> heatmap of the layers they share, shared vs unique bytes, and the tables.
+    ``images`` are selected first (default: the newest images, up to ``plots.MAX_IMAGES``)."""
+    return SharedLayersPanel(store, images)
+
+
+# ---- containers ------------------------------------------------------------------------------
+
+class ContainerPanel(widgets.VBox):
+    """The container panel; see :func:`container_panel`."""
+
+    def __init__(self, store: Store, container: str | None = None, page_size: int = PAGE_SIZE) -> None:
+        self.store = store
+        self._busy = False
+        self._diff: pd.DataFrame | None = None
+        self.new_image: str | None = None  # the ID of the last image committed here
+        self.container = widgets.Dropdown(description="container", style=_STYLE,
+                                          layout=widgets.Layout(width="520px"))
+        self.container.add_class("lk-container")
+        self.refresh = widgets.Button(description="↻ reload", layout=widgets.Layout(width="90px"))
+        self.pager = Pager(self._render_diff, page_size)
+        self.diff_out = widgets.Output(layout=widgets.Layout(flex="1 1 420px", min_width="360px"))
+        self.diff_out.add_class("lk-diff")
+        self.chart_out = widgets.Output(layout=widgets.Layout(flex="1 1 560px", min_width="420px"))
+        self.chart_out.add_class("lk-diff-chart")
+        self.message = widgets.Text(description="message", placeholder="what changed", style=_STYLE,
+                                    layout=widgets.Layout(width="360px"))
+        self.tag = widgets.Text(description="tag", placeholder="repository:tag (optional)", style=_STYLE,
+                                layout=widgets.Layout(width="300px"))
+        self.commit = widgets.Button(description="commit", button_style="primary", icon="check")
+        self.status = widgets.HTML()
+        self.status.add_class("lk-status")
+        self.result_out = widgets.Output()
+        self.result_out.add_class("lk-new-history")
+        super().__init__([
+            widgets.HBox([self.container, self.refresh]),
+            self.pager,
+            widgets.HBox([self.diff_out, self.chart_out], layout=widgets.Layout(flex_flow="row wrap")),
+            _section("Commit"),
+            widgets.HBox([self.message, self.tag, self.commit]),
+            self.status,
+            self.result_out,
+        ])
+        self.add_class("lk-container-panel")
+        self.container.observe(self._on_container, "value")
+        self.commit.on_click(lambda _b: self.do_commit())
+        self.refresh.on_click(lambda _b: self.reload())
+        self.reload(store.find_container(container).name if container else None)
+
+    def reload(self, select: str | None = None) -> None:
+        """Re-read the store's containers and show ``select`` or the current one."""
+        opts = [(f"{c.name} · {c.image_name} · {c.status}", c.name) for c in self.store.containers()]
+        names = [v for _, v in opts]
+        want = select or self.container.value
+        self._busy = True
+        try:
+            self.container.options = opts
+            self.container.value = want if want in names else (names[0] if names else None)
+        finally:
+            self._busy = False
+        if not names:
+            show(self.diff_out, _note("The store holds no containers: run one first."))
+            show(self.chart_out)
+            self.commit.disabled = True
+            return
+        self.commit.disabled = False
+        self.select_container(self.container.value)
+
+    def _on_container(self, change: dict) -> None:
+        if not self._busy and change["new"]:
+            self.select_container(change["new"])
+
+    def select_container(self, name: str) -> None:
+        """Show a container's diff (paged table) and the diff-size chart."""
+        try:
+            self._diff = frames.diff(commands.diff(self.store, name))
+        except LayerkitError as exc:
+            show(self.diff_out, _error(str(exc)))
+            return
+        self.pager.reset(len(self._diff))
+        self._render_diff()
+        show(self.chart_out, plots.diff_bytes(self._diff, f"Changes in {name}"))
+
+    def _render_diff(self) -> None:
+        df = self._diff
+        name = self.container.value
+        if df is None or not len(df):
+            show(self.diff_out, _note(f"{name}: no changes in the writable layer."))
+            return
+        counts = df["kind"].value_counts()
+        caption = (f"{name}: {counts.get('A', 0):,} added, {counts.get('C', 0):,} changed, "
+                   f"{counts.get('D', 0):,} deleted")
+        show(self.diff_out, table_html(self.pager.slice(df), caption=caption))
+
+    def do_commit(self) -> str | None:
+        """Commit the selected container with the message and tag; show the new image's history."""
+        name = self.container.value
+        if not name:
+            return None
+        self.commit.disabled = True
+        try:
+            msg = commands.commit(self.store, name, self.tag.value.strip() or None, message=self.message.value)
+            new_id = msg.data["id"]
+            hist = frames.history(commands.history(self.store, new_id))
+        except LayerkitError as exc:
+            self.status.value = _error(str(exc).splitlines()[0])
+            return None
+        finally:
+            self.commit.disabled = False
+        self.new_image = new_id
+        tag = self.tag.value.strip()
+        self.status.value = (f"Committed <b>{html.escape(name)}</b> as {html.escape(new_id)}"
+                             + (f" tagged <b>{html.escape(tag)}</b>" if tag else ""))
+        show(self.result_out, table_html(hist[["id", "created", "created_by", "size", "comment"]],
+                                         caption="History of the new image (newest first)",
+                                         formatters={"id": _short_id, "created": _time,
+                                                     "created_by": lambda v: _cut(v, 70)}))
+        return new_id
+
+
+def container_panel(store: Store, container: str | None = None) -> widgets.VBox:
+    """Pick a container -> its diff (paged) and the diff-size chart; commit it with a message and a tag and
+    see the new image's history. ``container`` is shown first (default: the newest)."""
+    return ContainerPanel(store, container)
