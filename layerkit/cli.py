@@ -288,13 +288,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if isinstance(result, Stream):
         buf = getattr(sys.stdout, "buffer", None)
-        for chunk in result.chunks:
+        try:
+            for chunk in result.chunks:
+                if buf is not None:
+                    buf.write(chunk)
+                else:
+                    sys.stdout.write(chunk.decode(errors="replace"))
+        except LayerkitError as e:  # a file can fail half way (a broken hardlink, a corrupt blob)
+            sys.stderr.write(f"{PROG}: error: {e}\n")
+            return 1
+        finally:
             if buf is not None:
-                buf.write(chunk)
-            else:
-                sys.stdout.write(chunk.decode(errors="replace"))
-        if buf is not None:
-            buf.flush()
+                buf.flush()
         return 0
     out = render(result, getattr(args, "format", "table"))
     if out:

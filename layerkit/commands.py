@@ -390,8 +390,7 @@ def cat(store: Store, target: str, path: str) -> Stream:
     img = store.image(target)
     view = store.image_view(img)
     ue = view.lookup(path)
-    if ue.entry.type == "hardlink":
-        ue = view.lookup(ue.entry.link, follow=False)
+    ue = view.data_entry(ue)  # a hardlink reads the file it was linked to, even if that path changed later
     if ue.entry.type == "dir":
         raise LayerkitError(f"{path}: is a directory")
     if ue.entry.type != "file":
@@ -525,6 +524,7 @@ def cp(store: Store, src: str, dst: str) -> Message:
         return Message([])
     if not os.path.lexists(spath):
         raise LayerkitError(f"{spath}: no such file or directory")
+    _check_copyable(spath)  # refuse before anything is written, so a failed cp changes nothing
     view = dc.view()
     target = dpath
     try:
@@ -551,11 +551,24 @@ def _copy_out(c, view, ue, out: str) -> None:
         os.symlink(e.link, out)
     elif e.type in ("file", "hardlink"):
         tmp = out + ".lk-tmp"
-        with open(tmp, "wb") as f, c.open(e.path if e.type == "file" else e.link) as src:
+        with open(tmp, "wb") as f, c.open(e.path) as src:
             while chunk := src.read(1 << 20):
                 f.write(chunk)
         os.chmod(tmp, e.mode)
         os.replace(tmp, out)
+
+
+def _check_copyable(src: str) -> None:
+    """Raise if ``src`` (or anything below it) is a kind of file ``cp`` cannot put in a container."""
+    import os
+    import stat as st_
+
+    for root, dirs, files in os.walk(src) if os.path.isdir(src) and not os.path.islink(src) else [("", [], [src])]:
+        for name in dirs + files:
+            p = os.path.join(root, name) if root else name
+            mode = os.lstat(p).st_mode
+            if not (st_.S_ISDIR(mode) or st_.S_ISREG(mode) or st_.S_ISLNK(mode)):
+                raise LayerkitError(f"{p}: cannot copy a special file into a container")
 
 
 def _copy_in(c, src: str, target: str) -> None:

@@ -180,19 +180,25 @@ class Container:
         host = self._host(path)
         if ue.layer == self.top:
             return host
-        self._copy_up_dirs(view, posixpath.dirname(path))
         e = ue.entry
+        if e.type not in _COPYABLE:  # refuse before anything is copied up: a failure changes nothing
+            raise FileOpError(f"{path}: cannot copy up a {e.type}")
+        self._copy_up_dirs(view, posixpath.dirname(path))
         if e.type == "dir":
             os.mkdir(host)
         elif e.type == "symlink":
             os.symlink(e.link, host)
         elif e.type in ("file", "hardlink"):
-            src = view.lookup(e.link) if e.type == "hardlink" else ue
-            tmp = host + ".lk-copyup"
-            with open(tmp, "wb") as out:
-                for chunk in self._entry_bytes(view, src):
-                    out.write(chunk)
-            os.replace(tmp, host)
+            src = view.data_entry(ue)
+            fd, tmp = _mkstemp_beside(host)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    for chunk in self._entry_bytes(view, src):
+                        out.write(chunk)
+                os.replace(tmp, host)
+            except BaseException:
+                _unlink_quiet(tmp)
+                raise
         elif e.type == "fifo":
             os.mkfifo(host)
         else:
@@ -201,8 +207,7 @@ class Container:
         return host
 
     def _entry_bytes(self, view: UnionView, ue: UnionEntry) -> Iterator[bytes]:
-        if ue.entry.type == "hardlink":
-            ue = view.lookup(ue.entry.link, follow=False)
+        ue = view.data_entry(ue)
         if ue.layer == self.top:
             with open(self._host(ue.entry.path), "rb") as f:
                 while chunk := f.read(1 << 20):
@@ -225,15 +230,19 @@ class Container:
                 raise FileOpError(f"{path}: is a directory")
             self._copy_up_dirs(view, posixpath.dirname(p))
             host = self._host(p)
-            tmp = host + ".lk-tmp"
-            with open(tmp, "wb") as f:
-                f.write(data)
-            if ue is not None:
-                os.chmod(tmp, ue.entry.mode)
-                os.chown(tmp, ue.entry.uid, ue.entry.gid)
-            else:
-                os.chmod(tmp, mode)
-            os.replace(tmp, host)
+            fd, tmp = _mkstemp_beside(host)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                if ue is not None:
+                    os.chmod(tmp, ue.entry.mode)
+                    os.chown(tmp, ue.entry.uid, ue.entry.gid)
+                else:
+                    os.chmod(tmp, mode)
+                os.replace(tmp, host)
+            except BaseException:
+                _unlink_quiet(tmp)
+                raise
 
     def append(self, path: str, data: bytes) -> None:
         """Append to a file, copying it up first when it lives in a lower layer."""
@@ -250,29 +259,51 @@ class Container:
                 f.write(data)
 
     def mkdir(self, path: str, mode: int = 0o755, parents: bool = False) -> None:
-        """Create a directory; recreating a deleted lower directory makes it opaque."""
+        """Create a directory; recreating a deleted lower directory makes it opaque. ``parents`` also
+        creates the missing directories on the way (following links to directories), as ``mkdir -p``."""
         with self.locked():
             view = self.view()
+            if parents:
+                view = self._make_parents(view, path)
             p = self._target(view, path, follow=False)
             if view.get(p) is not None:
-                if parents and view.get(p).entry.type == "dir":
+                if parents and _is_dir(view, p):
                     return
                 raise FileOpError(f"{path}: file exists")
-            parent = posixpath.dirname(p)
-            if view.get(parent) is None and parent != "/":
-                if not parents:
-                    raise FileOpError(f"{parent}: no such file or directory")
-                _release_and_mkdir_parents(self, parent, mode)
-                view = self.view()
-            self._copy_up_dirs(view, parent)
-            host = self._host(p)
-            whiteout = _lstat(host) is not None
-            if whiteout:
-                os.unlink(host)
-            os.mkdir(host, mode)
-            os.chmod(host, mode)
-            if whiteout or _hidden_below(view, p):
-                set_opaque(host)
+            self._mkdir_one(view, p, mode)
+
+    def _make_parents(self, view: UnionView, path: str) -> UnionView:
+        """Create the missing directories above ``path`` (mode 0755); all are checked before any is made."""
+        parts = [x for x in posixpath.normpath("/" + path).split("/") if x][:-1]
+        missing: list[str] = []
+        cur = "/"
+        for name in parts:
+            if missing:  # below a missing directory, everything is missing
+                cur = posixpath.join(cur, name)
+                missing.append(cur)
+                continue
+            cur = view.resolve(posixpath.join(cur, name))
+            ue = view.get(cur)
+            if ue is None:
+                missing.append(cur)
+            elif ue.entry.type != "dir":
+                raise FileOpError(f"{path}: {cur} is not a directory")
+        for d in missing:
+            view = self.view()
+            self._mkdir_one(view, d, 0o755)
+        return self.view() if missing else view
+
+    def _mkdir_one(self, view: UnionView, p: str, mode: int) -> None:
+        """Create directory ``p`` (resolved; its parent exists) in the upper dir."""
+        self._copy_up_dirs(view, posixpath.dirname(p))
+        host = self._host(p)
+        whiteout = _lstat(host) is not None
+        if whiteout:
+            os.unlink(host)
+        os.mkdir(host, mode)
+        os.chmod(host, mode)
+        if whiteout or _hidden_below(view, p):
+            set_opaque(host)
 
     def remove(self, path: str, recursive: bool = False) -> None:
         """Delete a path; a lower entry is hidden by a whiteout, an upper one is simply removed."""
@@ -308,6 +339,9 @@ class Container:
                 raise FileOpError(f"{src}: no such file or directory")
             if d == s or d.startswith(s + "/"):
                 raise FileOpError(f"{dst}: cannot move a directory into itself")
+            for ue in [view.get(s), *(view.walk(s) if view.get(s).entry.type == "dir" else ())]:
+                if ue.entry.type not in _COPYABLE:  # refuse before anything is changed
+                    raise FileOpError(f"{src}: cannot move a {ue.entry.type} ({ue.entry.path})")
             existing = view.get(d)
             if existing is not None:
                 if existing.entry.type == "dir" and view.listdir(d):
@@ -410,20 +444,66 @@ class Container:
 
         lower = self.store.path_index(self.image)
         rows = []
+        copied_dirs: list[tuple[dict, object, object]] = []  # (row, upper entry, lower entry)
         try:
-            for e in scan_upper(self.upper, frozenset(RUNTIME_DIRS)):
-                if e.type == "opaque":
-                    continue  # the directory's own entry says A or C; hidden lower children are not listed
+            entries = scan_upper(self.upper, frozenset(RUNTIME_DIRS))
+            in_upper = {e.path for e in entries}
+            for e in entries:
                 below = lower.get(e.path)
+                if e.type == "opaque":
+                    # the directory's own entry says A or C; each lower child it hides is deleted (the
+                    # children of a hidden child directory are not listed, as for a deleted directory)
+                    if below is not None and below.type == "dir":
+                        rows += [{"kind": "D", "path": p, "size": size}
+                                 for p, size in _lower_children(lower, e.path) if p not in in_upper]
+                    continue
                 if e.type == "whiteout":
                     if below is not None:  # a stale whiteout over nothing deletes nothing
                         rows.append({"kind": "D", "path": e.path, "size": below.size})
-                else:
-                    rows.append({"kind": "C" if below is not None else "A", "path": e.path, "size": e.size})
+                    continue
+                row = {"kind": "C" if below is not None else "A", "path": e.path, "size": e.size}
+                rows.append(row)
+                if e.type == "dir" and below is not None and below.type == "dir":
+                    copied_dirs.append((row, e, below))
         finally:
             lower.close()
+        rows = self._drop_untouched_dirs(rows, copied_dirs)
         rows.sort(key=lambda r: r["path"])
         return rows
+
+    def _drop_untouched_dirs(self, rows: list[dict], copied_dirs: list[tuple]) -> list[dict]:
+        """A directory that was copied up (a file created and removed again, an empty ``mkdir``/``rmdir``)
+        is a change only when its owner or mode differ from below or something inside it changed, as
+        ``docker diff`` sees it (which ignores directory mtimes)."""
+        if not copied_dirs:
+            return rows
+        candidates = {id(r) for r, _, _ in copied_dirs}
+        changed_below: set[str] = set()
+
+        def mark(path: str) -> None:
+            while path not in ("/", ""):
+                path = posixpath.dirname(path)
+                changed_below.add(path)
+
+        for r in rows:
+            if id(r) not in candidates:
+                mark(r["path"])
+        metas: dict[int, dict[str, tuple[int, int, int]]] = {}
+        drop: set[int] = set()
+        for row, e, below in sorted(copied_dirs, key=lambda t: t[0]["path"].count("/"), reverse=True):
+            if row["path"] in changed_below:
+                mark(row["path"])
+                continue
+            meta = metas.get(below.layer)
+            if meta is None:
+                layer = self.image.layers[below.layer].index()
+                meta = metas[below.layer] = {x.path: (x.mode, x.uid, x.gid) for x in layer.entries
+                                             if x.type == "dir"}
+            if meta.get(row["path"], (0o755, 0, 0)) != (e.mode, e.uid, e.gid):
+                mark(row["path"])
+            else:
+                drop.add(id(row))
+        return [r for r in rows if id(r) not in drop]
 
     def inspect(self) -> dict:
         """The record ``inspect CONTAINER`` prints."""
@@ -443,6 +523,8 @@ class _EntryReader:
             raise FileOpError(f"{ue.entry.path}: is a directory")
         if ue.entry.type not in ("file", "hardlink"):
             raise FileOpError(f"{ue.entry.path}: not a regular file")
+        # resolve a hardlink now: an error must come from open(), not from the middle of a stream
+        ue = view.data_entry(ue)
         self._it = c._entry_bytes(view, ue)
         self._buf = b""
 
@@ -467,6 +549,30 @@ class _EntryReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_COPYABLE = ("dir", "symlink", "file", "hardlink", "fifo")
+
+
+def _mkstemp_beside(host: str) -> tuple[int, str]:
+    """A new temporary file next to ``host``: created exclusively under a random name, so a link that a
+    process in the container left in the upper dir is never followed to the host."""
+    d, name = os.path.split(host)
+    return tempfile.mkstemp(dir=d, prefix=f".{name}.lk-")
+
+
+def _unlink_quiet(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _lower_children(lower, dirpath: str) -> list[tuple[str, int]]:
+    """(path, size) of the entries directly in ``dirpath`` in the image's path index (a range scan of
+    its primary key, so the cost is the directory's subtree, not the image)."""
+    prefix = dirpath.rstrip("/") + "/"
+    cur = lower._db.execute("SELECT path, size FROM p WHERE path > ? AND path < ?",
+                            (prefix, prefix[:-1] + "0"))
+    return [(p, size) for p, size in cur if "/" not in p[len(prefix):]]
 
 
 def _lstat(path: str) -> os.stat_result | None:
@@ -505,24 +611,12 @@ def _hidden_below(view: UnionView, path: str) -> bool:
     return _lower_has(view, path, top)
 
 
-def _release_and_mkdir_parents(c: Container, parent: str, mode: int) -> None:
-    """mkdir -p for the missing parents (called with the container lock held)."""
-    view = c.view()
-    missing = []
-    p = parent
-    while p != "/" and view.get(p) is None:
-        missing.append(p)
-        p = posixpath.dirname(p)
-    for d in reversed(missing):
-        view = c.view()
-        c._copy_up_dirs(view, posixpath.dirname(d))
-        host = c._host(d)
-        whiteout = _lstat(host) is not None
-        if whiteout:
-            os.unlink(host)
-        os.mkdir(host, mode)
-        if whiteout or _hidden_below(view, d):
-            set_opaque(host)
+def _is_dir(view: UnionView, path: str) -> bool:
+    """True when ``path`` is a directory or a symlink to one (inside the view)."""
+    try:
+        return view.lookup(path).entry.type == "dir"
+    except LayerkitError:
+        return False
 
 
 def _random_name(taken: set[str]) -> str:
@@ -577,9 +671,11 @@ def create_container(store: Store, image_name: str, command: list[str] | None = 
                      name: str | None = None) -> Container:
     """``create``: a new container with an empty writable layer. The name must be unique."""
     img = store.image(image_name)
-    if len(img.diff_ids) + 1 > MAX_LAYERS:
-        raise MaxDepthExceeded(f"max depth exceeded: {image_name} has {len(img.diff_ids)} layers; a container "
-                               f"adds one and at most {MAX_LAYERS} are allowed")
+    # a container of a 127-layer image is allowed (the image is valid and runs); committing it would
+    # make a 128th layer, which commit refuses
+    if len(img.diff_ids) > MAX_LAYERS:
+        raise MaxDepthExceeded(f"max depth exceeded: {image_name} has {len(img.diff_ids)} layers, at most "
+                               f"{MAX_LAYERS} are allowed")
     cfg = img.config.get("config") or {}
     cmd = list(command) if command else list(cfg.get("Cmd") or [])
     entry = list(cfg.get("Entrypoint") or [])

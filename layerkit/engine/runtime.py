@@ -20,7 +20,8 @@ from pathlib import Path
 
 from ..errors import LayerkitError
 from .container import RUNTIME_DIRS, Container, rfc3339_now
-from .image import Layer
+from .content import iter_entry_bytes
+from .image import Image, Layer
 from .layer import OPAQUE_MARKER, WHITEOUT_PREFIX, LayerFormatError, normalize_member_path, open_uncompressed
 from .store import Store
 from .upper import make_whiteout, set_opaque
@@ -68,8 +69,43 @@ def _clear(path: str) -> None:
         os.unlink(path)
 
 
-def extract_layer(store: Store, layer: Layer, dest: Path) -> None:
-    """Extract one layer into ``dest`` in overlayfs lower-dir format, safely."""
+def _existing_in(root: str, rel: str) -> str | None:
+    """The host path of ``rel`` under ``root`` when it exists there with only real directories on the
+    way (a symlink in the path is never followed: it could lead out of ``root``)."""
+    cur = root
+    parts = [p for p in rel.split("/") if p]
+    for i, part in enumerate(parts):
+        cur = os.path.join(cur, part)
+        st = _lstat(cur)
+        if st is None or (i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode)):
+            return None
+    return cur if parts else None
+
+
+def _lower_link_data(store: Store, image: Image | None, layer: Layer, name: str, linkname: str):
+    """For a hardlink whose target is not in its own layer: the file entry whose bytes it shares, found
+    in the union view of the image up to this layer, and the digest of the blob that holds them."""
+    from .union import UnionView
+
+    where = f"hardlink {name!r} points to {linkname!r}"
+    if image is None:
+        raise LayerFormatError(f"{where}, not in this layer")
+    view = UnionView([la.index() for la in image.layers[:layer.index_in_image + 1]])
+    ue = view.get(normalize_member_path(name))
+    try:
+        data = view.data_entry(ue) if ue is not None else None
+    except LayerkitError:
+        data = None
+    if data is None or data.entry.type != "file" or data.layer < 0:
+        raise LayerFormatError(f"{where}, which is not a file of the image")
+    return data, image.layers[data.layer].digest
+
+
+def extract_layer(store: Store, layer: Layer, dest: Path, image: Image | None = None) -> None:
+    """Extract one layer into ``dest`` in overlayfs lower-dir format, safely.
+
+    A hardlink to a file of a lower layer (or one behind a symlink) gets a copy of that file's bytes,
+    which needs ``image`` to find it."""
     root = str(dest)
     dirs: list[tuple[str, tarfile.TarInfo]] = []
     with store.blobs.open(layer.digest) as raw, tarfile.open(fileobj=open_uncompressed(raw), mode="r|") as tf:
@@ -107,10 +143,19 @@ def extract_layer(store: Store, layer: Layer, dest: Path) -> None:
                 os.symlink(ti.linkname, host)
             elif ti.islnk():
                 target = normalize_member_path(ti.linkname)
-                src = os.path.join(root, target.lstrip("/"))
-                if _lstat(src) is None:
-                    raise LayerFormatError(f"hardlink {ti.name!r} points to {ti.linkname!r}, not in this layer")
-                os.link(src, host, follow_symlinks=False)
+                src = _existing_in(root, target)
+                if src is not None and not stat.S_ISDIR(os.lstat(src).st_mode):
+                    os.link(src, host, follow_symlinks=False)
+                    continue
+                data, digest = _lower_link_data(store, image, layer, ti.name, ti.linkname)
+                fd = os.open(host, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    for chunk in iter_entry_bytes(store.blobs, digest, data.entry):
+                        out.write(chunk)
+                e = data.entry
+                os.chown(host, e.uid, e.gid)
+                os.chmod(host, e.mode)
+                os.utime(host, (e.mtime, e.mtime))
                 continue
             elif ti.ischr() or ti.isblk():
                 kind = stat.S_IFCHR if ti.ischr() else stat.S_IFBLK
@@ -141,17 +186,31 @@ def rootfs_dir(store: Store) -> Path:
     return store.meta_dir / "rootfs"
 
 
-def ensure_lower(store: Store, layer: Layer) -> str:
-    """Extract a layer once (atomically) and return its short link name for the overlay mount."""
+def _links_below(layer: Layer) -> bool:
+    """True when a hardlink of the layer names a file that the layer itself does not hold."""
+    entries = layer.index().entries
+    own = {e.path for e in entries if e.type in ("file", "hardlink", "symlink")}
+    return any(e.type == "hardlink" and e.link not in own for e in entries)
+
+
+def ensure_lower(store: Store, layer: Layer, image: Image | None = None) -> str:
+    """Extract a layer once (atomically) and return its short link name for the overlay mount.
+
+    Extractions are keyed by diff_id; a layer whose hardlinks name files of the layers below depends on
+    those layers too, so it is keyed by its chain ID instead."""
     base = rootfs_dir(store)
     hexid = layer.diff_id.split(":", 1)[1]
     final = base / hexid
+    if not final.is_dir() and layer.index_in_image > 0:
+        chained = base / layer.chain_id.split(":", 1)[1]
+        if chained.is_dir() or _links_below(layer):
+            hexid, final = chained.name, chained
     links = base / "l"
     links.mkdir(parents=True, exist_ok=True)
     if not final.is_dir():
         tmp = Path(tempfile.mkdtemp(dir=base, prefix=".x-"))
         try:
-            extract_layer(store, layer, tmp)
+            extract_layer(store, layer, tmp, image)
             os.chmod(tmp, 0o755)
             os.replace(tmp, final)
         except BaseException:
@@ -200,7 +259,7 @@ def execute(container: Container, command: list[str] | None = None, interactive:
     store = container.store
     img = container.image
     rootfs_dir(store).mkdir(parents=True, exist_ok=True)
-    lowers = [ensure_lower(store, layer) for layer in img.layers]
+    lowers = [ensure_lower(store, layer, img) for layer in img.layers]
     init = ensure_init(store)
     lowerdir = ":".join([init] + list(reversed(lowers)))
     merged = container.dir / "merged"

@@ -30,10 +30,15 @@ class NotADirectory(NotFound):
 
 @dataclass(slots=True)
 class UnionEntry:
-    """One path in the union view and the layer that provides it (``layer`` is its position, bottom 0)."""
+    """One path in the union view and the layer that provides it (``layer`` is its position, bottom 0).
+
+    For a hardlink, ``source`` is the entry it linked to when its layer was applied: that file keeps
+    the link's bytes even when a later layer deletes or replaces the path the link names.
+    """
 
     entry: Entry
     layer: int
+    source: UnionEntry | None = None
 
     @property
     def path(self) -> str:
@@ -123,20 +128,31 @@ class UnionView:
         if parent in self._children:
             self._kids(parent).discard(posixpath.basename(path))
 
-    def _ensure_parents(self, path: str, layer: int) -> None:
+    def _ensure_parents(self, path: str, layer: int, changes: dict[str, Change]) -> None:
+        """Create implicit directories for ``path``'s missing parents, recorded as this layer's changes."""
         parent = _parent(path)
         if parent == "/" or parent in self._entries:
-            if parent != "/" and self._entries[parent].entry.type != "dir":
+            below = self._entries.get(parent)
+            if below is not None and below.entry.type != "dir":
                 # a lower non-directory sits where this layer needs a directory: the tar replaces it
                 self._remove_tree(parent, layer, [])
                 self._set(_implicit_dir(parent), layer)
+                _record(changes, self._entries[parent].entry, below, layer)
             return
-        self._ensure_parents(parent, layer)
+        self._ensure_parents(parent, layer, changes)
         self._set(_implicit_dir(parent), layer)
+        _record(changes, self._entries[parent].entry, None, layer)
 
     def _set(self, entry: Entry, layer: int) -> None:
         path = entry.path
-        self._entries[path] = UnionEntry(entry, layer)
+        source = None
+        if entry.type == "hardlink":
+            source = self._entries.get(entry.link)
+            if source is not None and source.entry.type == "hardlink":
+                source = source.source
+            if source is not None and source.entry.type != "file":
+                source = None
+        self._entries[path] = UnionEntry(entry, layer, source)
         i = path.rfind("/")
         self._kids(path[:i] or "/").add(path[i + 1:])
         if entry.type == "dir":
@@ -166,19 +182,9 @@ class UnionView:
                 if below.layer != i:
                     for c in sink:
                         changes.setdefault(c.path, c)
-            self._ensure_parents(e.path, i)
+            self._ensure_parents(e.path, i, changes)
             self._set(e, i)
-            if below is not None and below.layer == i:
-                prior = changes.get(e.path)
-                if prior is not None:
-                    changes[e.path] = Change(prior.kind, e.path, e, prior.below, i)
-            elif below is not None:
-                changes[e.path] = Change("modified", e.path, e, below, i)
-            elif e.path in changes and changes[e.path].kind == "deleted":
-                # a whiteout and a re-add of the same name in one layer: the lower entry is replaced
-                changes[e.path] = Change("modified", e.path, e, changes[e.path].below, i)
-            else:
-                changes[e.path] = Change("added", e.path, e, None, i)
+            _record(changes, e, below, i)
         return list(changes.values())
 
     # ---- reading ---------------------------------------------------------------------------
@@ -260,6 +266,14 @@ class UnionView:
             if ue.entry.type == "dir":
                 stack.append((ue.entry.path, None))
 
+    def data_entry(self, ue: UnionEntry) -> UnionEntry:
+        """The entry whose bytes ``ue`` reads: itself, or for a hardlink the file it was linked to."""
+        if ue.entry.type != "hardlink":
+            return ue
+        if ue.source is not None:
+            return ue.source
+        return self.lookup(ue.entry.link, follow=False)
+
     def entries(self) -> Iterable[UnionEntry]:
         """All entries, in no particular order (fast)."""
         return self._entries.values()
@@ -267,6 +281,21 @@ class UnionView:
     def changes(self, layer: int) -> list[Change]:
         """What layer ``layer`` adds, modifies and deletes relative to the layers below."""
         return list(self._changes[layer])
+
+
+def _record(changes: dict[str, Change], e: Entry, below: UnionEntry | None, i: int) -> None:
+    """Record that layer ``i`` sets ``e`` where ``below`` was (None: nothing, or hidden already)."""
+    if below is not None and below.layer == i:
+        prior = changes.get(e.path)
+        if prior is not None:
+            changes[e.path] = Change(prior.kind, e.path, e, prior.below, i)
+    elif below is not None:
+        changes[e.path] = Change("modified", e.path, e, below, i)
+    elif e.path in changes and changes[e.path].kind == "deleted":
+        # a whiteout and a re-add of the same name in one layer: the lower entry is replaced
+        changes[e.path] = Change("modified", e.path, e, changes[e.path].below, i)
+    else:
+        changes[e.path] = Change("added", e.path, e, None, i)
 
 
 def _parent(path: str) -> str:
