@@ -152,6 +152,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("targets", nargs="+", metavar="TARGET")
     s.add_argument("-o", "--output", required=True, metavar="FILE")
 
+    s = sub.add_parser("pull", help="pull an image from a registry")
+    s.add_argument("reference", metavar="REF")
+    s.add_argument("--platform", metavar="OS/ARCH[/VARIANT]")
+    s.add_argument("--insecure", action="store_true", help="allow plain HTTP / unverified TLS")
+    _fmt(s)
+
+    s = sub.add_parser("push", help="push an image to a registry")
+    s.add_argument("image", metavar="IMAGE")
+    s.add_argument("reference", nargs="?", metavar="REF")
+    s.add_argument("--insecure", action="store_true", help="allow plain HTTP / unverified TLS")
+    _fmt(s)
+
+    s = sub.add_parser("login", help="log in to a registry")
+    s.add_argument("registry", metavar="REGISTRY")
+    s.add_argument("-u", "--username", required=True)
+    s.add_argument("-p", "--password")
+    s.add_argument("--password-stdin", action="store_true")
+    s.add_argument("--insecure", action="store_true")
+
+    s = sub.add_parser("logout", help="log out from a registry")
+    s.add_argument("registry", metavar="REGISTRY")
+
     s = sub.add_parser("df", help="show space usage")
     s.add_argument("-v", "--verbose", action="store_true")
     _fmt(s)
@@ -184,6 +206,22 @@ def run(args: argparse.Namespace) -> Any:
         return commands.rmi(store, args.images, force=args.force)
     if v == "df":
         return commands.df(store, verbose=args.verbose)
+    if v == "pull":
+        return commands.pull(store, args.reference, platform=args.platform, insecure=args.insecure)
+    if v == "push":
+        return commands.push(store, args.image, args.reference, insecure=args.insecure)
+    if v == "login":
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        elif args.password is not None:
+            password = args.password
+        else:
+            import getpass
+
+            password = getpass.getpass("Password: ")
+        return commands.login(store, args.registry, args.username, password, insecure=args.insecure)
+    if v == "logout":
+        return commands.logout(store, args.registry)
     if v == "files":
         return commands.files(store, args.image)
     if v == "compare":

@@ -627,3 +627,57 @@ def report(store: Store, targets: list[str], output: str) -> Message:
 
     out = write_report(store, targets, output)
     return Message([f"Report written to {out}"], {"output": str(out)})
+
+
+# ---- registries ---------------------------------------------------------------------------------
+
+def _transfer_bar(desc: str):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc=desc, unit="B", unit_scale=True, unit_divisor=1000, disable=None, leave=True)
+
+    def progress(message: str, nbytes: int) -> None:
+        bar.set_postfix_str(message, refresh=False)
+        bar.update(nbytes)
+    return bar, progress
+
+
+def pull(store: Store, ref: str, platform: str | None = None, insecure: bool = False) -> Message:
+    """``pull REF``: fetch an image over the OCI distribution API; layers the store holds are not fetched."""
+    from .formats.registry import pull as do_pull
+
+    bar, progress = _transfer_bar(f"pull {ref}")
+    try:
+        res = do_pull(store, ref, platform=platform, insecure=insecure, progress=progress)
+    finally:
+        bar.close()
+    return Message(res.lines(), res.to_json())
+
+
+def push(store: Store, image: str, ref: str | None = None, insecure: bool = False) -> Message:
+    """``push IMAGE [REF]``: send an image; blobs the registry has are skipped or mounted, never resent."""
+    from .formats.registry import push as do_push
+
+    bar, progress = _transfer_bar(f"push {ref or image}")
+    try:
+        res = do_push(store, image, ref, insecure=insecure, progress=progress)
+    finally:
+        bar.close()
+    return Message(res.lines(), res.to_json())
+
+
+def login(store: Store | None, registry: str, username: str, password: str, insecure: bool = False) -> Message:
+    """``login REGISTRY``: check the credentials against the registry, then save them (mode 0600)."""
+    from .formats.auth import login as do_login
+
+    do_login(registry, username, password, insecure=insecure)
+    return Message(["Login Succeeded"], {"registry": registry, "username": username})
+
+
+def logout(store: Store | None, registry: str) -> Message:
+    """``logout REGISTRY``: forget saved credentials."""
+    from .formats.auth import logout as do_logout
+
+    removed = do_logout(registry)
+    line = f"Removing login credentials for {registry}" if removed else f"Not logged in to {registry}"
+    return Message([line], {"registry": registry, "removed": removed})

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TOOLS="podman buildah skopeo umoci runc bubblewrap docker-registry busybox-static chromium"
+TOOLS="podman buildah skopeo umoci runc bubblewrap docker-registry busybox-static chromium openssl"
 missing=""
 for pkg in $TOOLS; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"

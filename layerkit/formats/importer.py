@@ -218,8 +218,10 @@ def import_image(
     label: str,
     expected_id: str | None = None,
     progress: Callable[[str, int], None] | None = None,
+    manifest_bytes: bytes | None = None,
 ) -> tuple[Image, list[Reference]]:
     """Stream the layers of one image into the store, verify everything, then record it with its tags."""
     with ImportBatch(store) as batch:
-        batch.add(config_bytes, layers, tags, label, expected_id=expected_id, progress=progress)
+        batch.add(config_bytes, layers, tags, label, expected_id=expected_id, progress=progress,
+                  manifest_bytes=manifest_bytes)
         return batch.commit()[0]
