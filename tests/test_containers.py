@@ -467,3 +467,31 @@ def test_run_with_unknown_command_leaves_layer_unchanged(capsys, env: Env, runna
     rc, _, _ = cli(capsys, env, "exec", runnable.name, "/no/such/program")
     assert rc != 0
     assert tree_state(runnable.upper) == before
+
+
+def test_image_user_is_applied_for_real(tmp_path: Path, capfd) -> None:
+    """``User`` runs the process as that uid: the kernel refuses what the user may not do, and what it
+    creates is owned by it in the writable layer (and so in a committed layer)."""
+    from layerkit.cli import main
+    from layerkit.engine.store import Store
+    from layerkit.examples import busybox_archive
+
+    st = str(tmp_path / "store")
+    assert main(["--store", st, "load", str(busybox_archive(tmp_path / "bb.tar"))]) == 0
+    assert main(["--store", st, "run", "--name", "prep", "busybox", "sh", "-c",
+                 "mkdir /home/nb && chown 65534:65534 /home/nb"]) == 0
+    assert main(["--store", st, "commit", "-c", "USER nobody", "-c", "WORKDIR /home/nb", "prep", "nb:v1"]) == 0
+    capfd.readouterr()
+    rc = main(["--store", st, "run", "--name", "asuser", "nb:v1", "sh", "-c",
+               "id -u; pwd; touch /forbidden || echo refused; echo data > mine"])
+    out = capfd.readouterr().out
+    assert rc == 0
+    assert out.splitlines()[:3] == ["65534", "/home/nb", "refused"]
+    c = Store(st).find_container("asuser")
+    st_mine = os.lstat(c.upper / "home" / "nb" / "mine")
+    assert (st_mine.st_uid, st_mine.st_gid) == (65534, 65534)
+    assert not (c.upper / "forbidden").exists()
+    assert main(["--store", st, "commit", "-c", "USER nosuchuser", "asuser", "bad:v1"]) == 0
+    capfd.readouterr()
+    assert main(["--store", st, "run", "bad:v1", "true"]) == 1
+    assert "unable to find user nosuchuser" in capfd.readouterr().err

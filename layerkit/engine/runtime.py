@@ -251,6 +251,48 @@ def process_spec(container: Container, command: list[str] | None = None) -> tupl
     return argv, env, cfg.get("WorkingDir") or "/"
 
 
+def _table(container: Container, path: str) -> list[list[str]]:
+    try:
+        text = container.read(path).decode("utf-8", "replace")
+    except LayerkitError:
+        return []
+    return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def resolve_user(container: Container, spec: str | None) -> tuple[int, int, str] | None:
+    """(uid, gid, home) for the image's ``User`` (``name``, ``uid``, ``name:group``, ``uid:gid``) from the
+    container's own /etc/passwd and /etc/group, as runc resolves it; None for root."""
+    if not spec or spec in ("root", "0", "0:0", "root:root"):
+        return None
+    user, _, group = spec.partition(":")
+    passwd = _table(container, "/etc/passwd")
+    entry = next((e for e in passwd if len(e) >= 6 and (e[0] == user or (user.isdigit() and e[2] == user))), None)
+    if entry is not None:
+        uid, gid, home = int(entry[2]), int(entry[3]), entry[5] or "/"
+    elif user.isdigit():
+        uid, gid, home = int(user), 0, "/"
+    else:
+        raise LayerkitError(f"unable to find user {user}: no matching entries in passwd file")
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            g = next((e for e in _table(container, "/etc/group") if len(e) >= 3 and e[0] == group), None)
+            if g is None:
+                raise LayerkitError(f"unable to find group {group}: no matching entries in group file")
+            gid = int(g[2])
+    return uid, gid, home
+
+
+def _spare_mountpoint(merged: Path) -> str:
+    """A host directory to cover with a private tmpfs (inside the mount namespace only) that is not an
+    ancestor of the container's own directory."""
+    for cand in ("/mnt", "/run", "/media", "/srv", "/tmp"):
+        if os.path.isdir(cand) and not str(merged).startswith(cand.rstrip("/") + "/"):
+            return cand
+    raise LayerkitError("no spare mount point for running as a non-root user")
+
+
 def execute(container: Container, command: list[str] | None = None, interactive: bool = False,
             stdin=None, stdout=None, stderr=None) -> int:
     """Run a process in the container (its own command when ``command`` is None); returns the exit status."""
@@ -270,17 +312,35 @@ def execute(container: Container, command: list[str] | None = None, interactive:
     argv, env, workdir = process_spec(container, command)
     if not argv:
         raise LayerkitError(f"container {container.name}: no command to run")
-    args = [bwrap, "--bind", str(merged), "/", "--proc", "/proc", "--dev", "/dev", "--unshare-pid",
+    user = resolve_user(container, (img.config.get("config") or {}).get("User"))
+    root_src = str(merged)
+    prefix: list[str] = []
+    script = 'cd "$1" && mount -t overlay overlay -o "$2" "$3" && shift 3 && exec "$@"'
+    if user is not None:
+        # A real non-root process: bwrap runs unprivileged as the image's user (setpriv), so the kernel
+        # checks permissions against that uid and files it creates are owned by it in the writable layer.
+        # The unprivileged bwrap cannot traverse the store's directories, so the merged root is bound
+        # onto a private tmpfs first (in this mount namespace only).
+        setpriv = _need("setpriv", "util-linux")
+        uid, gid, home = user
+        env["HOME"] = home
+        spot = _spare_mountpoint(merged)
+        root_src = f"{spot}/lk-root"
+        script = ('cd "$1" && mount -t overlay overlay -o "$2" "$3" && mount -t tmpfs -o mode=755 lkroot "$4" '
+                  '&& mkdir "$4/lk-root" && mount --bind "$3" "$4/lk-root" && shift 4 && exec "$@"')
+        prefix = [setpriv, "--reuid", str(uid), "--regid", str(gid), "--clear-groups"]
+    args = prefix + [bwrap, "--bind", root_src, "/", "--proc", "/proc", "--dev", "/dev", "--unshare-pid",
             "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--hostname",
             container.short_id, "--die-with-parent", "--chdir", workdir, "--clearenv"]
     if not interactive:
         args.append("--new-session")
     for k, v in env.items():
         args += ["--setenv", k, v]
+    if user is not None:
+        args.insert(args.index("--unshare-pid"), "--unshare-user")
     args += ["--"] + argv
-    script = 'cd "$1" && mount -t overlay overlay -o "$2" "$3" && shift 3 && exec "$@"'
     full = [unshare, "-m", "--propagation", "private", "sh", "-c", script, "sh",
-            str(rootfs_dir(store) / "l"), opts, str(merged)] + args
+            str(rootfs_dir(store) / "l"), opts, str(merged)] + ([spot] if user is not None else []) + args
     with container.locked():
         container.state = "running"
         container.started_at = rfc3339_now()
