@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from . import commands
+from .engine.humanize import parse_size
 from .errors import LayerkitError
 from .results import Document, Message, Stream, dumps
 
@@ -148,6 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("image_b", metavar="IMAGE")
     _fmt(s)
 
+    s = sub.add_parser("efficiency", help="dive's efficiency score, wasted bytes and inefficient files")
+    s.add_argument("image")
+    _fmt(s)
+
+    s = sub.add_parser("check", help="dive's CI rules on an image (exit 1 when a rule fails)")
+    s.add_argument("image")
+    s.add_argument("--lowest-efficiency", default="0.9", metavar="RATIO", help="or 'disabled'")
+    s.add_argument("--highest-wasted-bytes", default="20MB", metavar="SIZE", help="e.g. 20MB, or 'disabled'")
+    s.add_argument("--highest-user-wasted-percent", default="0.1", metavar="RATIO", help="or 'disabled'")
+    _fmt(s)
+
     s = sub.add_parser("report", help="write an HTML or Markdown report of images or containers")
     s.add_argument("targets", nargs="+", metavar="TARGET")
     s.add_argument("-o", "--output", required=True, metavar="FILE")
@@ -206,6 +218,12 @@ def run(args: argparse.Namespace) -> Any:
         return commands.rmi(store, args.images, force=args.force)
     if v == "df":
         return commands.df(store, verbose=args.verbose)
+    if v == "efficiency":
+        return commands.efficiency(store, args.image)
+    if v == "check":
+        return commands.check(store, args.image, _threshold(args.lowest_efficiency, float),
+                              _threshold(args.highest_wasted_bytes, parse_size),
+                              _threshold(args.highest_user_wasted_percent, float))
     if v == "pull":
         return commands.pull(store, args.reference, platform=args.platform, insecure=args.insecure)
     if v == "push":
@@ -257,6 +275,16 @@ def run(args: argparse.Namespace) -> Any:
         return commands.commit(store, args.container, args.repo, message=args.message, author=args.author,
                                changes=args.change)
     raise UsageError(f"{PROG}: error: unknown verb {v!r}")
+
+
+def _threshold(text: str, conv):
+    """A rule threshold, or None for ``disabled`` (dive's word)."""
+    if text.strip().lower() == "disabled":
+        return None
+    try:
+        return conv(text)
+    except ValueError:
+        raise UsageError(f"{PROG} check: error: invalid threshold {text!r}") from None
 
 
 def _std_streams():

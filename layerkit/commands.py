@@ -681,3 +681,50 @@ def logout(store: Store | None, registry: str) -> Message:
     removed = do_logout(registry)
     line = f"Removing login credentials for {registry}" if removed else f"Not logged in to {registry}"
     return Message([line], {"registry": registry, "removed": removed})
+
+
+# ---- wasted space (dive's analysis) ------------------------------------------------------------
+
+def _efficiency_of(store: Store, name: str):
+    from .engine.efficiency import analyze
+
+    img = store.image(name)
+    return analyze([layer.index() for layer in img.layers])
+
+
+def efficiency(store: Store, name: str) -> Document:
+    """``efficiency IMAGE``: dive's efficiency score, wasted bytes and inefficient files."""
+    from .engine.humanize import human_size
+
+    res = _efficiency_of(store, name)
+    uwp = res.user_wasted_percent
+    lines = [f"efficiency: {res.efficiency * 100:.4f} %",
+             f"wastedBytes: {res.wasted_bytes} bytes ({human_size(res.wasted_bytes)})",
+             f"userWastedPercent: {uwp * 100:.4f} %" if uwp == uwp and abs(uwp) != float("inf")
+             else f"userWastedPercent: {uwp}",
+             f"reclaimable: {res.reclaimable_bytes} bytes ({human_size(res.reclaimable_bytes)})"]
+    if res.inefficient_files:
+        t = Table([Column("count", "COUNT"), Column("total_bytes", "WASTED SPACE", fmt_size),
+                   Column("path", "FILE PATH")], [i.to_json() for i in res.inefficient_files])
+        lines += ["", "Inefficient files:", t.render()]
+    return Document(res.to_json(), "\n".join(lines))
+
+
+def check(store: Store, name: str, lowest_efficiency: float | None = 0.9,
+          highest_wasted_bytes: int | None = 20_000_000, highest_user_wasted_percent: float | None = 0.1) -> Message:
+    """``check IMAGE``: dive's CI rules, a line per rule; the result's exit status is 1 when one fails."""
+    from .engine.efficiency import check_rules
+
+    res = _efficiency_of(store, name)
+    try:
+        rules = check_rules(res, lowest_efficiency, highest_wasted_bytes, highest_user_wasted_percent)
+    except ValueError as exc:
+        raise LayerkitError(str(exc)) from None
+    failed = [r for r in rules if not r.passed and not r.skipped]
+    lines = [r.line() for r in rules]
+    lines.append(f"Result:{'FAIL' if failed else 'PASS'} [Total:{len(rules)}] [Passed:"
+                 f"{sum(1 for r in rules if r.passed and not r.skipped)}] [Failed:{len(failed)}] "
+                 f"[Warn:0] [Skipped:{sum(1 for r in rules if r.skipped)}]")
+    data = {"passed": not failed, "rules": [{"name": r.name, "status": r.status, "message": r.message}
+                                            for r in rules], "efficiency": res.to_json()}
+    return Message(lines, data, exit_code=1 if failed else 0)
