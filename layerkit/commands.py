@@ -701,7 +701,7 @@ def efficiency(store: Store, name: str) -> Document:
     lines = [f"efficiency: {res.efficiency * 100:.4f} %",
              f"wastedBytes: {res.wasted_bytes} bytes ({human_size(res.wasted_bytes)})",
              f"userWastedPercent: {uwp * 100:.4f} %" if uwp == uwp and abs(uwp) != float("inf")
-             else f"userWastedPercent: {uwp}",
+             else f"userWastedPercent: {'NaN' if uwp != uwp else '+Inf'} % (no bytes above the base layer)",
              f"reclaimable: {res.reclaimable_bytes} bytes ({human_size(res.reclaimable_bytes)})"]
     if res.inefficient_files:
         t = Table([Column("count", "COUNT"), Column("total_bytes", "WASTED SPACE", fmt_size),

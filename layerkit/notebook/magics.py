@@ -67,6 +67,12 @@ def to_frame(verb: str, result: Any) -> Any:
                 out[key] = pd.DataFrame(value)
         return out
     if isinstance(result, Document):
+        if verb == "efficiency":
+            import pandas as pd
+
+            print(result.text.split("\n\nInefficient files:")[0])
+            rows = result.to_json()["inefficient_files"]
+            return pd.DataFrame(rows, columns=["path", "count", "total_bytes", "layers"]).set_index("path")
         return result.to_json()
     if isinstance(result, Stream):
         data = b"".join(result.chunks)
