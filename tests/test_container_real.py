@@ -21,7 +21,6 @@ a busybox applet deleted and nested directories added. skopeo copies it to an OC
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -33,6 +32,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import builders
 import pytest
 
 from layerkit.cli import main
@@ -210,29 +210,7 @@ AWKWARD = [
 
 def write_layout(dest: Path, layers: list[bytes], tag: str, cmd: list[str] | None = None) -> Path:
     """An OCI image layout with one image of uncompressed ``layers``."""
-    blobs = dest / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
-
-    def put(data: bytes) -> dict:
-        h = hashlib.sha256(data).hexdigest()
-        (blobs / h).write_bytes(data)
-        return {"digest": "sha256:" + h, "size": len(data)}
-
-    config = {"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
-              "config": {"Cmd": cmd or ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]},
-              "rootfs": {"type": "layers",
-                         "diff_ids": ["sha256:" + hashlib.sha256(x).hexdigest() for x in layers]},
-              "history": [{"created": "2024-01-01T00:00:00Z", "created_by": f"layer {i}"}
-                          for i in range(len(layers))]}
-    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                           **put(json.dumps(config).encode())},
-                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **put(x)} for x in layers]}
-    mdesc = {"mediaType": "application/vnd.oci.image.manifest.v1+json", **put(json.dumps(manifest).encode()),
-             "annotations": {"org.opencontainers.image.ref.name": tag}}
-    (dest / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [mdesc]}))
-    (dest / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    return dest
+    return builders.write_layout(dest, layers, tag, cmd, env=["PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
 
 
 # ---- the world --------------------------------------------------------------------------------------

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import stat
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import builders
 import pytest
 
 from layerkit.cli import main
@@ -72,29 +72,7 @@ def layer_tar(members: list[tuple]) -> bytes:
 
 def write_layout(dest: Path, layers: list[bytes], tag: str) -> Path:
     """An OCI image layout holding one image with uncompressed ``layers`` and ``sh`` as command."""
-    blobs = dest / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
-
-    def put(data: bytes) -> dict:
-        h = hashlib.sha256(data).hexdigest()
-        (blobs / h).write_bytes(data)
-        return {"digest": "sha256:" + h, "size": len(data)}
-
-    diff_ids = ["sha256:" + hashlib.sha256(x).hexdigest() for x in layers]
-    config = {"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
-              "config": {"Cmd": ["sh"], "Env": ["PATH=/bin"]},
-              "rootfs": {"type": "layers", "diff_ids": diff_ids},
-              "history": [{"created": "2024-01-01T00:00:00Z", "created_by": f"layer {i}"}
-                          for i in range(len(layers))]}
-    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                           **put(json.dumps(config).encode())},
-                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **put(x)} for x in layers]}
-    mdesc = {"mediaType": "application/vnd.oci.image.manifest.v1+json", **put(json.dumps(manifest).encode()),
-             "annotations": {"org.opencontainers.image.ref.name": tag}}
-    (dest / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [mdesc]}))
-    (dest / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    return dest
+    return builders.write_layout(dest, layers, tag, env=["PATH=/bin"])
 
 
 class Env:
