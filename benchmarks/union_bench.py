@@ -28,8 +28,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent / ".bench" / "union"
 
 
-def build_archive(out: Path, layers: int, entries: int) -> list[Path]:
-    """A docker-archive of ``layers`` layers with ``entries`` tar entries in all."""
+def build_archive(out: Path, layers: int, entries: int, unique: bool = False) -> list[Path]:
+    """A docker-archive of ``layers`` layers with ``entries`` tar entries in all (with ``unique``, every
+    file has a path of its own, so the union view holds them all)."""
     work = out.parent / "layers"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -45,6 +46,8 @@ def build_archive(out: Path, layers: int, entries: int) -> list[Path]:
             for j in range(per - 1):
                 data = hashlib.sha256(f"{i}-{j}".encode()).digest() * (1 + j % 8)
                 name = f"d{i % 10}/f{j % 2000:05d}-{i // 10}" if j % 5 else f"d{i % 10}/shared{j:05d}"
+                if unique:
+                    name = f"d{i % 10}/l{i}/f{j:05d}" if j % 50 else f"d{i % 10}/shared{j:05d}"
                 ti = tarfile.TarInfo(name)
                 ti.size = len(data)
                 ti.mode = 0o644
