@@ -67,3 +67,24 @@ def test_docker25_archive_form(tmp_path):
     assert main(["--store", str(dst), "load", str(archive)]) == 0
     got = Store(dst).image("busybox")
     assert got.id == img.id and got.diff_ids == img.diff_ids
+
+
+def test_indexing_reports_progress(tmp_path):
+    """Indexing a stored layer reports how far it got (what drives the progress bar of a large layer)."""
+    import io
+
+    from layerkit.engine.layer import index_blob
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for i in range(5000):
+            ti = tarfile.TarInfo(f"d/f{i}")
+            ti.size = 10
+            tf.addfile(ti, io.BytesIO(b"0123456789"))
+    st = Store(tmp_path / "s")
+    st.ensure()
+    digest = st.blobs.put_bytes(buf.getvalue())
+    seen: list[int] = []
+    idx = index_blob(st.blobs, digest, "layer", progress=seen.append)
+    assert len(idx.entries) == 5000
+    assert len(seen) == 2 and seen == sorted(seen) and 0 < seen[-1] < len(buf.getvalue())

@@ -277,7 +277,8 @@ def docker_size(entries: list[Entry]) -> tuple[int, int]:
     return size, files
 
 
-def index_tar_stream(reader: ChunkReader | FileReader, label: str, verify: bool = True) -> list[Entry]:
+def index_tar_stream(reader: ChunkReader | FileReader, label: str, verify: bool = True,
+                     progress: Callable[[int], None] | None = None) -> list[Entry]:
     """Parse a tar stream's headers into entries (see :mod:`.tarstream` for why not ``tarfile``).
 
     The same path may appear twice in a tar; the later entry wins, as it would when applied.
@@ -288,6 +289,8 @@ def index_tar_stream(reader: ChunkReader | FileReader, label: str, verify: bool 
             e = _entry_from_header(h)
             if e is not None:
                 entries.append(e)
+                if progress is not None and len(entries) % 2000 == 0:
+                    progress(reader.offset)
     except LayerFormatError as exc:
         raise LayerFormatError(f"{label}: {exc}") from None
     except InvalidArchive as exc:
@@ -434,7 +437,8 @@ def read_index(index_dir: Path, diff_id: str) -> LayerIndex | None:
     return LayerIndex.from_json(d)
 
 
-def index_blob(blobs: BlobStore, digest: str, label: str) -> LayerIndex:
+def index_blob(blobs: BlobStore, digest: str, label: str,
+               progress: Callable[[int], None] | None = None) -> LayerIndex:
     """Build a layer index from a stored blob (when no cached index exists).
 
     An uncompressed blob is indexed by seeking from header to header (its diff_id is its digest); a
@@ -446,13 +450,13 @@ def index_blob(blobs: BlobStore, digest: str, label: str) -> LayerIndex:
         kind = detect_compression(head)
         if kind == "tar":
             # the blob's name is its verified digest: header checksums are redundant here
-            entries = index_tar_stream(FileReader(f), label, verify=False)
+            entries = index_tar_stream(FileReader(f), label, verify=False, progress=progress)
             diff_id, tar_size = digest, blobs.size(digest)
         else:
             h = hashlib.sha256()
             count = _Counter()
             reader = ChunkReader(_hashed(_inflate(iter(lambda: f.read(CHUNK), b""), kind), h, count))
-            entries = index_tar_stream(reader, label)
+            entries = index_tar_stream(reader, label, progress=progress)
             reader.drain()
             diff_id, tar_size = "sha256:" + h.hexdigest(), count.total
     size, files = docker_size(entries)

@@ -164,11 +164,25 @@ class Store:
                     digest = self.blob_for_diff_id(diff_id)
                 if digest is None:
                     raise LayerkitError(f"layer {diff_id} is not in the store")
-                idx = index_blob(self.blobs, digest, f"layer {digest}")
+                idx = self._index_with_progress(digest)
                 self.ensure()
                 write_index(self.layer_index_dir, idx)
             self._index_cache[diff_id] = idx
         return idx
+
+    def _index_with_progress(self, digest: str) -> LayerIndex:
+        """Index a stored blob; a large one shows a progress bar (tqdm.auto: a widget in a notebook, text
+        on a terminal, nothing when stderr is not a TTY)."""
+        size = self.blobs.size(digest)
+        if size < 64 << 20:
+            return index_blob(self.blobs, digest, f"layer {digest}")
+        from tqdm.auto import tqdm
+
+        with tqdm(total=size, desc=f"indexing {digest[7:19]}", unit="B", unit_scale=True, unit_divisor=1000,
+                  disable=None, leave=True) as bar:
+            def progress(offset: int) -> None:
+                bar.update(max(0, min(offset, size) - bar.n))
+            return index_blob(self.blobs, digest, f"layer {digest}", progress=progress)
 
     def save_layer_index(self, index: LayerIndex) -> None:
         """Cache a layer index computed while ingesting its blob."""
