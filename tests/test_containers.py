@@ -473,3 +473,43 @@ def test_image_user_is_applied_for_real(tmp_path: Path, capfd) -> None:
     capfd.readouterr()
     assert main(["--store", st, "run", "bad:v1", "true"]) == 1
     assert "unable to find user nosuchuser" in capfd.readouterr().err
+
+
+def test_run_it_gives_an_interactive_shell(tmp_path: Path) -> None:
+    """``run -it IMAGE sh`` in a terminal: a shell that reads what is typed and exits with its status."""
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    from layerkit.cli import main
+    from layerkit.examples import busybox_archive
+
+    st = str(tmp_path / "store")
+    assert main(["--store", st, "load", str(busybox_archive(tmp_path / "bb.tar"))]) == 0
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "layerkit", "--store", st, "run", "-it", "--rm", "busybox", "sh"],
+                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    out = b""
+    deadline = time.time() + 30
+    sent = False
+    while time.time() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            out += data
+        if not sent and b"#" in out:  # the prompt
+            os.write(master, b"echo typed-$((40+2)); exit 7\n")
+            sent = True
+        if proc.poll() is not None and not ready:
+            break
+    os.close(master)
+    assert proc.wait(timeout=10) == 7
+    assert b"typed-42" in out
