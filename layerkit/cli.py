@@ -54,13 +54,24 @@ def build_parser() -> argparse.ArgumentParser:
     _fmt(s)
 
     s = sub.add_parser("load", help="import a docker-archive, OCI archive or OCI layout")
-    s.add_argument("path", help="archive file, or OCI layout directory (DIR or DIR:TAG)")
+    s.add_argument("path", nargs="?", help="archive file, or OCI layout directory (DIR or DIR:TAG)")
+    s.add_argument("--from-engine", metavar="NAME", help="import NAME from a running Docker or Podman")
+    s.add_argument("--engine", metavar="ENDPOINT", help="engine endpoint (default $DOCKER_HOST)")
     _fmt(s)
 
     s = sub.add_parser("save", help="export images")
     s.add_argument("images", nargs="+", metavar="IMAGE")
-    s.add_argument("-o", "--output", required=True, metavar="PATH")
+    s.add_argument("-o", "--output", metavar="PATH")
     s.add_argument("--format", dest="save_format", choices=commands.SAVE_FORMATS, default="docker-archive")
+    s.add_argument("--to-engine", action="store_true", help="load into a running Docker or Podman")
+    s.add_argument("--engine", metavar="ENDPOINT", help="engine endpoint (default $DOCKER_HOST)")
+
+    s = sub.add_parser("copy", help="copy an image between transports (docker-archive: oci: oci-archive: "
+                                    "docker:// docker-daemon: or the store)")
+    s.add_argument("src", metavar="SRC")
+    s.add_argument("dst", metavar="DST")
+    s.add_argument("--insecure", action="store_true", help="allow plain HTTP / unverified TLS")
+    s.add_argument("--engine", metavar="ENDPOINT", help="engine endpoint for docker-daemon:")
 
     s = sub.add_parser("images", help="list images")
     _fmt(s)
@@ -201,9 +212,19 @@ def run(args: argparse.Namespace) -> Any:
     if v == "ref":
         return commands.ref(store, args.reference)
     if v == "load":
+        if args.from_engine:
+            return commands.load_from_engine(store, args.from_engine, args.engine)
+        if not args.path:
+            raise UsageError(f"{PROG} load: error: give a PATH or --from-engine NAME")
         return commands.load(store, args.path)
     if v == "save":
+        if args.to_engine:
+            return commands.save_to_engine(store, args.images, args.engine)
+        if not args.output:
+            raise UsageError(f"{PROG} save: error: give -o PATH or --to-engine")
         return commands.save(store, args.images, args.output, args.save_format)
+    if v == "copy":
+        return commands.copy(store, args.src, args.dst, insecure=args.insecure, engine=args.engine)
     if v == "images":
         return commands.images(store)
     if v == "history":

@@ -728,3 +728,31 @@ def check(store: Store, name: str, lowest_efficiency: float | None = 0.9,
     data = {"passed": not failed, "rules": [{"name": r.name, "status": r.status, "message": r.message}
                                             for r in rules], "efficiency": res.to_json()}
     return Message(lines, data, exit_code=1 if failed else 0)
+
+
+# ---- engines and transports ---------------------------------------------------------------------
+
+def copy(store: Store, src: str, dst: str, insecure: bool = False, engine: str | None = None) -> Message:
+    """``copy SRC DST`` between transports named as skopeo names them (and layerkit's store)."""
+    from .formats.copy import copy as do_copy
+
+    res = do_copy(store, src, dst, insecure=insecure, endpoint=engine)
+    return Message(list(res.get("lines") or []), {k: v for k, v in res.items() if k != "lines"})
+
+
+def load_from_engine(store: Store, name: str, engine: str | None = None) -> Message:
+    """``load --from-engine NAME``: a streamed ``docker save`` from a running Docker or Podman."""
+    from .formats.engine_api import load_from_engine as do_load
+
+    loaded = do_load(store, name, endpoint=engine)
+    lines = [f"Loaded image: {t}" for li in loaded for t in li.tags] or \
+        [f"Loaded image ID: {li.id}" for li in loaded]
+    return Message(lines, [{"reference": t, "id": li.id} for li in loaded for t in (li.tags or [None])])
+
+
+def save_to_engine(store: Store, names: list[str], engine: str | None = None) -> Message:
+    """``save IMAGE... --to-engine``: ``docker load`` into a running Docker or Podman."""
+    from .formats.engine_api import save_to_engine as do_save
+
+    ids = do_save(store, names, endpoint=engine)
+    return Message([f"Loaded image ID: {i}" for i in ids], {"ids": ids})
