@@ -73,19 +73,11 @@ def load(store: Store, path: str, progress: Callable[[str, int], None] | None = 
 
 
 def _images_with_tags(store: Store, names: list[str]) -> list[tuple[Image, list[Reference]]]:
-    """Resolve ``save`` arguments: a tag saves that tag, an ID saves the image untagged."""
-    chosen: dict[str, tuple[Image, list[Reference]]] = {}
-    for name in names:
-        img = store.image(name)
-        entry = chosen.setdefault(img.id, (img, []))
-        try:
-            r = parse_reference(name)
-        except InvalidReference:
-            continue
-        for t in img.tags:
-            if t.normalized == r.normalized and t not in entry[1]:
-                entry[1].append(t)
-    return list(chosen.values())
+    """Resolve ``save`` arguments: a tag saves that tag, an ID saves the image untagged (one rule, shared
+    with ``save --to-engine``)."""
+    from .formats.engine_api import images_with_tags
+
+    return images_with_tags(store, names)
 
 
 def save(store: Store, names: list[str], output: str, fmt: str = "docker-archive") -> Message:
