@@ -575,8 +575,8 @@ def _copy_in(c, src: str, target: str) -> None:
     elif st_.S_ISLNK(st.st_mode):
         c.symlink(os.readlink(src), target)
     elif st_.S_ISREG(st.st_mode):
-        with open(src, "rb") as f:
-            c.write(target, f.read(), st_.S_IMODE(st.st_mode))
+        with open(src, "rb") as f:  # streamed, never read whole
+            c.write(target, f, st_.S_IMODE(st.st_mode))
     else:
         raise LayerkitError(f"{src}: cannot copy a special file")
 

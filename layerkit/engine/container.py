@@ -220,8 +220,10 @@ class Container:
         """Resolve ``path`` inside the container: the parent always, the last component if ``follow``."""
         return view.resolve(path, follow_last=follow)
 
-    def write(self, path: str, data: bytes, mode: int = 0o644) -> None:
-        """Create or replace a file (an existing lower file is replaced, not copied: its bytes change)."""
+    def write(self, path: str, data: bytes | BinaryIO, mode: int = 0o644) -> None:
+        """Create or replace a file (an existing lower file is replaced, not copied: its bytes change).
+
+        ``data`` may be bytes or an open binary file, which is streamed (``cp`` of a large host file)."""
         with self.locked():
             view = self.view()
             p = self._target(view, path)
@@ -233,7 +235,10 @@ class Container:
             fd, tmp = _mkstemp_beside(host)
             try:
                 with os.fdopen(fd, "wb") as f:
-                    f.write(data)
+                    if isinstance(data, (bytes, bytearray, memoryview)):
+                        f.write(data)
+                    else:
+                        shutil.copyfileobj(data, f, 1 << 20)
                 if ue is not None:
                     os.chmod(tmp, ue.entry.mode)
                     os.chown(tmp, ue.entry.uid, ue.entry.gid)
