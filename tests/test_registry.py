@@ -977,6 +977,110 @@ def test_interrupted_download_resumes(stub, tmp_path):
     assert calls[0] == 0 and calls[1] > 0
 
 
+# ---- concurrent pull --------------------------------------------------------------------------------
+
+def test_concurrent_pull_reports_every_layer(images, reg, tmp_path, monkeypatch):
+    """Five layers (one of them twice) on four workers: each blob is fetched once, every layer is
+    reported once, the progress callback is never entered by two threads at a time, and the lines are
+    in the manifest's order whatever order the layers finished in."""
+    monkeypatch.setattr(registry, "pull_workers", lambda: 4)
+    parts = [files_layer(f"multi{i}", 100 + i, size=1_500_000 + 300_000 * i) for i in range(5)]
+    img = make_image([parts[0], parts[1], parts[2], parts[1], parts[3], parts[4]], "multi")
+    src = Store(tmp_path / "src")
+    load_path(src, f"{write_layout(tmp_path / 'multi-layout', {'lk.test/multi:1': img})}")
+    registry.push(src, "lk.test/multi:1", f"{reg.host}/conc/app:1")
+
+    seen: list[tuple[str, int]] = []
+    busy = threading.Lock()
+    overlaps = []
+
+    def progress(message: str, nbytes: int) -> None:
+        if not busy.acquire(blocking=False):
+            overlaps.append(message)
+            return
+        try:
+            time.sleep(0.003)  # widen the window a second caller would hit
+            seen.append((message, nbytes))
+        finally:
+            busy.release()
+
+    st = Store(tmp_path / "dest")
+    start = reg.mark()
+    res = registry.pull(st, f"{reg.host}/conc/app:1", progress=progress)
+    reqs = reg.requests(start)
+    assert not overlaps
+    assert res.image_id == img.id
+    digests = [la.digest for la in img.layers]
+    assert [la.digest for la in res.layers] == digests
+    assert [la.action for la in res.layers] == ["Pull complete"] * 6
+    done = [m for m, _ in seen if m.endswith(": Pull complete")]
+    assert sorted(done) == sorted(f"{p.digest[7:19]}: Pull complete" for p in parts)  # once per blob
+    assert res.transferred_bytes == sum(len(p.data) for p in parts)
+    assert sum(n for _, n in seen) == res.transferred_bytes
+    for p in parts:
+        assert sum(n for m, n in seen if m == f"{p.digest[7:19]}: Downloading") == len(p.data)
+    got = [path for m, path, _ in reqs if m == "GET" and "/blobs/" in path]
+    assert sorted(got) == sorted(f"/v2/conc/app/blobs/{d}" for d in [img.id] + [p.digest for p in parts])
+    assert res.lines()[1:7] == [f"{d[7:19]}: Pull complete" for d in digests]
+    assert st.image(f"{reg.host}/conc/app:1").diff_ids == [la.diff_id for la in img.layers]
+    assert not any((tmp_path / "dest" / "layerkit" / "tmp").iterdir())
+
+
+def test_concurrent_pull_with_a_bad_layer_leaves_the_store_as_it_was(victim, stub, monkeypatch):
+    monkeypatch.setattr(registry, "pull_workers", lambda: 4)
+    parts = [files_layer(f"part{i}", 200 + i, size=400_000) for i in range(5)]
+    tar = tar_bytes({"app/middle.bin": random.Random(205).randbytes(400_000)})
+    parts[2] = layer(tar, compress=False)
+    img = make_image(parts, "bad-middle")
+    stub.add("bad/middle", "v1", img)
+    bad = bytearray(tar)
+    bad[4096] ^= 0xFF  # inside the file's data: the tar still parses, the blob digest does not match
+    stub.blobs[parts[2].digest] = bytes(bad)
+    fails_cleanly(victim, lambda: registry.pull(Store(victim), f"{stub.host}/bad/middle:v1"),
+                  errors.DigestMismatch, stub.host, "bad/middle:v1", parts[2].digest)
+
+
+class _SlowReader(io.RawIOBase):
+    """A layer stream that hands out 64 KiB per read, slowly, and counts the reads."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__()
+        self._buf = io.BytesIO(data)
+        self.reads = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        self.reads += 1
+        time.sleep(0.005)
+        return self._buf.read(min(65536, n if n is not None and n >= 0 else 65536))
+
+
+def test_concurrent_ingest_stops_the_other_layers_at_the_first_failure(tmp_path):
+    """ImportBatch with workers: a layer that fails stops the slow one beside it at its next read, and
+    no temporary blob and no layer of the image survive; nothing is pending afterwards."""
+    from layerkit.formats.importer import ImportBatch, LayerSource
+
+    big = layer(tar_bytes({"big.bin": random.Random(30).randbytes(4_000_000)}), compress=False)
+    small = files_layer("small", 31)
+    img = make_image([big, small], "stop")
+    slow = _SlowReader(big.data)
+    wrong = sha(b"not the layer")
+    sources = [LayerSource(open=lambda: slow, label="big layer", size=len(big.data), digest=big.digest),
+               LayerSource(open=lambda: io.BytesIO(small.data), label="small layer", size=len(small.data),
+                           digest=wrong)]
+    st = Store(tmp_path / "s")
+    st.ensure()
+    before = snapshot(tmp_path / "s")
+    with pytest.raises(errors.DigestMismatch, match="small layer"), ImportBatch(st) as batch:
+        batch.add(img.config.data, sources, [], "stop", workers=4)
+    assert slow.reads < len(big.data) // 65536 // 2  # stopped early, not read to the end
+    assert snapshot(tmp_path / "s") == before
+    assert not any((tmp_path / "s" / "layerkit" / "tmp").iterdir())
+    assert not batch._pending
+
+
 def test_credentials_files(tmp_path):
     assert auth.normalize_registry("https://index.docker.io/v1/") == "docker.io"
     assert auth.normalize_registry("HTTPS://Registry.Example.com:5000/v2/") == "registry.example.com:5000"

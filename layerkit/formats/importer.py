@@ -5,12 +5,20 @@ made visible; only when all layers and the config check out are the blobs rename
 index updated; an archive of several images is verified whole before any of them is recorded
 (:class:`ImportBatch`). A layer whose diff_id the store already holds is not read again, whatever compression
 it came in: the new image's manifest points at the stored blob.
+
+The layers of one image may be ingested concurrently (``workers``; the registry's pull uses it, as each
+layer is its own HTTP stream): hashing, inflating, socket reads and file writes release the GIL, so layers
+overlap on several cores. The largest layers start first; the first failure stops the others (their next
+read raises), and every temporary blob of the image is dropped before the error is raised.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -115,6 +123,33 @@ def _check_config_types(config: dict, label: str) -> None:
             raise bad(f"config.{k}")
 
 
+class _Cancelled(BaseException):  # noqa: N818 - not an error: another layer failed first
+    """Raised in a worker whose layer is no longer wanted (a BaseException, so no ``except Exception``
+    on the way turns it into a message about this layer)."""
+
+
+class _Cancellable:
+    """A layer stream whose next read raises :class:`_Cancelled` once ``cancel`` is set."""
+
+    def __init__(self, f: BinaryIO, cancel: threading.Event) -> None:
+        self._f = f
+        self._cancel = cancel
+
+    def read(self, n: int = -1) -> bytes:
+        if self._cancel.is_set():
+            raise _Cancelled
+        return self._f.read(n)
+
+
+def _sync(writer: object) -> None:
+    """fsync a verified, still uncommitted blob in the worker, overlapping the other layers' work (the
+    commit's own fsync then finds nothing left to write). BlobWriter has no public call for this: it
+    keeps its file as ``_file``; without one, the commit's fsync does it all."""
+    f = getattr(writer, "_file", None)
+    if f is not None and not f.closed:
+        os.fsync(f.fileno())
+
+
 class ImportBatch:
     """Images brought in together (one ``load``), all or nothing.
 
@@ -147,11 +182,15 @@ class ImportBatch:
         expected_id: str | None = None,
         progress: Callable[[str, int], None] | None = None,
         manifest_bytes: bytes | None = None,
+        workers: int = 1,
     ) -> None:
         """Verify one image and stream its new layers into temporary blobs.
 
         ``manifest_bytes`` (from an OCI layout or a registry) is kept byte for byte when the store ends
-        up holding exactly the blobs it names, so the manifest digest survives the round trip."""
+        up holding exactly the blobs it names, so the manifest digest survives the round trip.
+        ``workers`` > 1 ingests up to that many layers at once; the sources must then be independent
+        streams (``open`` is called in a worker thread) and ``progress`` may be called from any of them,
+        never two at a time. On any failure no layer of this image stays pending."""
         image_id = sha256_bytes(config_bytes)
         if expected_id and image_id != expected_id:
             raise DigestMismatch(f"{label}: config hashes to {image_id}, expected {expected_id}")
@@ -162,28 +201,113 @@ class ImportBatch:
                                   f"{len(layers)} layers")
         if len(layers) > MAX_LAYERS:
             raise MaxDepthExceeded(f"{label}: max depth exceeded ({len(layers)} layers, at most {MAX_LAYERS})")
-        new_layers: list[NewLayer] = []
+        entries: list[NewLayer | str] = []  # a str is the diff_id of a layer ingested below
+        todo: dict[str, LayerSource] = {}
         for src, diff_id in zip(layers, diff_ids, strict=True):
             res = self._pending.get(diff_id)
             if res is not None:
-                new_layers.append(NewLayer(res.digest, diff_id, OCI_TYPE_FOR[res.compression],
-                                           res.compressed_size))
+                entries.append(NewLayer(res.digest, diff_id, OCI_TYPE_FOR[res.compression],
+                                        res.compressed_size))
+                continue
+            if diff_id in todo:  # the same layer twice in one image: read once
+                entries.append(diff_id)
                 continue
             hit = self._known.get(diff_id)
             if hit is not None and self.store.blobs.has(hit[0]):
-                new_layers.append(NewLayer(hit[0], diff_id, hit[1], hit[2]))
+                entries.append(NewLayer(hit[0], diff_id, hit[1], hit[2]))
                 if progress:
                     progress(f"{diff_id[7:19]}: Already exists", 0)
                 continue
-            with src.open() as f:
-                res = ingest_layer(self.store.blobs, f, label=src.label, limit=src.size,
-                                   expected_digest=src.digest, expected_diff_id=diff_id)
-            self._pending[diff_id] = res
-            new_layers.append(NewLayer(res.digest, diff_id, OCI_TYPE_FOR[res.compression],
-                                       res.compressed_size))
-            if progress:
-                progress(f"{diff_id[7:19]}: Loaded", res.compressed_size)
+            if workers <= 1:
+                res = self._ingest(src, diff_id)
+                self._pending[diff_id] = res
+                entries.append(NewLayer(res.digest, diff_id, OCI_TYPE_FOR[res.compression],
+                                        res.compressed_size))
+                if progress:
+                    progress(f"{diff_id[7:19]}: Loaded", res.compressed_size)
+                continue
+            todo[diff_id] = src
+            entries.append(diff_id)
+        if todo:
+            self._pending.update(self._ingest_all(todo, workers, progress))
+        new_layers: list[NewLayer] = []
+        for e in entries:
+            if isinstance(e, str):
+                res = self._pending[e]
+                e = NewLayer(res.digest, e, OCI_TYPE_FOR[res.compression], res.compressed_size)
+            new_layers.append(e)
         self._images.append((config_bytes, new_layers, tags, manifest_bytes))
+
+    def _ingest(self, src: LayerSource, diff_id: str, cancel: threading.Event | None = None) -> IngestResult:
+        """Stream one layer into a temporary blob and verify it (the writer is not committed)."""
+        res = None
+        try:
+            with src.open() as f:
+                res = ingest_layer(self.store.blobs, f if cancel is None else _Cancellable(f, cancel),
+                                   label=src.label, limit=src.size, expected_digest=src.digest,
+                                   expected_diff_id=diff_id)
+        except BaseException:
+            if res is not None:  # verified, but closing the source failed
+                res.writer.abort()
+            raise
+        return res
+
+    def _ingest_all(self, todo: dict[str, LayerSource], workers: int,
+                    progress: Callable[[str, int], None] | None) -> dict[str, IngestResult]:
+        """Ingest these layers on up to ``workers`` threads, all or none: on the first failure the
+        others are stopped, every temporary blob is dropped and that failure is raised."""
+        cancel = threading.Event()
+        lock = threading.Lock()
+        done: dict[str, IngestResult] = {}
+
+        def one(diff_id: str, src: LayerSource) -> None:
+            if cancel.is_set():
+                raise _Cancelled
+            res = self._ingest(src, diff_id, cancel)
+            try:
+                _sync(res.writer)
+            except BaseException:
+                res.writer.abort()
+                raise
+            with lock:
+                if cancel.is_set():  # the batch gave up meanwhile: nobody will commit or abort this one
+                    res.writer.abort()
+                    raise _Cancelled
+                done[diff_id] = res
+                if progress:
+                    progress(f"{diff_id[7:19]}: Loaded", res.compressed_size)
+
+        # largest first: the biggest layer is the longest chain of work, so it must not start last
+        order = sorted(todo.items(), key=lambda kv: -(kv[1].size or 0))
+        error: BaseException | None = None
+        futures = []
+        pool = ThreadPoolExecutor(max_workers=min(workers, len(order)), thread_name_prefix="layerkit-ingest")
+        try:
+            futures = [pool.submit(one, diff_id, src) for diff_id, src in order]
+            pending = set(futures)
+            while pending and error is None:
+                finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for f in finished:
+                    exc = f.exception()
+                    if exc is not None and not isinstance(exc, _Cancelled):
+                        error = exc
+                        break
+        except BaseException as exc:  # interrupted while waiting
+            error = exc
+        finally:
+            if error is not None:
+                cancel.set()
+                for f in futures:
+                    f.cancel()
+            pool.shutdown(wait=True)
+            if error is not None:
+                with lock:
+                    for res in done.values():
+                        res.writer.abort()
+                    done.clear()
+        if error is not None:
+            raise error
+        return {diff_id: done[diff_id] for diff_id in todo}
 
     def commit(self) -> list[tuple[Image, list[Reference]]]:
         """Everything verified: make the blobs visible, then record the images in order."""
@@ -219,9 +343,11 @@ def import_image(
     expected_id: str | None = None,
     progress: Callable[[str, int], None] | None = None,
     manifest_bytes: bytes | None = None,
+    workers: int = 1,
 ) -> tuple[Image, list[Reference]]:
-    """Stream the layers of one image into the store, verify everything, then record it with its tags."""
+    """Stream the layers of one image into the store, verify everything, then record it with its tags
+    (``workers``: see :meth:`ImportBatch.add`)."""
     with ImportBatch(store) as batch:
         batch.add(config_bytes, layers, tags, label, expected_id=expected_id, progress=progress,
-                  manifest_bytes=manifest_bytes)
+                  manifest_bytes=manifest_bytes, workers=workers)
         return batch.commit()[0]

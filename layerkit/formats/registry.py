@@ -5,7 +5,9 @@ and Docker manifest lists and schema 2 manifests; an index or list is resolved t
 machine's by default); a manifest pulled by digest must hash to that digest. The config and the layers
 go through :mod:`.importer`: each layer's HTTP body is streamed into a temporary blob and verified (blob
 digest, length and diff_id) before anything becomes visible, a layer whose diff_id the store already holds
-is not requested at all (``Already exists``), and the image is recorded all or nothing. A config the store
+is not requested at all (``Already exists``), and the image is recorded all or nothing. Layers are
+downloaded and ingested concurrently (:func:`pull_workers`), largest first; a failing layer stops the
+others and leaves the store as it was. A config the store
 already holds is read from the store, so pulling an image the store has moves no blob at all.
 
 Push (:func:`push`): every blob is checked with ``HEAD`` first (``Layer already exists``); a blob known to
@@ -90,6 +92,7 @@ MAX_BACKOFF = 4.0
 TIMEOUT = (10.0, 120.0)  # connect, read (seconds between bytes)
 MAX_MOUNT_SOURCES = 3
 PUSH_WORKERS = 3  # blobs uploaded at once (Docker: 5); sending releases the GIL
+PULL_WORKERS = 4  # at most this many layers downloaded and ingested at once (Docker: 3, skopeo: 6)
 STATE_FILE = "registry.json"
 USER_AGENT = f"layerkit/{__version__}"
 
@@ -694,6 +697,21 @@ def image_for_repo_digest(store: Store, reference: str) -> str | None:
 
 # ---- pull ------------------------------------------------------------------------------------------
 
+def pull_workers() -> int:
+    """How many layers a pull ingests at once: one per core this process may use, at least 2 (so one
+    layer's network waits overlap another's work) and at most :data:`PULL_WORKERS`.
+
+    Ingesting is CPU-bound on a local registry (sha256 of the blob, inflate, sha256 of the tar, header
+    parsing); those steps release the GIL, but the header parsing does not, so threads beyond the cores
+    only add contention: on 2 cores, 2 workers pulled the 6-layer benchmark image in 1.64 s, 3 in 1.71 s
+    and 4 in 1.88 s (1 worker: 2.8 s)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(2, min(PULL_WORKERS, cores))
+
+
 def _parse_ref(text: str, verb: str) -> Reference:
     try:
         return parse_docker_ref(text)
@@ -869,16 +887,19 @@ def pull(store: Store, ref: str, platform: str | None = None, insecure: bool = F
 
         moved = {"bytes": 0}
         opened: set[str] = set()
+        lock = threading.Lock()  # layers arrive on several threads; progress is called one at a time
 
         def source(ld: dict) -> LayerSource:
             dg, size = ld["digest"], ld["size"]
 
             def on_bytes(n: int) -> None:
-                moved["bytes"] += n
-                emit(f"{short(dg)}: Downloading", n)
+                with lock:
+                    moved["bytes"] += n
+                    emit(f"{short(dg)}: Downloading", n)
 
             def open_blob() -> _BlobReader:
-                opened.add(dg)
+                with lock:
+                    opened.add(dg)
                 return _BlobReader(client, f"/v2/{r.path}/blobs/{dg}", size, dg, on_bytes)
 
             return LayerSource(open=open_blob, label=f"{what}: layer {dg} from registry {client.domain}",
@@ -897,13 +918,15 @@ def pull(store: Store, ref: str, platform: str | None = None, insecure: bool = F
             dg = diff_to_digest.get(head)
             if dg is None:
                 return
-            emit(f"{short(dg)}: {'Already exists' if tail == 'Already exists' else 'Pull complete'}", 0)
+            with lock:
+                emit(f"{short(dg)}: {'Already exists' if tail == 'Already exists' else 'Pull complete'}", 0)
 
         tags = [Reference(r.domain, r.path, r.tag, None)] if not r.digest else [r]
         up_to_date = any(t.normalized == tags[0].normalized for img in store.images() if img.id == cdesc["digest"]
                          for t in img.tags)
         image, _ = import_image(store, config_bytes, [source(ld) for ld in layer_descs], tags, what,
-                                expected_id=cdesc["digest"], progress=relay, manifest_bytes=data)
+                                expected_id=cdesc["digest"], progress=relay, manifest_bytes=data,
+                                workers=pull_workers())
     layers = [LayerTransfer(ld["digest"], ld["size"], "Pull complete" if ld["digest"] in opened
                             else "Already exists") for ld in layer_descs]
     skipped = sum(la.size for la in layers if la.action == "Already exists")
