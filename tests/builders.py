@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import tarfile
 from pathlib import Path
 
 
@@ -35,3 +37,71 @@ def write_layout(dest: Path, layers: list[bytes], tag: str, cmd: list[str] | Non
     (dest / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [mdesc]}))
     (dest / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     return dest
+
+
+# ---- layer tars member by member ----------------------------------------------------------------
+
+EPOCH = 1704067200
+
+
+
+class Member(tarfile.TarInfo):
+    """A tar member that carries its data (``TarInfo`` has slots)."""
+
+    data: bytes | None = None
+
+
+def F(name: str, data: bytes = b"", mode: int = 0o644, uid: int = 0, gid: int = 0) -> tarfile.TarInfo:
+    """A regular file member."""
+    ti = Member(name)
+    ti.size = len(data)
+    ti.mode, ti.uid, ti.gid, ti.mtime = mode, uid, gid, EPOCH
+    ti.data = data
+    return ti
+
+
+def D(name: str, mode: int = 0o755, uid: int = 0, gid: int = 0) -> tarfile.TarInfo:
+    """A directory member."""
+    ti = tarfile.TarInfo(name)
+    ti.type = tarfile.DIRTYPE
+    ti.mode, ti.uid, ti.gid, ti.mtime = mode, uid, gid, EPOCH
+    return ti
+
+
+def S(name: str, target: str) -> tarfile.TarInfo:
+    """A symlink member."""
+    ti = tarfile.TarInfo(name)
+    ti.type = tarfile.SYMTYPE
+    ti.linkname = target
+    ti.mode, ti.mtime = 0o777, EPOCH
+    return ti
+
+
+def H(name: str, target: str) -> tarfile.TarInfo:
+    """A hardlink member (``target`` is a path in the layer or a layer below)."""
+    ti = tarfile.TarInfo(name)
+    ti.type = tarfile.LNKTYPE
+    ti.linkname = target
+    ti.mode, ti.mtime = 0o644, EPOCH
+    return ti
+
+
+def WH(path: str) -> tarfile.TarInfo:
+    """The whiteout of ``path``: ``DIR/.wh.NAME``."""
+    d, _, b = path.rpartition("/")
+    return F(f"{d}/.wh.{b}" if d else f".wh.{b}")
+
+
+def OPQ(d: str) -> tarfile.TarInfo:
+    """The opaque marker of directory ``d``."""
+    return F(f"{d}/.wh..wh..opq")
+
+
+def layer_tar(members: list[tarfile.TarInfo]) -> bytes:
+    """A PAX layer tar holding ``members`` in the given order."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for ti in members:
+            data = getattr(ti, "data", None)
+            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()

@@ -25,7 +25,6 @@ import io
 import json
 import os
 import shutil
-import stat
 import subprocess
 import tarfile
 import tempfile
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import builders
 import pytest
+from realtools import ls_tree, rootfs_tree
 
 from layerkit.cli import main
 from layerkit.engine.container import Container, create_container, remove_container
@@ -239,39 +239,6 @@ def world(tmp_path_factory):
 
 
 # ---- (a) ls -R equals umoci unpack ---------------------------------------------------------------
-
-KINDS = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink", stat.S_IFCHR: "char",
-         stat.S_IFBLK: "block", stat.S_IFIFO: "fifo"}
-
-
-def rootfs_tree(rootfs: Path) -> dict[str, tuple]:
-    """path -> (type, size of a regular file, mode, uid, gid, symlink target) of an unpacked rootfs."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(rootfs):
-        for n in dirnames + filenames:
-            p = os.path.join(dirpath, n)
-            st = os.lstat(p)
-            kind = KINDS[stat.S_IFMT(st.st_mode)]
-            out["/" + os.path.relpath(p, rootfs)] = (
-                kind, st.st_size if kind == "file" else None, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
-                os.readlink(p) if kind == "symlink" else None)
-    return out
-
-
-def ls_tree(rows: list[dict]) -> dict[str, tuple]:
-    """The same from ``ls -R --format json``. A hardlink is the regular file it links to (followed through
-    links to links): on disk both names are one inode, with that file's size, mode and owner."""
-    by_path = {r["path"]: r for r in rows}
-    out = {}
-    for r in rows:
-        t = r
-        while t["type"] == "hardlink":
-            t = by_path[t["link"]]
-        kind = t["type"]
-        out[r["path"]] = (kind, t["size"] if kind == "file" else None, t["mode"], t["uid"], t["gid"],
-                          t["link"] if kind == "symlink" else None)
-    return out
-
 
 def unpack(world: World, layout: str, name: str) -> Path:
     bundle = world.root / f"bundle-{name}"

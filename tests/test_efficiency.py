@@ -29,7 +29,8 @@ from pathlib import Path
 import pytest
 
 from layerkit.engine.efficiency import EfficiencyResult, RuleResult, _go_sort, analyze, check_rules, go_float
-from layerkit.engine.layer import LayerIndex, docker_size, index_tar_stream
+from layerkit.engine.layer import docker_size, index_tar_stream
+from layerkit.engine.layerindex import LayerIndex
 from layerkit.engine.store import Store
 from layerkit.engine.tarstream import FileReader
 from layerkit.formats.load import load_path

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from .blobs import CHUNK, BlobStore
-from .layer import Entry, detect_compression, open_uncompressed
+from .layer import detect_compression, open_uncompressed
+from .layerindex import Entry
 
 
 def iter_entry_bytes(blobs: BlobStore, digest: str, entry: Entry, limit: int | None = None) -> Iterator[bytes]:

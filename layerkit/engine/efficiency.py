@@ -92,7 +92,7 @@ import decimal
 import math
 from dataclasses import dataclass, field
 
-from .layer import OPAQUE_MARKER, WHITEOUT_PREFIX, LayerIndex
+from .layerindex import WHITEOUT_PREFIX, LayerIndex
 
 __all__ = ["EfficiencyResult", "Inefficiency", "RuleResult", "analyze", "check_rules", "go_float"]
 
@@ -205,18 +205,11 @@ def _add_path(root: _Node, parts: list[str] | tuple[str, ...], size: int, is_dir
 def _build_tree(index: LayerIndex) -> tuple[_Node, int]:
     """One layer's tree as dive's ``processLayerTar`` builds it, and the layer's ``FileSize``."""
     root = _Node()
-    file_size = 0
-    for e in index.entries:
-        kind = e.type
-        file_size += e.size
-        if kind == "whiteout":
-            parent, _, base = e.path.rpartition("/")
-            _add_path(root, [*_parts(parent or "/"), _WH + base], e.size, False)
-        elif kind == "opaque":
-            _add_path(root, [*_parts(e.path), OPAQUE_MARKER], 0, False)
-        else:
-            _add_path(root, _parts(e.path), e.size, kind == "dir")
-    return root, file_size
+    c = index.columns
+    # the columns keep a marker's own tar path (``/a/.wh.b``), which is the name dive's tree holds
+    for path, code, size in zip(c.paths, c.types, c.sizes, strict=True):
+        _add_path(root, _parts(path), size, code == "d")
+    return root, sum(c.sizes)
 
 
 def _byte_key(name: str) -> bytes:
@@ -339,7 +332,7 @@ def analyze(layers: list[LayerIndex]) -> EfficiencyResult:
     sizes = [s for _, s in built]
 
     # the stacked tree of the layers below is needed only for layers holding whiteouts
-    needs_stack = [any(e.type == "whiteout" for e in ix.entries) for ix in layers]
+    needs_stack = ["w" in ix.columns.types for ix in layers]
     last_needed = max((i for i, w in enumerate(needs_stack) if w), default=-1)
     stacked = _copy(trees[0]) if last_needed >= 0 else None
 

@@ -12,7 +12,7 @@ from .humanize import parse_time
 from .reference import Reference
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .layer import LayerIndex
+    from .layerindex import LayerIndex
     from .store import Store
 
 MAX_LAYERS = 127  # the limit the Docker documentation gives for an image's depth

@@ -10,18 +10,16 @@ uncompressed tar). Nothing holds more than a chunk of the layer in memory.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
+import itertools
 import posixpath
-import tempfile
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from ..errors import DigestMismatch, InvalidArchive, LayerkitError, UnsupportedMediaType
 from .blobs import CHUNK, BlobStore
+from .layerindex import OPAQUE_MARKER, WHITEOUT_PREFIX, Columns, Entry, LayerIndex
 from .tarstream import ChunkReader, FileReader, TarFormatError, iter_headers
 
 try:  # isal's gzip inflate is about 2-3x faster than zlib's on layer-sized streams.
@@ -52,12 +50,6 @@ OCI_TYPE_FOR = {"tar": OCI_LAYER, "gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-
-
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKER = ".wh..wh..opq"
-
-INDEX_VERSION = 1
 
 
 class LayerFormatError(InvalidArchive):
@@ -97,69 +89,6 @@ def normalize_member_path(name: str) -> str:
     if norm == ".":
         return "/"
     return "/" + norm
-
-
-@dataclass(slots=True)
-class Entry:
-    """One tar entry of a layer, as indexed.
-
-    ``type`` is one of ``file dir symlink hardlink char block fifo`` for ordinary entries, ``whiteout``
-    for ``.wh.NAME`` markers (``path`` is then the path deleted below) and ``opaque`` for
-    ``.wh..wh..opq`` (``path`` is the directory whose lower contents are hidden).
-    """
-
-    path: str
-    type: str
-    size: int
-    mode: int
-    uid: int
-    gid: int
-    mtime: float
-    link: str
-    offset: int
-
-    def to_row(self) -> list:
-        """Compact list form used in index files."""
-        return [self.path, self.type, self.size, self.mode, self.uid, self.gid, self.mtime, self.link,
-                self.offset]
-
-    @classmethod
-    def from_row(cls, row: list) -> Entry:
-        """Inverse of :meth:`to_row`."""
-        return cls(*row)
-
-
-@dataclass
-class LayerIndex:
-    """What a layer holds, keyed by diff_id (a layer never changes, so this is cached forever).
-
-    ``size`` is Docker's size: the bytes of the regular files (each hardlinked inode once) plus the
-    length of each symlink's target. ``tar_size`` is the uncompressed tar's length. ``files`` counts the
-    entries that are not directories or whiteout markers.
-    """
-
-    diff_id: str
-    tar_size: int
-    size: int
-    files: int
-    entries: list[Entry] = field(default_factory=list)
-
-    def to_json(self) -> dict:
-        """Serializable form."""
-        return {
-            "version": INDEX_VERSION,
-            "diff_id": self.diff_id,
-            "tar_size": self.tar_size,
-            "size": self.size,
-            "files": self.files,
-            "entries": [e.to_row() for e in self.entries],
-        }
-
-    @classmethod
-    def from_json(cls, d: dict) -> LayerIndex:
-        """Inverse of :meth:`to_json`."""
-        return cls(d["diff_id"], d["tar_size"], d["size"], d["files"],
-                   [Entry.from_row(r) for r in d["entries"]])
 
 
 class _Counter:
@@ -226,71 +155,69 @@ def _hashed(chunks: Iterator[bytes], h, count: _Counter) -> Iterator[bytes]:
         yield c
 
 
-# tar type flags -> the names DESIGN.md uses in JSON
-_TYPES_B = {b"0": "file", b"7": "file", b"S": "file", b"5": "dir", b"2": "symlink", b"1": "hardlink",
-            b"3": "char", b"4": "block", b"6": "fifo"}
+# tar type flags -> the type codes of the index columns (layerindex.TYPE_CODES)
+_CODES_B = {b"0": "f", b"7": "f", b"S": "f", b"5": "d", b"2": "l", b"1": "h", b"3": "c", b"4": "b", b"6": "p"}
 
 
-def _entry_from_header(h) -> Entry | None:
-    path = normalize_member_path(h.name)
-    i = path.rfind("/")
-    base = path[i + 1:]
-    parent = path[:i] or "/"
-    mode = h.mode & 0o7777
-    if base.startswith(WHITEOUT_PREFIX):
-        if base == OPAQUE_MARKER:
-            return Entry(parent, "opaque", 0, mode, h.uid, h.gid, h.mtime, "", h.offset_data)
-        target = base[len(WHITEOUT_PREFIX):]
-        if not target or target in (".", "..") or target.startswith(WHITEOUT_PREFIX):
-            raise LayerFormatError(f"malformed whiteout entry {h.name!r}")
-        return Entry(posixpath.join(parent, target), "whiteout", 0, mode, h.uid, h.gid, h.mtime, "",
-                     h.offset_data)
-    if path == "/":
-        return None  # the root itself is not listed
-    kind = _TYPES_B.get(h.type)
-    if kind is None:
-        if h.type in (b"V", b"M", b"N"):
-            return None  # GNU volume labels and multi-volume markers carry no file
-        raise LayerFormatError(f"tar entry {h.name!r} has unsupported type {h.type!r}")
-    if h.name.endswith("/") and kind == "file":
-        kind = "dir"  # old tars mark directories with a trailing slash only
-    link = ""
-    if kind == "symlink":
-        link = h.linkname
-    elif kind == "hardlink":
-        link = normalize_member_path(h.linkname)
-    size = h.size if kind == "file" else 0
-    return Entry(path, kind, size, mode, h.uid, h.gid, h.mtime, link, h.offset_data)
+def index_tar_columns(reader: ChunkReader | FileReader, label: str, verify: bool = True,
+                      progress: Callable[[int], None] | None = None) -> Columns:
+    """Parse a tar stream's headers into index columns (see :mod:`.tarstream` for why not ``tarfile``).
 
-
-def docker_size(entries: list[Entry]) -> tuple[int, int]:
-    """Docker's layer size (regular files, hardlinks once, symlink target lengths) and the file count."""
-    size = 0
-    files = 0
-    for e in entries:
-        if e.type == "file":
-            size += e.size
-        elif e.type == "symlink":
-            size += len(os.fsencode(e.link))
-        if e.type not in ("dir", "whiteout", "opaque"):
-            files += 1
-    return size, files
-
-
-def index_tar_stream(reader: ChunkReader | FileReader, label: str, verify: bool = True,
-                     progress: Callable[[int], None] | None = None) -> list[Entry]:
-    """Parse a tar stream's headers into entries (see :mod:`.tarstream` for why not ``tarfile``).
-
-    The same path may appear twice in a tar; the later entry wins, as it would when applied.
+    Appends straight to the columns: no object per entry. The same path may appear twice in a tar; the
+    later entry wins, as it would when applied.
     """
-    entries: list[Entry] = []
+    paths: list[str] = []
+    codes: list[str] = []
+    sizes: list[int] = []
+    modes: list[int] = []
+    uids: list[int] = []
+    gids: list[int] = []
+    mtimes: list[float] = []
+    links: list[str] = []
+    offsets: list[int] = []
     try:
         for h in iter_headers(reader, verify):
-            e = _entry_from_header(h)
-            if e is not None:
-                entries.append(e)
-                if progress is not None and len(entries) % 2000 == 0:
-                    progress(reader.offset)
+            path = normalize_member_path(h.name)
+            i = path.rfind("/")
+            base = path[i + 1:]
+            link = ""
+            size = 0
+            if base.startswith(WHITEOUT_PREFIX):
+                if base == OPAQUE_MARKER:
+                    code = "o"
+                else:
+                    target = base[len(WHITEOUT_PREFIX):]
+                    if not target or target in (".", "..") or target.startswith(WHITEOUT_PREFIX):
+                        raise LayerFormatError(f"malformed whiteout entry {h.name!r}")
+                    code = "w"
+            elif path == "/":
+                continue  # the root itself is not listed
+            else:
+                code = _CODES_B.get(h.type)
+                if code is None:
+                    if h.type in (b"V", b"M", b"N"):
+                        continue  # GNU volume labels and multi-volume markers carry no file
+                    raise LayerFormatError(f"tar entry {h.name!r} has unsupported type {h.type!r}")
+                if code == "f":
+                    if h.name.endswith("/"):
+                        code = "d"  # old tars mark directories with a trailing slash only
+                    else:
+                        size = h.size
+                elif code == "l":
+                    link = h.linkname
+                elif code == "h":
+                    link = normalize_member_path(h.linkname)
+            paths.append(path)
+            codes.append(code)
+            sizes.append(size)
+            modes.append(h.mode & 0o7777)
+            uids.append(h.uid)
+            gids.append(h.gid)
+            mtimes.append(h.mtime)
+            links.append(link)
+            offsets.append(h.offset_data)
+            if progress is not None and len(paths) % 2000 == 0:
+                progress(reader.offset)
     except LayerFormatError as exc:
         raise LayerFormatError(f"{label}: {exc}") from None
     except InvalidArchive as exc:
@@ -303,7 +230,19 @@ def index_tar_stream(reader: ChunkReader | FileReader, label: str, verify: bool 
         raise InvalidArchive(f"{label}: cannot read layer ({exc})") from None
     except Exception as exc:  # isal and zstandard raise their own error classes
         raise InvalidArchive(f"{label}: cannot decompress layer ({exc})") from None
-    return entries
+    return Columns.from_rows(paths, codes, sizes, modes, uids, gids, mtimes, links, offsets)
+
+
+def index_tar_stream(reader: ChunkReader | FileReader, label: str, verify: bool = True,
+                     progress: Callable[[int], None] | None = None) -> list[Entry]:
+    """The entries of a tar stream, in tar order (:func:`index_tar_columns` as objects)."""
+    cols = index_tar_columns(reader, label, verify, progress)
+    return [cols.entry(k) for k in range(len(cols))]
+
+
+def docker_size(entries: list[Entry]) -> tuple[int, int]:
+    """Docker's layer size (regular files, hardlinks once, symlink target lengths) and the file count."""
+    return Columns.from_entries(entries).docker_size()
 
 
 @dataclass
@@ -338,8 +277,6 @@ def ingest_layer(
         head = src.read(min(CHUNK, limit) if limit is not None else CHUNK)
         compression = detect_compression(head)
         first = iter([head]) if head else iter(())
-        import itertools
-
         def rest() -> Iterator[bytes]:
             yield from _tee_chunks(src, writer.write, None if limit is None else limit - len(head), raw)
 
@@ -350,7 +287,7 @@ def ingest_layer(
         diff_hash = hashlib.sha256()
         tar_count = _Counter()
         reader = ChunkReader(_hashed(_inflate(chunks, compression), diff_hash, tar_count))
-        entries = index_tar_stream(reader, label)
+        cols = index_tar_columns(reader, label)
         try:
             reader.drain()  # trailing zero blocks and anything after still belong to the blob
         except (OSError, EOFError, ValueError, zlib.error) as exc:
@@ -367,8 +304,8 @@ def ingest_layer(
             raise DigestMismatch(f"{label}: blob {expected_digest} hashes to {digest}")
         if expected_diff_id and diff_id != expected_diff_id:
             raise DigestMismatch(f"{label}: layer content hashes to {diff_id}, config says {expected_diff_id}")
-        size, files = docker_size(entries)
-        index = LayerIndex(diff_id, tar_count.total, size, files, entries)
+        size, files = cols.docker_size()
+        index = LayerIndex(diff_id, tar_count.total, size, files, columns=cols)
         return IngestResult(digest, diff_id, raw.total, compression, index, writer)
     except BaseException:
         writer.abort()
@@ -398,45 +335,6 @@ def iter_chunks(f, chunk: int = CHUNK) -> Iterator[bytes]:
         yield data
 
 
-def write_index(index_dir: Path, index: LayerIndex) -> Path:
-    """Write a layer index atomically (temporary file then rename); indexes are caches, never edited."""
-    index_dir.mkdir(parents=True, exist_ok=True)
-    final = index_dir / (index.diff_id.split(":", 1)[1] + ".json")
-    fd, tmp = tempfile.mkstemp(dir=index_dir, prefix=".idx-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            # in slices of rows: json.dump(index.to_json()) built a second copy of every entry in memory;
-            # loading a 300,000-entry layer peaked at 156 MB RSS and 5.2 s that way, 113 MB and 4.1 s so
-            head = {"version": INDEX_VERSION, "diff_id": index.diff_id, "tar_size": index.tar_size,
-                    "size": index.size, "files": index.files}
-            f.write(json.dumps(head, separators=(",", ":"))[:-1] + ',"entries":[')
-            enc = json.JSONEncoder(separators=(",", ":")).encode
-            entries = index.entries
-            for start in range(0, len(entries), 10_000):
-                if start:
-                    f.write(",")
-                f.write(",".join(enc(e.to_row()) for e in entries[start:start + 10_000]))
-            f.write("]}")
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return final
-
-
-def read_index(index_dir: Path, diff_id: str) -> LayerIndex | None:
-    """Read a cached layer index, or None when there is none (or it is from an older version)."""
-    p = index_dir / (diff_id.split(":", 1)[1] + ".json")
-    try:
-        with open(p) as f:
-            d = json.load(f)
-    except (FileNotFoundError, ValueError):
-        return None
-    if d.get("version") != INDEX_VERSION:
-        return None
-    return LayerIndex.from_json(d)
-
-
 def index_blob(blobs: BlobStore, digest: str, label: str,
                progress: Callable[[int], None] | None = None) -> LayerIndex:
     """Build a layer index from a stored blob (when no cached index exists).
@@ -450,14 +348,14 @@ def index_blob(blobs: BlobStore, digest: str, label: str,
         kind = detect_compression(head)
         if kind == "tar":
             # the blob's name is its verified digest: header checksums are redundant here
-            entries = index_tar_stream(FileReader(f), label, verify=False, progress=progress)
+            cols = index_tar_columns(FileReader(f), label, verify=False, progress=progress)
             diff_id, tar_size = digest, blobs.size(digest)
         else:
             h = hashlib.sha256()
             count = _Counter()
             reader = ChunkReader(_hashed(_inflate(iter(lambda: f.read(CHUNK), b""), kind), h, count))
-            entries = index_tar_stream(reader, label, progress=progress)
+            cols = index_tar_columns(reader, label, progress=progress)
             reader.drain()
             diff_id, tar_size = "sha256:" + h.hexdigest(), count.total
-    size, files = docker_size(entries)
-    return LayerIndex(diff_id, tar_size, size, files, entries)
+    size, files = cols.docker_size()
+    return LayerIndex(diff_id, tar_size, size, files, columns=cols)

@@ -22,7 +22,8 @@ from ..errors import LayerkitError
 from .container import RUNTIME_DIRS, Container, rfc3339_now
 from .content import iter_entry_bytes
 from .image import Image, Layer
-from .layer import OPAQUE_MARKER, WHITEOUT_PREFIX, LayerFormatError, normalize_member_path, open_uncompressed
+from .layer import LayerFormatError, normalize_member_path, open_uncompressed
+from .layerindex import OPAQUE_MARKER, WHITEOUT_PREFIX
 from .store import Store
 from .upper import make_whiteout, set_opaque
 

@@ -30,7 +30,8 @@ from ..errors import Conflict, ImageNotFound, InvalidManifest, InvalidReference,
 from .blobs import BlobStore
 from .digests import is_digest, sha256_bytes
 from .image import Image
-from .layer import LayerIndex, index_blob, read_index, write_index
+from .layer import index_blob
+from .layerindex import LayerIndex, read_index, write_index
 from .reference import Reference, parse_reference
 
 REF_NAME = "org.opencontainers.image.ref.name"

@@ -9,6 +9,12 @@ semantics follow the OCI image spec's layer.md and overlayfs:
 - a non-directory hides a lower directory of the same path with all its children; a directory over a
   directory merges;
 - a path missing its parent directories gets implicit ones (as tar extraction would create them).
+
+The view is a dict from path to the providing layer, merged a layer at a time with dict and set
+operations over the layer's index columns (:mod:`.layerindex`): what costs Python work per path is only
+what a layer deletes or implies. Entry objects are made when a path is read. Per-layer change records
+(:meth:`UnionView.changes`) need an object per entry, so they are computed on first request, by the same
+merge run again with recording on.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ..errors import NotFound
-from .layer import Entry, LayerIndex
+from .layerindex import Columns, Entry, marker_target
 
 MAX_SYMLINKS = 40  # Linux's limit on symlinks followed during one lookup
 
@@ -70,131 +76,160 @@ def _implicit_dir(path: str) -> Entry:
 
 
 class UnionView:
-    """The merged tree of ``layers`` (bottom first). ``diff_ids`` name the layers for output."""
+    """The merged tree of ``layers`` (bottom first, :class:`~.layerindex.LayerIndex` objects). ``diff_ids``
+    name the layers for output."""
 
-    def __init__(self, layers: list[LayerIndex]) -> None:
+    def __init__(self, layers: list, *, record: bool = False) -> None:
         self.layers = list(layers)
-        self.diff_ids = [li.diff_id for li in layers]
+        self.diff_ids = [li.diff_id for li in self.layers]
         self.base: UnionView | None = None
-        self._entries: dict[str, UnionEntry] = {}
-        self._children: dict[str, set[str]] = {"/": set()}
-        self._owned: set[str] | None = None  # None: every children set is this view's own
-        self._changes: list[list[Change]] = []
-        for i, li in enumerate(layers):
-            self._changes.append(self._apply(i, li.entries))
+        self._at: dict[str, int] = {}  # path -> providing layer, or ~layer for an implicit directory
+        self._dirs: set[str] = set()  # the paths that are directories
+        self._sources: dict[tuple[int, int], tuple[int, int]] = {}  # hardlink -> the file it linked to
+        self._kids: dict[str, list[str]] | None = None
+        self._memo: dict[str, UnionEntry] = {}
+        self._changes: list[list[Change]] | None = [] if record else None
+        for i, li in enumerate(self.layers):
+            self._apply(i, li.columns, self._changes)
 
-    def stacked(self, top: LayerIndex) -> UnionView:
-        """A new view with ``top`` on this one, sharing this view's tables until they change.
+    def stacked(self, top) -> UnionView:
+        """A new view with the layer index ``top`` on this one.
 
-        This is what keeps a container's ``diff`` cheap: the image's view is built once, and stacking
+        This is what keeps a container's operations cheap: the image's view is built once, and stacking
         the writable layer costs a dict copy plus the work for the entries the writable layer holds.
         """
         v = UnionView.__new__(UnionView)
         v.layers = self.layers + [top]
         v.diff_ids = self.diff_ids + [top.diff_id]
         v.base = self
-        v._entries = dict(self._entries)
-        v._children = dict(self._children)
-        v._owned = set()
-        v._changes = list(self._changes)
-        v._changes.append(v._apply(len(self.layers), top.entries))
+        v._at = dict(self._at)
+        v._dirs = set(self._dirs)
+        v._sources = dict(self._sources)
+        v._kids = None
+        v._memo = {}
+        v._changes = None
+        v._apply(len(self.layers), top.columns, None)
         return v
-
-    def _kids(self, path: str) -> set[str]:
-        """The children set of ``path``, copied first if it is shared with a base view."""
-        kids = self._children.get(path)
-        if kids is None:
-            kids = self._children[path] = set()
-            if self._owned is not None:
-                self._owned.add(path)
-        elif self._owned is not None and path not in self._owned:
-            kids = self._children[path] = set(kids)
-            self._owned.add(path)
-        return kids
 
     # ---- building --------------------------------------------------------------------------
 
-    def _remove_tree(self, path: str, layer: int, out: list[Change]) -> None:
-        """Remove ``path`` and its descendants, recording each as deleted."""
-        old = self._entries.pop(path, None)
-        if old is None:
-            return
-        out.append(Change("deleted", path, None, old, layer))
-        for name in list(self._children.pop(path, ())):
-            self._remove_tree(posixpath.join(path, name), layer, out)
-        if self._owned is not None:
-            self._owned.discard(path)
-        parent = posixpath.dirname(path)
-        if parent in self._children:
-            self._kids(parent).discard(posixpath.basename(path))
-
-    def _ensure_parents(self, path: str, layer: int, changes: dict[str, Change]) -> None:
-        """Create implicit directories for ``path``'s missing parents, recorded as this layer's changes."""
-        parent = _parent(path)
-        if parent == "/" or parent in self._entries:
-            below = self._entries.get(parent)
-            if below is not None and below.entry.type != "dir":
-                # a lower non-directory sits where this layer needs a directory: the tar replaces it
-                self._remove_tree(parent, layer, [])
-                self._set(_implicit_dir(parent), layer)
-                _record(changes, self._entries[parent].entry, below, layer)
-            return
-        self._ensure_parents(parent, layer, changes)
-        self._set(_implicit_dir(parent), layer)
-        _record(changes, self._entries[parent].entry, None, layer)
-
-    def _set(self, entry: Entry, layer: int) -> None:
-        path = entry.path
-        source = None
-        if entry.type == "hardlink":
-            source = self._entries.get(entry.link)
-            if source is not None and source.entry.type == "hardlink":
-                source = source.source
-            if source is not None and source.entry.type != "file":
-                source = None
-        self._entries[path] = UnionEntry(entry, layer, source)
-        i = path.rfind("/")
-        self._kids(path[:i] or "/").add(path[i + 1:])
-        if entry.type == "dir":
-            self._kids(entry.path)
-
-    def _apply(self, i: int, entries: list[Entry]) -> list[Change]:
-        changes: dict[str, Change] = {}
-        hidden: list[Change] = []
+    def _apply(self, i: int, c: Columns, record: list[list[Change]] | None) -> None:
+        """Merge layer ``i`` (its index columns) into the view; with ``record``, append its changes."""
+        at, dirs = self._at, self._dirs
+        out: dict[str, Change] = {}
+        paths, types = c.paths, c.types
+        mine = dict.fromkeys(paths, i)  # this layer's entries; the markers are taken out below
         # 1. deletions act on the lower layers only, so they go first
-        for e in entries:
-            if e.type == "whiteout":
-                self._remove_tree(e.path, i, hidden)
-            elif e.type == "opaque":
-                for name in list(self._children.get(e.path, ())):
-                    self._remove_tree(posixpath.join(e.path, name), i, hidden)
-        for c in hidden:
-            changes[c.path] = c
-        # 2. this layer's own entries; a later entry for the same path in the tar wins
-        for e in entries:
-            if e.type in ("whiteout", "opaque"):
+        gone: list[str] = []
+        prefixes: list[str] = []
+        for k in c.markers:
+            raw = paths[k]
+            mine.pop(raw, None)
+            target = marker_target(raw, types[k])
+            if types[k] == "w":
+                if target in at:
+                    gone.append(target)
+                    if target in dirs:
+                        prefixes.append(target + "/")
+            elif target == "/":
+                prefixes.append("/")
+            elif target in dirs:
+                prefixes.append(target + "/")
+        # a non-directory over a lower directory hides the directory's children
+        over = (mine.keys() & dirs) - c.dirs if dirs else set()
+        prefixes.extend(p + "/" for p in over)
+        if prefixes:
+            starts = tuple(prefixes)
+            gone.extend([p for p in at if p.startswith(starts)])
+        if record is not None:
+            for p in gone:
+                if p not in out:
+                    out[p] = Change("deleted", p, None, self._make(p), i)
+        for p in gone:
+            at.pop(p, None)
+        dirs.difference_update(gone)
+        # 2. parent directories the layer needs but does not list
+        odd: list[str] = []
+        for p in c.implied:
+            if p in mine:
+                odd.append(p)  # the layer lists a non-directory where it also needs a directory
+            elif p not in at or p not in dirs:
+                if record is not None:
+                    _record(out, p, _implicit_dir(p), self._make(p), i)
+                at[p] = ~i
+                dirs.add(p)
+        # 3. this layer's own entries; a later entry for the same path in the tar wins
+        if record is not None:
+            pos = c.position()
+            for p in mine:
+                _record(out, p, c.entry(pos[p]), self._make(p), i)
+        at.update(mine)
+        dirs.update(c.dirs)
+        dirs.difference_update(over)
+        for p in odd:
+            at[p] = ~i
+            dirs.add(p)
+        # 4. a hardlink keeps the file it linked to when its layer was applied
+        for k in c.hardlinks:
+            link = c.links[k]
+            j = at.get(link)
+            if j is None or j < 0:
                 continue
-            below = self._entries.get(e.path)
-            both_dirs = below is not None and below.entry.type == "dir" and e.type == "dir"
-            if below is not None and not both_dirs:
-                sink: list[Change] = []
-                self._remove_tree(e.path, i, sink)
-                if below.layer != i:
-                    for c in sink:
-                        changes.setdefault(c.path, c)
-            self._ensure_parents(e.path, i, changes)
-            self._set(e, i)
-            _record(changes, e, below, i)
-        return list(changes.values())
+            lc = self.layers[j].columns
+            q = lc.position()[link]
+            code = lc.types[q]
+            if code == "h":
+                src = self._sources.get((j, q))
+                if src is not None:
+                    self._sources[(i, k)] = src
+            elif code == "f":
+                self._sources[(i, k)] = (j, q)
+        if record is not None:
+            record.append(list(out.values()))
 
     # ---- reading ---------------------------------------------------------------------------
 
+    def _make(self, path: str) -> UnionEntry | None:
+        v = self._at.get(path)
+        if v is None:
+            return None
+        if v < 0:
+            return UnionEntry(_implicit_dir(path), ~v)
+        li = self.layers[v]
+        k = li.columns.position()[path]
+        src = self._sources.get((v, k))
+        source = UnionEntry(self.layers[src[0]].entry(src[1]), src[0]) if src is not None else None
+        return UnionEntry(li.entry(k), v, source)
+
+    def _get(self, path: str) -> UnionEntry | None:
+        ue = self._memo.get(path)
+        if ue is None:
+            ue = self._make(path)
+            if ue is not None:
+                self._memo[path] = ue
+        return ue
+
+    def _children(self) -> dict[str, list[str]]:
+        """directory -> names directly in it (made on first listing)."""
+        if self._kids is None:
+            kids: dict[str, list[str]] = {}
+            for p in self._at:
+                i = p.rfind("/")
+                parent = p[:i] or "/"
+                names = kids.get(parent)
+                if names is None:
+                    kids[parent] = [p[i + 1:]]
+                else:
+                    names.append(p[i + 1:])
+            self._kids = kids
+        return self._kids
+
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._at)
 
     def get(self, path: str) -> UnionEntry | None:
         """The entry at exactly ``path`` (no symlink resolution), or None."""
-        return self._entries.get(_norm(path))
+        return self._get(_norm(path))
 
     def resolve(self, path: str, follow_last: bool = True) -> str:
         """Resolve symlinks inside the view, as a chroot would: ``..`` never climbs above ``/`` and
@@ -209,7 +244,7 @@ class UnionView:
                 resolved = posixpath.dirname(resolved)
                 continue
             cand = posixpath.join(resolved, name)
-            ue = self._entries.get(cand)
+            ue = self._get(cand)
             if ue is not None and ue.entry.type == "symlink" and (parts or follow_last):
                 hops += 1
                 if hops > MAX_SYMLINKS:
@@ -232,7 +267,7 @@ class UnionView:
         p = self.resolve(path, follow_last=follow)
         if p == "/":
             return UnionEntry(_implicit_dir("/"), -1)
-        ue = self._entries.get(p)
+        ue = self._get(p)
         if ue is None:
             raise NotFound(f"{path}: no such file or directory")
         return ue
@@ -241,27 +276,28 @@ class UnionView:
         """Entries directly in a directory, sorted by name."""
         p = self.resolve(path)
         if p != "/":
-            ue = self._entries.get(p)
+            ue = self._get(p)
             if ue is None:
                 raise NotFound(f"{path}: no such file or directory")
             if ue.entry.type != "dir":
                 return [ue]
-        names = sorted(self._children.get(p, ()))
-        return [self._entries[posixpath.join(p, n)] for n in names]
+        names = sorted(self._children().get(p, ()))
+        return [self._get(posixpath.join(p, n)) for n in names]
 
     def walk(self, path: str = "/") -> Iterator[UnionEntry]:
         """Every entry below ``path`` (not ``path`` itself), parents before children, sorted by name."""
+        kids = self._children()
         stack = [(self.resolve(path), None)]
         while stack:
             d, it = stack[-1]
             if it is None:
-                it = iter(sorted(self._children.get(d, ())))
+                it = iter(sorted(kids.get(d, ())))
                 stack[-1] = (d, it)
             name = next(it, None)
             if name is None:
                 stack.pop()
                 continue
-            ue = self._entries[posixpath.join(d, name)]
+            ue = self._get(posixpath.join(d, name))
             yield ue
             if ue.entry.type == "dir":
                 stack.append((ue.entry.path, None))
@@ -275,32 +311,29 @@ class UnionView:
         return self.lookup(ue.entry.link, follow=False)
 
     def entries(self) -> Iterable[UnionEntry]:
-        """All entries, in no particular order (fast)."""
-        return self._entries.values()
+        """All entries, in no particular order."""
+        return [self._get(p) for p in self._at]
 
     def changes(self, layer: int) -> list[Change]:
         """What layer ``layer`` adds, modifies and deletes relative to the layers below."""
+        if self._changes is None:
+            self._changes = UnionView(self.layers, record=True)._changes
         return list(self._changes[layer])
 
 
-def _record(changes: dict[str, Change], e: Entry, below: UnionEntry | None, i: int) -> None:
-    """Record that layer ``i`` sets ``e`` where ``below`` was (None: nothing, or hidden already)."""
+def _record(changes: dict[str, Change], path: str, e: Entry, below: UnionEntry | None, i: int) -> None:
+    """Record that layer ``i`` sets ``e`` at ``path`` where ``below`` was (None: nothing, or hidden already)."""
     if below is not None and below.layer == i:
-        prior = changes.get(e.path)
+        prior = changes.get(path)
         if prior is not None:
-            changes[e.path] = Change(prior.kind, e.path, e, prior.below, i)
+            changes[path] = Change(prior.kind, path, e, prior.below, i)
     elif below is not None:
-        changes[e.path] = Change("modified", e.path, e, below, i)
-    elif e.path in changes and changes[e.path].kind == "deleted":
+        changes[path] = Change("modified", path, e, below, i)
+    elif path in changes and changes[path].kind == "deleted":
         # a whiteout and a re-add of the same name in one layer: the lower entry is replaced
-        changes[e.path] = Change("modified", e.path, e, changes[e.path].below, i)
+        changes[path] = Change("modified", path, e, changes[path].below, i)
     else:
-        changes[e.path] = Change("added", e.path, e, None, i)
-
-
-def _parent(path: str) -> str:
-    """posixpath.dirname for clean absolute paths, without its overhead (it dominated view building)."""
-    return path[: path.rfind("/")] or "/"
+        changes[path] = Change("added", path, e, None, i)
 
 
 def _norm(path: str) -> str:

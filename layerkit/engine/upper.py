@@ -16,7 +16,8 @@ import tarfile
 from pathlib import Path
 from typing import BinaryIO
 
-from .layer import OPAQUE_MARKER, WHITEOUT_PREFIX, Entry, LayerIndex, docker_size
+from .layer import docker_size
+from .layerindex import OPAQUE_MARKER, WHITEOUT_PREFIX, Entry, LayerIndex
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
 
