@@ -103,6 +103,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=100)
     ap.add_argument("--entries", type=int, default=100_000)
+    ap.add_argument("--unique", action="store_true", help="every file a path of its own (no overrides)")
     a = ap.parse_args()
     from layerkit.engine.layer import index_blob
     from layerkit.engine.store import Store
@@ -111,7 +112,7 @@ def main() -> int:
 
     HERE.mkdir(parents=True, exist_ok=True)
     archive = HERE / "image.tar"
-    layer_tars = build_archive(archive, a.layers, a.entries)
+    layer_tars = build_archive(archive, a.layers, a.entries, unique=a.unique)
     store_dir = HERE / "store"
     shutil.rmtree(store_dir, ignore_errors=True)
     store = Store(store_dir)
@@ -131,6 +132,10 @@ def main() -> int:
     def cached() -> None:
         subprocess.run([sys.executable, "-c", code, str(store_dir)], check=True)
 
+    def cached_in_process() -> None:
+        fresh = Store(store_dir)  # nothing in memory: the per-layer index files are read again
+        fresh.image_view(fresh.image("bench:union"))
+
     def empty_python() -> None:
         subprocess.run([sys.executable, "-c", "import layerkit.engine.store"], check=True)
 
@@ -140,6 +145,7 @@ def main() -> int:
     t_tar_c = timed(tar_t, cold=True) if can_drop else float("nan")
     t_cold_c = timed(cold, cold=True) if can_drop else float("nan")
     t_cached = timed(cached) - timed(empty_python)
+    t_cached_in = timed(cached_in_process)
     view = store.image_view(img)
     print(f"image: {a.layers} layers, {sum(len(la.index().entries) for la in img.layers)} tar entries, "
           f"{len(view)} paths in the union view")
@@ -150,7 +156,10 @@ def main() -> int:
               f"ratio {t_cold_c / t_tar_c:.2f} (target <= 3)")
     else:
         print("cold page cache: not measured (needs root to empty the page cache)")
-    print(f"union view from cached indexes:  {t_cached:.3f}s   ratio {t_cached / t_tar:.2f} (target < 0.5)")
+    print(f"union view from cached indexes, fresh process (interpreter start subtracted): {t_cached:.3f}s   "
+          f"ratio {t_cached / t_tar:.2f} (target < 0.5)")
+    print(f"union view from cached indexes, fresh Store in this process: {t_cached_in:.3f}s   "
+          f"ratio {t_cached_in / t_tar:.2f} (target < 0.5)")
 
     from layerkit.engine.container import create_container
 
@@ -158,8 +167,8 @@ def main() -> int:
     for k in range(5):
         c.write(f"/new{k}", b"x" * 100)
     c.remove("/d1/shared00000")
-    c.chmod("/d2/shared00005", 0o600)
-    c.append("/d3/shared00010", b"more")
+    c.chmod("/d2/shared00050", 0o600)
+    c.append("/d3/shared00100", b"more")
     c.mkdir("/newdir")
     c.symlink("/d1", "/link")
 

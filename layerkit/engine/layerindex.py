@@ -20,6 +20,7 @@ import posixpath
 import re
 import sys
 import tempfile
+import zlib
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,8 +229,11 @@ def write_index(index_dir: Path, index: LayerIndex) -> Path:
         "\0".join(c.dirs).encode("utf-8", "surrogateescape"),
         "\0".join(c.implied).encode("utf-8", "surrogateescape"),
     ]
+    crc = 0
+    for s in sections:
+        crc = zlib.crc32(s, crc)
     head = {"diff_id": index.diff_id, "tar_size": index.tar_size, "size": index.size, "files": index.files,
-            "count": len(c), "byteorder": sys.byteorder, "sections": [len(s) for s in sections]}
+            "count": len(c), "byteorder": sys.byteorder, "sections": [len(s) for s in sections], "crc32": crc}
     fd, tmp = tempfile.mkstemp(dir=index_dir, prefix=".idx-")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -270,8 +274,8 @@ def read_index(index_dir: Path, diff_id: str) -> LayerIndex | None:
         for length in head["sections"]:
             parts.append(mv[pos:pos + length])
             pos += length
-        if pos != len(data) or len(parts) != 13:
-            return None
+        if pos != len(data) or len(parts) != 13 or zlib.crc32(mv[end + 1:]) != head["crc32"]:
+            return None  # a damaged cache is rebuilt from the blob, never trusted
         c = Columns()
         c.paths = _strings(bytes(parts[0]), n)
         c.types = bytes(parts[1]).decode("ascii")
