@@ -244,6 +244,7 @@ def write_index(index_dir: Path, index: LayerIndex) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    final.with_suffix(".json").unlink(missing_ok=True)  # the JSON index earlier versions wrote
     return final
 
 
