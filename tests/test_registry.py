@@ -695,6 +695,9 @@ class Stub:
         self.blobs: dict[str, bytes] = {}
         self.fail: dict[str, int] = {}  # path -> how many more 500 answers
         self.fail_uploads = 0  # how many more blob upload PUTs answer 500
+        self.fail_patches = 0  # how many more chunk PATCHes answer 500 (the chunk is dropped)
+        self.max_body: int | None = None  # a blob upload PUT with a larger body answers 413
+        self.uploads: dict[str, bytearray] = {}  # upload session -> bytes received by PATCH
         self.log: list[tuple[str, str, int]] = []
         stub = self
 
@@ -710,8 +713,42 @@ class Stub:
                 if self.command != "HEAD":
                     self.wfile.write(body)
 
+            def _session(self) -> str | None:
+                m = re.fullmatch(r"/v2/.+/blobs/uploads/([0-9a-f]{32})", urlsplit(self.path).path)
+                return m.group(1) if m else None
+
+            def _send_range(self, code: int, session: str) -> None:
+                stub.log.append((self.command, self.path, code))
+                self.send_response(code)
+                self.send_header("Location", self.path)
+                self.send_header("Range", f"0-{len(stub.uploads[session]) - 1}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_PATCH(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                session = self._session()
+                if session not in stub.uploads:
+                    return self._send(404, b'{"errors":[{"code":"BLOB_UPLOAD_UNKNOWN"}]}')
+                if stub.fail_patches > 0:
+                    stub.fail_patches -= 1
+                    return self._send(500, b'{"errors":[{"code":"UNKNOWN","message":"injected failure"}]}')
+                first, _, last = self.headers.get("Content-Range", "").partition("-")
+                if int(first) != len(stub.uploads[session]) or int(last) - int(first) + 1 != len(body):
+                    return self._send(416, b'{"errors":[{"code":"BLOB_UPLOAD_INVALID"}]}')
+                stub.uploads[session] += body
+                self._send_range(202, session)
+
+            def do_DELETE(self) -> None:
+                if stub.uploads.pop(self._session(), None) is None:
+                    return self._send(404, b'{"errors":[{"code":"BLOB_UPLOAD_UNKNOWN"}]}')
+                self._send(204)
+
             def do_GET(self) -> None:
                 path = urlsplit(self.path).path
+                session = self._session()
+                if session in stub.uploads and self.command == "GET":
+                    return self._send_range(204, session)
                 if stub.fail.get(path, 0) > 0:
                     stub.fail[path] -= 1
                     return self._send(500, b'{"errors":[{"code":"UNKNOWN","message":"injected failure"}]}')
@@ -732,8 +769,10 @@ class Stub:
                 if not m:
                     return self._send(404)
                 stub.log.append((self.command, self.path, 202))
+                session = uuid.uuid4().hex
+                stub.uploads[session] = bytearray()
                 self.send_response(202)
-                self.send_header("Location", f"/v2/{m.group(1)}/blobs/uploads/{uuid.uuid4().hex}?_state=x")
+                self.send_header("Location", f"/v2/{m.group(1)}/blobs/uploads/{session}?_state=x")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -744,6 +783,9 @@ class Stub:
                     if stub.fail_uploads > 0:
                         stub.fail_uploads -= 1
                         return self._send(500, b'{"errors":[{"code":"UNKNOWN","message":"injected failure"}]}')
+                    if stub.max_body is not None and len(body) > stub.max_body:
+                        return self._send(413, b'{"errors":[{"code":"SIZE_INVALID","message":"too large"}]}')
+                    body = bytes(stub.uploads.pop(self._session(), b"")) + body
                     digest = parse_qs(parts.query)["digest"][0]
                     if sha(body) != digest:
                         return self._send(400, b'{"errors":[{"code":"DIGEST_INVALID"}]}')
@@ -1079,6 +1121,49 @@ def test_concurrent_ingest_stops_the_other_layers_at_the_first_failure(tmp_path)
     assert snapshot(tmp_path / "s") == before
     assert not any((tmp_path / "s" / "layerkit" / "tmp").iterdir())
     assert not batch._pending
+
+
+# ---- chunked upload -----------------------------------------------------------------------------
+
+def test_push_in_chunks_to_a_real_registry(images, reg, tmp_path, monkeypatch):
+    """A blob over the threshold goes up in PATCHes of UPLOAD_CHUNK bytes (Content-Range), then one PUT
+    with its digest; smaller blobs stay monolithic; the image pulls back whole."""
+    monkeypatch.setattr(registry, "CHUNKED_THRESHOLD", 100_000)
+    monkeypatch.setattr(registry, "UPLOAD_CHUNK", 65_536)
+    big = files_layer("chunky", 40, size=400_000)
+    img = make_image([big], "chunky")
+    src = Store(tmp_path / "src")
+    load_path(src, f"{write_layout(tmp_path / 'chunky-layout', {'lk.test/chunky:1': img})}")
+    seen: list[tuple[str, int]] = []
+    start = reg.mark()
+    res = registry.push(src, "lk.test/chunky:1", f"{reg.host}/chunks/app:1",
+                        progress=lambda m, n: seen.append((m, n)))
+    reqs = reg.requests(start)
+    assert [la.action for la in res.layers] == ["Pushed"]
+    patches = [(p, c) for m, p, c in reqs if m == "PATCH"]
+    assert len(patches) == -(-len(big.data) // 65_536) and all(c == 202 for _, c in patches)
+    assert blob_puts(reqs) == {big.digest: 1, img.id: 1}  # each blob closed by one PUT with its digest
+    assert sum(n for m, n in seen if m == f"{big.digest[7:19]}: Pushing") == len(big.data)
+    pulled = registry.pull(Store(tmp_path / "back"), f"{reg.host}/chunks/app:1")
+    assert pulled.image_id == img.id and pulled.digest == res.digest
+
+
+def test_push_falls_back_to_chunks_when_the_whole_blob_is_refused(images, stub, monkeypatch):
+    """A 413 to the monolithic PUT (a proxy's body limit) leads to a chunked upload in a new session; a
+    chunk that fails is sent again from the offset the registry reports (GET on the session)."""
+    monkeypatch.setattr(registry, "UPLOAD_CHUNK", 65_536)
+    base = images.base.layers[0]
+    assert len(base.data) > 3 * 65_536
+    stub.max_body = 100_000
+    stub.fail_patches = 1
+    res = registry.push(Store(images.store), "lk.test/base:1", f"{stub.host}/proxy/base:1")
+    assert [la.action for la in res.layers] == ["Pushed"]
+    assert stub.blobs[base.digest] == base.data
+    log = [(m, c) for m, p, c in stub.log if "/blobs/uploads/" in p]
+    assert ("PUT", 413) in log and ("PATCH", 500) in log and ("GET", 204) in log
+    assert log.count(("PATCH", 202)) == -(-len(base.data) // 65_536)
+    assert ("DELETE", 204) in log  # the refused session was cancelled
+    assert not stub.uploads  # every session closed
 
 
 def test_credentials_files(tmp_path):

@@ -13,8 +13,10 @@ already holds is read from the store, so pulling an image the store has moves no
 Push (:func:`push`): every blob is checked with ``HEAD`` first (``Layer already exists``); a blob known to
 live in another repository of the same registry is mounted (``POST .../blobs/uploads/?mount=D&from=REPO``,
 ``Mounted from REPO``); the rest is uploaded monolithically (``POST`` for an upload session, then one ``PUT
-...?digest=D`` streaming the stored file); then the manifest is ``PUT`` byte for byte as the store holds
-it, so its digest is the image's manifest digest in the store.
+...?digest=D`` streaming the stored file) or, for a blob over :data:`CHUNKED_THRESHOLD` or one the registry
+refuses whole (``413``), in chunks (``PATCH`` with ``Content-Range``, resumed from the registry's offset
+after a failed chunk, then ``PUT ...?digest=D``); then the manifest is ``PUT`` byte for byte as the store
+holds it, so its digest is the image's manifest digest in the store.
 
 Where blobs live is remembered in ``STORE/layerkit/registry.json``, updated after every pull and push::
 
@@ -93,6 +95,8 @@ TIMEOUT = (10.0, 120.0)  # connect, read (seconds between bytes)
 MAX_MOUNT_SOURCES = 3
 PUSH_WORKERS = 3  # blobs uploaded at once (Docker: 5); sending releases the GIL
 PULL_WORKERS = 4  # at most this many layers downloaded and ingested at once (Docker: 3, skopeo: 6)
+CHUNKED_THRESHOLD = 512 << 20  # blobs larger than this are uploaded in chunks (PATCH), smaller ones in one PUT
+UPLOAD_CHUNK = 64 << 20  # bytes per PATCH (more when the registry asks for it: OCI-Chunk-Min-Length)
 STATE_FILE = "registry.json"
 USER_AGENT = f"layerkit/{__version__}"
 
@@ -608,19 +612,24 @@ class _BlobReader(io.RawIOBase):
 
 
 class _FileBody:
-    """A stored blob as a request body: a known length, read in large chunks, counted as it goes."""
+    """``size`` bytes of a stored blob from ``offset`` on as a request body: a known length, read in large
+    chunks, counted as it goes."""
 
-    def __init__(self, path: os.PathLike, size: int, on_bytes: Callable[[int], None]) -> None:
+    def __init__(self, path: os.PathLike, size: int, on_bytes: Callable[[int], None], offset: int = 0) -> None:
         self._f = open(path, "rb")  # noqa: SIM115 - closed by close(), which send() calls
+        if offset:
+            self._f.seek(offset)
         self._size = size
+        self._left = size
         self._on_bytes = on_bytes
 
     def __len__(self) -> int:
         return self._size
 
     def read(self, n: int = -1) -> bytes:
-        data = self._f.read(CHUNK)
+        data = self._f.read(min(CHUNK, self._left)) if self._left > 0 else b""
         if data:
+            self._left -= len(data)
             self._on_bytes(len(data))
         return data
 
@@ -939,9 +948,81 @@ def pull(store: Store, ref: str, platform: str | None = None, insecure: bool = F
 
 # ---- push ------------------------------------------------------------------------------------------
 
+def _cancel_upload(client: RegistryClient, url: str) -> None:
+    """``DELETE`` an abandoned upload session, as the spec asks of clients; failures are ignored (the
+    registry drops stale sessions on its own)."""
+    try:
+        client.request("DELETE", url, retry=False).close()
+    except RegistryError:
+        pass
+
+
+_RANGE_RE = re.compile(r"^(?:bytes=)?0-(-?\d+)$")
+
+
+def _upload_offset(client: RegistryClient, url: str) -> tuple[int, str] | requests.Response:
+    """Where an upload session stands (``GET`` on it: ``204`` with ``Range: 0-LAST``): (bytes received,
+    the session's URL), or the registry's unexpected answer."""
+    resp = client.request("GET", url)
+    m = _RANGE_RE.match(resp.headers.get("Range", "").strip())
+    if resp.status_code not in (200, 204) or not m:
+        return resp
+    resp.close()
+    return int(m.group(1)) + 1, urljoin(url, resp.headers.get("Location") or url)
+
+
+def _send_chunks(client: RegistryClient, url: str, path: os.PathLike, size: int, digest: str, chunk: int,
+                 on_bytes: Callable[[int], None]) -> requests.Response:
+    """Upload a blob to the session at ``url`` in chunks (OCI distribution spec, "Pushing a blob in chunks").
+
+    Each ``PATCH`` carries ``chunk`` bytes with ``Content-Range: FIRST-LAST`` (inclusive) and answers ``202``
+    with the session's next ``Location``; a closing ``PUT ...?digest=D`` with no body ends the session.
+    A chunk that fails (connection error, 5xx, or ``416`` for a range the registry did not expect) is sent
+    again from the offset the registry reports, up to :data:`RETRIES` times in all. Returns the closing
+    ``PUT``'s response, or the first answer that is neither success nor worth a retry."""
+    offset = 0
+    failures = 0
+    while offset < size:
+        n = min(chunk, size - offset)
+        try:
+            resp = client.request("PATCH", url, headers={"Content-Type": "application/octet-stream",
+                                                         "Content-Range": f"{offset}-{offset + n - 1}"},
+                                  body=lambda o=offset, k=n: _FileBody(path, k, on_bytes, offset=o), retry=False)
+        except RegistryUnreachable:
+            failures += 1
+            if failures >= RETRIES:
+                raise
+            resp = None
+        if resp is not None and resp.status_code == 202:
+            url = urljoin(url, resp.headers.get("Location") or url)
+            resp.close()
+            offset += n
+            continue
+        if resp is not None:
+            failures += 1
+            if (resp.status_code != 416 and resp.status_code < 500) or failures >= RETRIES:
+                return resp
+            resp.close()
+        client._backoff(failures - 1)
+        status = _upload_offset(client, url)
+        if isinstance(status, requests.Response):
+            return status
+        offset, url = status
+        if offset > size:
+            raise RegistryError(f"{client.what}: registry {client.domain} reports {offset} bytes received of "
+                                f"blob {digest}, which has {size}")
+    return client.request("PUT", _add_query(url, digest=digest))
+
+
 def _push_blob(client: RegistryClient, store: Store, repo: str, digest: str, size: int, sources: list[str],
                emit: Progress) -> tuple[str, int]:
-    """HEAD, else mount, else upload one blob; returns (action, bytes sent)."""
+    """HEAD, else mount, else upload one blob; returns (action, bytes sent).
+
+    The upload is one ``PUT`` of the whole blob, or, for a blob larger than :data:`CHUNKED_THRESHOLD` or
+    when the registry refuses the whole blob in one request (``413``), ``PATCH`` requests of
+    :data:`UPLOAD_CHUNK` bytes closed by a ``PUT`` (:func:`_send_chunks`). A failed upload (connection
+    error, 5xx) is tried again in a new upload session."""
+    min_chunk = ""
     resp = client.request("HEAD", f"/v2/{repo}/blobs/{digest}")
     resp.close()
     if resp.status_code == 200:
@@ -956,6 +1037,7 @@ def _push_blob(client: RegistryClient, store: Store, repo: str, digest: str, siz
             return f"Mounted from {src}", 0
         if resp.status_code == 202 and resp.headers.get("Location"):
             location = resp.headers["Location"]  # not mounted: the registry opened an upload session
+            min_chunk = resp.headers.get("OCI-Chunk-Min-Length", "")
             resp.close()
             break
         if resp.status_code in (401, 403):
@@ -973,17 +1055,25 @@ def _push_blob(client: RegistryClient, store: Store, repo: str, digest: str, siz
         sent["n"] += n
         emit(f"{short(digest)}: Pushing", n)
 
+    chunked = size > CHUNKED_THRESHOLD
     for attempt in range(RETRIES):
         if location is None:
             resp = client.request("POST", f"/v2/{repo}/blobs/uploads/")
             if resp.status_code != 202 or not resp.headers.get("Location"):
                 raise client.error_for(resp)
             location = resp.headers["Location"]
+            min_chunk = resp.headers.get("OCI-Chunk-Min-Length", "")
             resp.close()
-        url = _add_query(urljoin(client.base + "/", location), digest=digest)
+        url = urljoin(client.base + "/", location)
+        location = None  # an upload session serves one try
         try:
-            resp = client.request("PUT", url, headers={"Content-Type": "application/octet-stream"},
-                                  body=lambda: _FileBody(path, size, on_bytes), retry=False)
+            if chunked:
+                chunk = max(UPLOAD_CHUNK, int(min_chunk) if min_chunk.isdigit() else 0)
+                resp = _send_chunks(client, url, path, size, digest, chunk, on_bytes)
+            else:
+                resp = client.request("PUT", _add_query(url, digest=digest),
+                                      headers={"Content-Type": "application/octet-stream"},
+                                      body=lambda: _FileBody(path, size, on_bytes), retry=False)
         except RegistryUnreachable:
             if attempt == RETRIES - 1:
                 raise
@@ -994,12 +1084,17 @@ def _push_blob(client: RegistryClient, store: Store, repo: str, digest: str, siz
             if got and got != digest:
                 raise DigestMismatch(f"{client.what}: registry {client.domain} stored blob {digest} as {got}")
             return "Pushed", size
+        if resp is not None and resp.status_code == 413 and not chunked and attempt < RETRIES - 1:
+            resp.close()  # too large for one request (a proxy's body limit, say): send it in chunks
+            _cancel_upload(client, url)
+            chunked = True
+            continue
         if resp is not None and (resp.status_code < 500 or attempt == RETRIES - 1):
             raise client.error_for(resp)
         if resp is not None:
             resp.close()
-        location = None  # start a new upload session
-        client._backoff(attempt)
+        _cancel_upload(client, url)
+        client._backoff(attempt)  # then a new upload session
     raise AssertionError("unreachable")  # pragma: no cover
 
 
