@@ -124,6 +124,10 @@ _HDR = struct.Struct("100s8s8s8s12s12s8sc100s6s2x32x32x8s8s155s")
 
 
 def _num(field: bytes) -> int:
+    try:  # the common case, octal digits ended by NUL or space: one C call (a fifth of header parsing before)
+        return int(field.rstrip(b"\0 ") or b"0", 8)
+    except ValueError:
+        pass
     if field[0] & 0x80:  # GNU base-256
         v = int.from_bytes(field[1:], "big")
         return -((1 << (8 * (len(field) - 1))) - v) if field[:1] == b"\xff" else v
