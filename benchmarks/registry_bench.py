@@ -13,7 +13,9 @@ as a warm-up and ``--repeat`` times (median), each a child process after a ``syn
   verified, indexed, fsynced) and ``skopeo copy docker://... oci:DIR`` (into an empty layout);
 - a second push of the same image to the same registry: its time and the layer bytes it sent (target 0).
 
-It prints sizes, times, MB/s, peak RSS and the ratios layerkit / skopeo (target <= 1.0).
+It prints sizes, times, MB/s, CPU seconds (user + system, median), peak RSS and the ratios layerkit / skopeo
+(target <= 1.0). The CPU figure shows where a ratio comes from on a machine with few cores: a layerkit pull
+inflates and hashes every layer tar (diff_id) and parses its headers, which ``skopeo copy ... oci:`` does not.
 
 Run: ``python -m benchmarks.registry_bench [--size-mb 500] [--layers 6] [--repeat 3] [--compression gzip]``.
 Not collected by pytest.
@@ -138,8 +140,8 @@ class Registry:
         self.log.close()
 
 
-def run_rss(argv: list[str]) -> tuple[float, int, str]:
-    """Run a child after a sync; (wall seconds, its peak RSS in bytes, its stdout).
+def run_rss(argv: list[str]) -> tuple[float, int, str, float]:
+    """Run a child after a sync; (wall seconds, its peak RSS in bytes, its stdout, its CPU seconds).
 
     The peak RSS comes from GNU ``time`` (``/usr/bin/time -f %M``) when it is there: ``wait4`` in this
     process would report at least this process's own RSS, which a forked child inherits as its high-water
@@ -164,7 +166,8 @@ def run_rss(argv: list[str]) -> tuple[float, int, str]:
         if gnu_time:
             text = rssf.read().strip().splitlines()
             rss = int(text[-1]) * 1024 if text and text[-1].isdigit() else rss
-        return wall, rss, out.read().decode()
+        cpu = usage.ru_utime + usage.ru_stime  # the child's and those of its children it waited for
+        return wall, rss, out.read().decode(), cpu
 
 
 def lk_push(store: Path, ref: str) -> list[str]:
@@ -228,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     keys = ["lk_push", "sk_push", "lk_pull", "sk_pull", "lk_push2"] + (["sk_storage"] if a.containers_storage else [])
     times: dict[str, list[float]] = {k: [] for k in keys}
     rss: dict[str, int] = dict.fromkeys(times, 0)
+    cpus: dict[str, list[float]] = {k: [] for k in keys}
     sent2: list[int] = []
     try:
         # pulls come from one registry that layerkit filled
@@ -245,18 +249,20 @@ def main(argv: list[str] | None = None) -> int:
                         else:
                             argv = [skopeo, "--insecure-policy", "copy", "-q", "--dest-tls-verify=false",
                                     f"oci:{layout}:{NAME}", f"docker://{reg.host}/bench/push:1"]
-                        wall, peak, _ = run_rss(argv)
+                        wall, peak, _, cpu = run_rss(argv)
                         if key == "lk_push":
                             # the same image again: every blob is there
-                            wall2, _, out2 = run_rss(lk_push(store, f"{reg.host}/bench/push:1"))
+                            wall2, _, out2, cpu2 = run_rss(lk_push(store, f"{reg.host}/bench/push:1"))
                     finally:
                         reg.stop()
                         shutil.rmtree(work / f"push-{key}-{rnd}", ignore_errors=True)
                     if rnd:
                         times[key].append(wall)
+                        cpus[key].append(cpu)
                         rss[key] = max(rss[key], peak)
                         if key == "lk_push":
                             times["lk_push2"].append(wall2)
+                            cpus["lk_push2"].append(cpu2)
                             sent2.append(json.loads(out2)["transferred_bytes"])
                 # pull: each tool into an empty destination
                 for key in [k for k in ("lk_pull", "sk_pull", "sk_storage") if k in times]:
@@ -270,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         argv = [skopeo, "--insecure-policy", "copy", "-q", "--src-tls-verify=false",
                                 f"docker://{src.host}/bench/pull:1", f"oci:{dest}:{NAME}"]
-                    wall, peak, out = run_rss(argv)
+                    wall, peak, out, cpu = run_rss(argv)
                     if key == "lk_pull":
                         res = json.loads(out)
                         assert res["image_id"] == img.id and res["transferred_bytes"] == total, res
@@ -279,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                     shutil.rmtree(dest, ignore_errors=True)
                     if rnd:
                         times[key].append(wall)
+                        cpus[key].append(cpu)
                         rss[key] = max(rss[key], peak)
         finally:
             src.stop()
@@ -290,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     def line(label: str, key: str) -> str:
         ts = ", ".join(f"{t:.2f}" for t in times[key])
         return (f"{label:<22}{med[key]:6.2f} s median ({ts})  {total / 1e6 / med[key]:6.0f} MB/s  "
-                f"peak RSS {rss[key] / 1e6:.0f} MB")
+                f"CPU {statistics.median(cpus[key]):.2f} s  peak RSS {rss[key] / 1e6:.0f} MB")
 
     print(line("layerkit push:", "lk_push"))
     print(line("skopeo copy (push):", "sk_push"))

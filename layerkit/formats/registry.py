@@ -712,8 +712,8 @@ def pull_workers() -> int:
 
     Ingesting is CPU-bound on a local registry (sha256 of the blob, inflate, sha256 of the tar, header
     parsing); those steps release the GIL, but the header parsing does not, so threads beyond the cores
-    only add contention: on 2 cores, 2 workers pulled the 6-layer benchmark image in 1.64 s, 3 in 1.71 s
-    and 4 in 1.88 s (1 worker: 2.8 s)."""
+    only add contention: on 2 cores, 2 workers pulled the registry benchmark's image as fast as 3 and
+    about 10 % faster than 4, and 1.8 times as fast as 1 (benchmarks/README.md)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
