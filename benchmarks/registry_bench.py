@@ -9,8 +9,10 @@ as a warm-up and ``--repeat`` times (median), each a child process after a ``syn
 
 - push: ``layerkit`` (``registry.push`` from the store) and ``skopeo copy oci:LAYOUT docker://...`` (the
   same blobs), each into a registry started empty for that run;
-- pull: ``layerkit`` (``registry.pull`` into an empty store: every blob streamed, digest and diff_id
-  verified, indexed, fsynced) and ``skopeo copy docker://... oci:DIR`` (into an empty layout);
+- pull: ``layerkit`` (``registry.pull`` into an empty store: every blob streamed, its digest verified,
+  fsynced; diff_ids are checked when a layer is first used) and ``skopeo copy docker://... oci:DIR`` (into
+  an empty layout, the same work); also ``pull --verify`` (every layer inflated, its diff_id checked and
+  its tar indexed during the pull);
 - a second push of the same image to the same registry: its time and the layer bytes it sent (target 0).
 
 It prints sizes, times, MB/s, CPU seconds (user + system, median), peak RSS and the ratios layerkit / skopeo
@@ -177,10 +179,10 @@ def lk_push(store: Path, ref: str) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def lk_pull(store: Path, ref: str) -> list[str]:
-    """A child that pulls into ``store`` and prints the result as JSON."""
+def lk_pull(store: Path, ref: str, verify: bool = False) -> list[str]:
+    """A child that pulls into ``store`` and prints the result as JSON (``verify``: pull --verify)."""
     code = ("import json,sys; from layerkit.engine.store import Store; from layerkit.formats.registry import pull; "
-            f"print(json.dumps(pull(Store({str(store)!r}), {ref!r}).to_json()))")
+            f"print(json.dumps(pull(Store({str(store)!r}), {ref!r}, verify={verify!r}).to_json()))")
     return [sys.executable, "-c", code]
 
 
@@ -228,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{kind} blobs to transfer ({', '.join(f'{s / 1e6:.0f}' for s in blob_sizes)} MB)", flush=True)
 
     work = Path(tempfile.mkdtemp(dir=HERE, prefix="run-"))
-    keys = ["lk_push", "sk_push", "lk_pull", "sk_pull", "lk_push2"] + (["sk_storage"] if a.containers_storage else [])
+    keys = ["lk_push", "sk_push", "lk_pull", "sk_pull", "lk_pull_verify", "lk_push2"]
+    keys += ["sk_storage"] if a.containers_storage else []
     times: dict[str, list[float]] = {k: [] for k in keys}
     rss: dict[str, int] = dict.fromkeys(times, 0)
     cpus: dict[str, list[float]] = {k: [] for k in keys}
@@ -265,10 +268,10 @@ def main(argv: list[str] | None = None) -> int:
                             cpus["lk_push2"].append(cpu2)
                             sent2.append(json.loads(out2)["transferred_bytes"])
                 # pull: each tool into an empty destination
-                for key in [k for k in ("lk_pull", "sk_pull", "sk_storage") if k in times]:
+                for key in [k for k in ("lk_pull", "sk_pull", "lk_pull_verify", "sk_storage") if k in times]:
                     dest = work / f"{key}-{rnd}"
-                    if key == "lk_pull":
-                        argv = lk_pull(dest, f"{src.host}/bench/pull:1")
+                    if key in ("lk_pull", "lk_pull_verify"):
+                        argv = lk_pull(dest, f"{src.host}/bench/pull:1", verify=key == "lk_pull_verify")
                     elif key == "sk_storage":
                         argv = [skopeo, "--insecure-policy", "copy", "-q", "--src-tls-verify=false",
                                 f"docker://{src.host}/bench/pull:1",
@@ -277,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                         argv = [skopeo, "--insecure-policy", "copy", "-q", "--src-tls-verify=false",
                                 f"docker://{src.host}/bench/pull:1", f"oci:{dest}:{NAME}"]
                     wall, peak, out, cpu = run_rss(argv)
-                    if key == "lk_pull":
+                    if key in ("lk_pull", "lk_pull_verify"):
                         res = json.loads(out)
                         assert res["image_id"] == img.id and res["transferred_bytes"] == total, res
                     if key == "sk_storage":  # vfs layers are plain directories, some read-only
@@ -296,18 +299,21 @@ def main(argv: list[str] | None = None) -> int:
 
     def line(label: str, key: str) -> str:
         ts = ", ".join(f"{t:.2f}" for t in times[key])
-        return (f"{label:<22}{med[key]:6.2f} s median ({ts})  {total / 1e6 / med[key]:6.0f} MB/s  "
+        return (f"{label:<25}{med[key]:6.2f} s median ({ts})  {total / 1e6 / med[key]:6.0f} MB/s  "
                 f"CPU {statistics.median(cpus[key]):.2f} s  peak RSS {rss[key] / 1e6:.0f} MB")
 
     print(line("layerkit push:", "lk_push"))
     print(line("skopeo copy (push):", "sk_push"))
     print(line("layerkit pull:", "lk_pull"))
     print(line("skopeo copy (pull):", "sk_pull"))
+    print(line("layerkit pull --verify:", "lk_pull_verify"))
     if "sk_storage" in times:
         print(line("skopeo to c-storage:", "sk_storage"))
     for what, lk, sk in (("push", "lk_push", "sk_push"), ("pull", "lk_pull", "sk_pull")):
         ratio = med[lk] / med[sk]
         print(f"ratio layerkit/skopeo {what}: {ratio:.2f} (target <= 1.0)  {'OK' if ratio <= 1.0 else 'ABOVE TARGET'}")
+    print(f"ratio layerkit pull --verify (every layer inflated, diff_id checked, indexed) / skopeo: "
+          f"{med['lk_pull_verify'] / med['sk_pull']:.2f}")
     print(f"second push: {med['lk_push2']:.2f} s median ({', '.join(f'{t:.2f}' for t in times['lk_push2'])}), "
           f"layer bytes sent {max(sent2)} (target 0)  {'OK' if max(sent2) == 0 else 'ABOVE TARGET'}")
     return 0

@@ -179,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("reference", metavar="REF")
     s.add_argument("--platform", metavar="OS/ARCH[/VARIANT]")
     s.add_argument("--insecure", action="store_true", help="allow plain HTTP / unverified TLS")
+    s.add_argument("--verify", action="store_true",
+                   help="also inflate every layer now, checking its diff_id and indexing it (default: on first use)")
     _fmt(s)
 
     s = sub.add_parser("push", help="push an image to a registry")
@@ -246,7 +248,8 @@ def run(args: argparse.Namespace) -> Any:
                               _threshold(args.highest_wasted_bytes, parse_size),
                               _threshold(args.highest_user_wasted_percent, float))
     if v == "pull":
-        return commands.pull(store, args.reference, platform=args.platform, insecure=args.insecure)
+        return commands.pull(store, args.reference, platform=args.platform, insecure=args.insecure,
+                             verify=args.verify)
     if v == "push":
         return commands.push(store, args.image, args.reference, insecure=args.insecure)
     if v == "login":

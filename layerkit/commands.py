@@ -112,6 +112,7 @@ def _sharing(store: Store) -> tuple[list[Image], dict[str, list[Image]]]:
 def _image_sizes(img: Image, users: dict[str, list[Image]]) -> tuple[int, int, int]:
     """(size, shared_size, unique_size) as ``docker system df -v`` defines them (sharing by chain ID)."""
     size = shared = 0
+    img.store.index_layers(img.layers)  # a pulled image's layers are indexed on first use, several at once
     for layer in img.layers:
         size += layer.size
         if len(users.get(layer.chain_id, [])) > 1:
@@ -634,13 +635,15 @@ def _transfer_bar(desc: str):
     return bar, progress
 
 
-def pull(store: Store, ref: str, platform: str | None = None, insecure: bool = False) -> Message:
-    """``pull REF``: fetch an image over the OCI distribution API; layers the store holds are not fetched."""
+def pull(store: Store, ref: str, platform: str | None = None, insecure: bool = False,
+         verify: bool = False) -> Message:
+    """``pull REF``: fetch an image over the OCI distribution API; layers the store holds are not fetched.
+    ``verify``: check every layer's diff_id (and index it) now rather than on first use."""
     from .formats.registry import pull as do_pull
 
     bar, progress = _transfer_bar(f"pull {ref}")
     try:
-        res = do_pull(store, ref, platform=platform, insecure=insecure, progress=progress)
+        res = do_pull(store, ref, platform=platform, insecure=insecure, progress=progress, verify=verify)
     finally:
         bar.close()
     return Message(res.lines(), res.to_json())

@@ -959,6 +959,58 @@ def test_blob_digest_mismatch(victim, stub):
                   errors.DigestMismatch, stub.host, "bad/blob:v1", good.digest)
 
 
+def _liar(stub) -> tuple[Img, bytes, bytes]:
+    """An image whose config claims the diff_id of ``real`` for a layer that holds ``fake`` (the blob's own
+    digest is right, so only inflating it shows the lie)."""
+    real = tar_bytes({"app/real.txt": b"real\n"})
+    fake = tar_bytes({"app/fake.txt": b"not what the config says\n"})
+    img = make_image([Blob(gzip.compress(fake, mtime=0), OCI_LAYER_GZIP, sha(real))], "liar")
+    stub.add("liar/app", "v1", img)
+    return img, real, fake
+
+
+def test_pull_verify_refuses_a_layer_whose_diff_id_lies(victim, stub):
+    img, real, fake = _liar(stub)
+    fails_cleanly(victim, lambda: registry.pull(Store(victim), f"{stub.host}/liar/app:v1", verify=True),
+                  errors.DigestMismatch, stub.host, "liar/app:v1", img.layers[0].digest, sha(real))
+
+
+def test_pulled_layer_diff_id_is_checked_on_first_use(stub, tmp_path, capsys):
+    """A pull checks each blob against its digest; a layer's diff_id is checked when the layer is first
+    indexed. Until then the layer's blob is never reused for another image on its config's word."""
+    from layerkit.cli import main
+
+    img, real, fake = _liar(stub)
+    root = tmp_path / "store"
+    res = registry.pull(Store(root), f"{stub.host}/liar/app:v1")
+    assert [la.action for la in res.layers] == ["Pull complete"]
+    capsys.readouterr()
+    assert main(["--store", str(root), "ls", f"{stub.host}/liar/app:v1", "-R"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and img.layers[0].digest in err and sha(real) in err and sha(fake) in err, err
+    # an honest image with that diff_id gets its own blob, and reads its own bytes
+    write_layout(tmp_path / "layout", {"honest:v1": make_image([layer(real)], "honest")})
+    assert main(["--store", str(root), "load", str(tmp_path / "layout")]) == 0
+    capsys.readouterr()
+    assert main(["--store", str(root), "cat", "honest:v1", "/app/real.txt"]) == 0
+    assert capsys.readouterr().out == "real\n"
+    assert main(["--store", str(root), "ls", f"{stub.host}/liar/app:v1"]) == 1  # still refused
+
+
+def test_pull_then_first_use_indexes_like_verify(images, reg, pushed, tmp_path):
+    """The index made on first use of a pulled image equals the one ``pull --verify`` makes."""
+    lazy, eager = Store(tmp_path / "lazy"), Store(tmp_path / "eager")
+    ref = f"{reg.host}/team/app:b"
+    registry.pull(lazy, ref)
+    assert not any((lazy.meta_dir / "layers").glob("*.idx"))  # nothing inflated yet
+    registry.pull(eager, ref, verify=True)
+    a, b = lazy.image(ref), eager.image(ref)
+    rows = [[(u.path, u.type, u.entry.size, u.entry.mode, u.layer) for u in st.image_view(im).walk("/")]
+            for st, im in ((lazy, a), (eager, b))]
+    assert rows[0] == rows[1] and len(rows[0]) > 100
+    assert [la.size for la in a.layers] == [la.size for la in b.layers]
+
+
 def test_manifest_not_json(victim, stub):
     stub.manifests[("bad/json", "v1")] = (OCI_MANIFEST, b"<html>surprise</html>")
     fails_cleanly(victim, lambda: registry.pull(Store(victim), f"{stub.host}/bad/json:v1"),

@@ -39,6 +39,15 @@ class BlobWriter:
         self._file.write(data)
         self.size += len(data)
 
+    def current_digest(self) -> str:
+        """The digest of the bytes written so far."""
+        return "sha256:" + self._hash.hexdigest()
+
+    def sync(self) -> None:
+        """fsync what is written so far (a worker can do it before the commit, which then finds little left)."""
+        if not self._file.closed:
+            os.fsync(self._file.fileno())
+
     def copy_from(self, src: BinaryIO, limit: int | None = None) -> None:
         """Stream ``src`` (up to ``limit`` bytes) into the blob without holding it in memory."""
         remaining = limit

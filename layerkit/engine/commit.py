@@ -153,7 +153,7 @@ def commit(container: Container, repo: str | None = None, message: str = "", aut
             res.writer.abort()
         else:
             res.writer.commit()
-        store.save_layer_index(res.index)
+        store.save_layer_index(res.index, res.digest)
         layers.append(NewLayer(res.digest, res.diff_id, OCI_LAYER, res.compressed_size))
     config_bytes = json.dumps(out, separators=(",", ":")).encode()
     image, _ = store.add_image(config_bytes, layers, [tag] if tag else [], parent=base.id)

@@ -120,6 +120,7 @@ class Image:
     @property
     def size(self) -> int:
         """Docker's image size: the sum of its layers' sizes."""
+        self.store.index_layers(self.layers)
         return sum(layer.size for layer in self.layers)
 
     @property

@@ -15,7 +15,6 @@ read raises), and every temporary blob of the image is dropped before the error 
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -25,7 +24,7 @@ from typing import BinaryIO
 from ..engine.digests import is_digest, sha256_bytes
 from ..engine.humanize import parse_time
 from ..engine.image import MAX_LAYERS, Image
-from ..engine.layer import OCI_TYPE_FOR, IngestResult, ingest_layer
+from ..engine.layer import OCI_TYPE_FOR, IngestResult, fetch_layer, ingest_layer
 from ..engine.reference import Reference
 from ..engine.store import NewLayer, Store
 from ..errors import DigestMismatch, InvalidManifest, MaxDepthExceeded
@@ -141,15 +140,6 @@ class _Cancellable:
         return self._f.read(n)
 
 
-def _sync(writer: object) -> None:
-    """fsync a verified, still uncommitted blob in the worker, overlapping the other layers' work (the
-    commit's own fsync then finds nothing left to write). BlobWriter has no public call for this: it
-    keeps its file as ``_file``; without one, the commit's fsync does it all."""
-    f = getattr(writer, "_file", None)
-    if f is not None and not f.closed:
-        os.fsync(f.fileno())
-
-
 class ImportBatch:
     """Images brought in together (one ``load``), all or nothing.
 
@@ -163,6 +153,7 @@ class ImportBatch:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._known = store.known_layers()
+        self._blobs = store.layer_blobs()
         self._pending: dict[str, IngestResult] = {}  # diff_id -> verified, uncommitted layer
         self._images: list[tuple[bytes, list[NewLayer], list[Reference], bytes | None]] = []
 
@@ -183,6 +174,7 @@ class ImportBatch:
         progress: Callable[[str, int], None] | None = None,
         manifest_bytes: bytes | None = None,
         workers: int = 1,
+        index_now: bool = True,
     ) -> None:
         """Verify one image and stream its new layers into temporary blobs.
 
@@ -190,7 +182,11 @@ class ImportBatch:
         up holding exactly the blobs it names, so the manifest digest survives the round trip.
         ``workers`` > 1 ingests up to that many layers at once; the sources must then be independent
         streams (``open`` is called in a worker thread) and ``progress`` may be called from any of them,
-        never two at a time. On any failure no layer of this image stays pending."""
+        never two at a time. On any failure no layer of this image stays pending.
+
+        ``index_now=False`` (a pull) only fetches each layer blob and checks its digest; a layer whose
+        blob the store holds already is not read at all. Its diff_id is checked and its index made on first
+        use (:func:`~layerkit.engine.layer.fetch_layer`)."""
         image_id = sha256_bytes(config_bytes)
         if expected_id and image_id != expected_id:
             raise DigestMismatch(f"{label}: config hashes to {image_id}, expected {expected_id}")
@@ -212,6 +208,12 @@ class ImportBatch:
             if diff_id in todo:  # the same layer twice in one image: read once
                 entries.append(diff_id)
                 continue
+            have = self._blobs.get(src.digest or "") if not index_now else None
+            if have is not None and self.store.blobs.has(src.digest):
+                entries.append(NewLayer(src.digest, diff_id, have[0], have[1]))
+                if progress:
+                    progress(f"{diff_id[7:19]}: Already exists", 0)
+                continue
             hit = self._known.get(diff_id)
             if hit is not None and self.store.blobs.has(hit[0]):
                 entries.append(NewLayer(hit[0], diff_id, hit[1], hit[2]))
@@ -219,7 +221,7 @@ class ImportBatch:
                     progress(f"{diff_id[7:19]}: Already exists", 0)
                 continue
             if workers <= 1:
-                res = self._ingest(src, diff_id)
+                res = self._ingest(src, diff_id, index_now=index_now)
                 self._pending[diff_id] = res
                 entries.append(NewLayer(res.digest, diff_id, OCI_TYPE_FOR[res.compression],
                                         res.compressed_size))
@@ -229,7 +231,7 @@ class ImportBatch:
             todo[diff_id] = src
             entries.append(diff_id)
         if todo:
-            self._pending.update(self._ingest_all(todo, workers, progress))
+            self._pending.update(self._ingest_all(todo, workers, progress, index_now))
         new_layers: list[NewLayer] = []
         for e in entries:
             if isinstance(e, str):
@@ -238,14 +240,19 @@ class ImportBatch:
             new_layers.append(e)
         self._images.append((config_bytes, new_layers, tags, manifest_bytes))
 
-    def _ingest(self, src: LayerSource, diff_id: str, cancel: threading.Event | None = None) -> IngestResult:
+    def _ingest(self, src: LayerSource, diff_id: str, cancel: threading.Event | None = None,
+                index_now: bool = True) -> IngestResult:
         """Stream one layer into a temporary blob and verify it (the writer is not committed)."""
         res = None
         try:
             with src.open() as f:
-                res = ingest_layer(self.store.blobs, f if cancel is None else _Cancellable(f, cancel),
-                                   label=src.label, limit=src.size, expected_digest=src.digest,
-                                   expected_diff_id=diff_id)
+                stream = f if cancel is None else _Cancellable(f, cancel)
+                if index_now or not src.digest:
+                    res = ingest_layer(self.store.blobs, stream, label=src.label, limit=src.size,
+                                       expected_digest=src.digest, expected_diff_id=diff_id)
+                else:
+                    res = fetch_layer(self.store.blobs, stream, label=src.label, diff_id=diff_id,
+                                      expected_digest=src.digest, limit=src.size)
         except BaseException:
             if res is not None:  # verified, but closing the source failed
                 res.writer.abort()
@@ -253,7 +260,8 @@ class ImportBatch:
         return res
 
     def _ingest_all(self, todo: dict[str, LayerSource], workers: int,
-                    progress: Callable[[str, int], None] | None) -> dict[str, IngestResult]:
+                    progress: Callable[[str, int], None] | None, index_now: bool = True
+                    ) -> dict[str, IngestResult]:
         """Ingest these layers on up to ``workers`` threads, all or none: on the first failure the
         others are stopped, every temporary blob is dropped and that failure is raised."""
         cancel = threading.Event()
@@ -263,9 +271,9 @@ class ImportBatch:
         def one(diff_id: str, src: LayerSource) -> None:
             if cancel.is_set():
                 raise _Cancelled
-            res = self._ingest(src, diff_id, cancel)
+            res = self._ingest(src, diff_id, cancel, index_now)
             try:
-                _sync(res.writer)
+                res.writer.sync()  # in the worker, overlapping the other layers' work
             except BaseException:
                 res.writer.abort()
                 raise
@@ -318,7 +326,8 @@ class ImportBatch:
             for res in pending:
                 res.writer.commit()
                 done += 1
-                self.store.save_layer_index(res.index)
+                if res.index is not None:
+                    self.store.save_layer_index(res.index, res.digest)
         except BaseException:
             for res in pending[done:]:
                 res.writer.abort()
@@ -344,10 +353,11 @@ def import_image(
     progress: Callable[[str, int], None] | None = None,
     manifest_bytes: bytes | None = None,
     workers: int = 1,
+    index_now: bool = True,
 ) -> tuple[Image, list[Reference]]:
     """Stream the layers of one image into the store, verify everything, then record it with its tags
-    (``workers``: see :meth:`ImportBatch.add`)."""
+    (``workers`` and ``index_now``: see :meth:`ImportBatch.add`)."""
     with ImportBatch(store) as batch:
         batch.add(config_bytes, layers, tags, label, expected_id=expected_id, progress=progress,
-                  manifest_bytes=manifest_bytes, workers=workers)
+                  manifest_bytes=manifest_bytes, workers=workers, index_now=index_now)
         return batch.commit()[0]

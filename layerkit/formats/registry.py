@@ -849,13 +849,16 @@ def _get_config(store: Store, client: RegistryClient, repo: str, desc: dict) -> 
 
 
 def pull(store: Store, ref: str, platform: str | None = None, insecure: bool = False,
-         progress: Progress | None = None) -> TransferResult:
+         progress: Progress | None = None, verify: bool = False) -> TransferResult:
     """Pull ``ref`` (``[REGISTRY/]NAME[:TAG|@DIGEST]``) into the store and tag it with the full reference.
 
     ``platform`` (``os/arch[/variant]``) picks from a multi-platform image (default: this machine's).
     ``progress(message, nbytes)`` is called as layer bytes arrive (``"<12 hex>: Downloading"``) and once per
     layer at the end (``Already exists`` / ``Pull complete``, 0 bytes). A pull by digest records the
-    image under ``NAME@DIGEST``. Raises a :class:`RegistryError` subclass, :class:`DigestMismatch`,
+    image under ``NAME@DIGEST``. Every blob is checked against its digest before it enters the store;
+    with ``verify`` each layer is also inflated, its diff_id checked and its index made during the pull,
+    otherwise that happens when the layer is first used (see :func:`~layerkit.engine.layer.fetch_layer`).
+    Raises a :class:`RegistryError` subclass, :class:`DigestMismatch`,
     :class:`InvalidManifest` or :class:`UnsupportedMediaType`, each one line naming the reference and the
     registry; the store is then unchanged.
     """
@@ -935,7 +938,7 @@ def pull(store: Store, ref: str, platform: str | None = None, insecure: bool = F
                          for t in img.tags)
         image, _ = import_image(store, config_bytes, [source(ld) for ld in layer_descs], tags, what,
                                 expected_id=cdesc["digest"], progress=relay, manifest_bytes=data,
-                                workers=pull_workers())
+                                workers=pull_workers(), index_now=verify)
     layers = [LayerTransfer(ld["digest"], ld["size"], "Pull complete" if ld["digest"] in opened
                             else "Already exists") for ld in layer_descs]
     skipped = sum(la.size for la in layers if la.action == "Already exists")
