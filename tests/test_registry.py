@@ -1077,7 +1077,7 @@ def test_concurrent_pull_reports_every_layer(images, reg, tmp_path, monkeypatch)
     """Five layers (one of them twice) on four workers: each blob is fetched once, every layer is
     reported once, the progress callback is never entered by two threads at a time, and the lines are
     in the manifest's order whatever order the layers finished in."""
-    monkeypatch.setattr(registry, "pull_workers", lambda: 4)
+    monkeypatch.setattr(registry, "pull_workers", lambda verify=True: 4)
     parts = [files_layer(f"multi{i}", 100 + i, size=1_500_000 + 300_000 * i) for i in range(5)]
     img = make_image([parts[0], parts[1], parts[2], parts[1], parts[3], parts[4]], "multi")
     src = Store(tmp_path / "src")
@@ -1121,7 +1121,7 @@ def test_concurrent_pull_reports_every_layer(images, reg, tmp_path, monkeypatch)
 
 
 def test_concurrent_pull_with_a_bad_layer_leaves_the_store_as_it_was(victim, stub, monkeypatch):
-    monkeypatch.setattr(registry, "pull_workers", lambda: 4)
+    monkeypatch.setattr(registry, "pull_workers", lambda verify=True: 4)
     parts = [files_layer(f"part{i}", 200 + i, size=400_000) for i in range(5)]
     tar = tar_bytes({"app/middle.bin": random.Random(205).randbytes(400_000)})
     parts[2] = layer(tar, compress=False)

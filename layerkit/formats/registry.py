@@ -3,12 +3,13 @@
 Pull (:func:`pull`): ``GET /v2/NAME/manifests/REF`` with an ``Accept`` header for OCI indexes and manifests
 and Docker manifest lists and schema 2 manifests; an index or list is resolved to one platform (this
 machine's by default); a manifest pulled by digest must hash to that digest. The config and the layers
-go through :mod:`.importer`: each layer's HTTP body is streamed into a temporary blob and verified (blob
-digest, length and diff_id) before anything becomes visible, a layer whose diff_id the store already holds
-is not requested at all (``Already exists``), and the image is recorded all or nothing. Layers are
-downloaded and ingested concurrently (:func:`pull_workers`), largest first; a failing layer stops the
-others and leaves the store as it was. A config the store
-already holds is read from the store, so pulling an image the store has moves no blob at all.
+go through :mod:`.importer`: each layer's HTTP body is streamed into a temporary blob and its digest and
+length verified before anything becomes visible; the layer's diff_id is checked when the layer is first
+indexed (``pull --verify``: at once, with every layer inflated and indexed during the pull). A layer blob the
+store already holds is not requested at all (``Already exists``), and the image is recorded all or nothing.
+Layers are downloaded concurrently (:func:`pull_workers`), largest first; a failing layer stops the others
+and leaves the store as it was. A config the store already holds is read from the store, so pulling an
+image the store has moves no blob at all.
 
 Push (:func:`push`): every blob is checked with ``HEAD`` first (``Layer already exists``); a blob known to
 live in another repository of the same registry is mounted (``POST .../blobs/uploads/?mount=D&from=REPO``,
@@ -94,7 +95,8 @@ MAX_BACKOFF = 4.0
 TIMEOUT = (10.0, 120.0)  # connect, read (seconds between bytes)
 MAX_MOUNT_SOURCES = 3
 PUSH_WORKERS = 3  # blobs uploaded at once (Docker: 5); sending releases the GIL
-PULL_WORKERS = 4  # at most this many layers downloaded and ingested at once (Docker: 3, skopeo: 6)
+PULL_WORKERS = 4  # at most this many layers ingested at once by pull --verify (Docker: 3, skopeo: 6)
+FETCH_WORKERS = 4  # layer blobs a plain pull downloads at once (Docker: 3, skopeo: 6)
 CHUNKED_THRESHOLD = 512 << 20  # blobs larger than this are uploaded in chunks (PATCH), smaller ones in one PUT
 UPLOAD_CHUNK = 64 << 20  # bytes per PATCH (more when the registry asks for it: OCI-Chunk-Min-Length)
 STATE_FILE = "registry.json"
@@ -706,14 +708,17 @@ def image_for_repo_digest(store: Store, reference: str) -> str | None:
 
 # ---- pull ------------------------------------------------------------------------------------------
 
-def pull_workers() -> int:
-    """How many layers a pull ingests at once: one per core this process may use, at least 2 (so one
-    layer's network waits overlap another's work) and at most :data:`PULL_WORKERS`.
+def pull_workers(verify: bool = True) -> int:
+    """How many layers a pull brings in at once.
 
-    Ingesting is CPU-bound on a local registry (sha256 of the blob, inflate, sha256 of the tar, header
-    parsing); those steps release the GIL, but the header parsing does not, so threads beyond the cores
-    only add contention: on 2 cores, 2 workers pulled the registry benchmark's image as fast as 3 and
-    about 10 % faster than 4, and 1.8 times as fast as 1 (benchmarks/README.md)."""
+    A plain pull only fetches blobs and hashes them: it waits on the network and the disk, so it runs
+    :data:`FETCH_WORKERS` downloads at once whatever the cores (on 2 cores the registry benchmark's image
+    took 0.75 s with 2, 0.55 s with 3, 0.54 s with 4 and 0.55 s with 6). ``pull --verify`` also inflates,
+    hashes and indexes each tar, which is CPU-bound and whose header parsing holds the GIL: one worker per
+    core this process may use, at least 2 and at most :data:`PULL_WORKERS` (on 2 cores, 2 workers were as
+    fast as 3, about 10 % faster than 4 and 1.8 times as fast as 1; benchmarks/README.md)."""
+    if not verify:
+        return FETCH_WORKERS
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
@@ -938,7 +943,7 @@ def pull(store: Store, ref: str, platform: str | None = None, insecure: bool = F
                          for t in img.tags)
         image, _ = import_image(store, config_bytes, [source(ld) for ld in layer_descs], tags, what,
                                 expected_id=cdesc["digest"], progress=relay, manifest_bytes=data,
-                                workers=pull_workers(), index_now=verify)
+                                workers=pull_workers(verify), index_now=verify)
     layers = [LayerTransfer(ld["digest"], ld["size"], "Pull complete" if ld["digest"] in opened
                             else "Already exists") for ld in layer_descs]
     skipped = sum(la.size for la in layers if la.action == "Already exists")
