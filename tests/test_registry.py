@@ -995,6 +995,10 @@ def test_pulled_layer_diff_id_is_checked_on_first_use(stub, tmp_path, capsys):
     assert main(["--store", str(root), "cat", "honest:v1", "/app/real.txt"]) == 0
     assert capsys.readouterr().out == "real\n"
     assert main(["--store", str(root), "ls", f"{stub.host}/liar/app:v1"]) == 1  # still refused
+    # a docker-archive names layers by diff_id: saving the liar refuses it and writes nothing
+    capsys.readouterr()
+    assert main(["--store", str(root), "save", "-o", str(tmp_path / "liar.tar"), f"{stub.host}/liar/app:v1"]) == 1
+    assert sha(real) in capsys.readouterr().err and not list(tmp_path.glob("*liar.tar*"))
 
 
 def test_pull_then_first_use_indexes_like_verify(images, reg, pushed, tmp_path):

@@ -92,6 +92,8 @@ def save_docker_archive(store: Store, images: list[tuple[Image, list[Reference]]
             manifest = []
             repositories: dict[str, dict[str, str]] = {}
             for image, tags in images:
+                # a pulled layer's diff_id is checked (and its tar size known) once it is indexed
+                store.index_layers(image.layers)
                 config_bytes = store.blobs.read_bytes(image.id)
                 config_name = hex_of(image.id) + ".json"
                 if config_name not in written:
