@@ -68,22 +68,22 @@ def D(name: str, mode: int = 0o755, uid: int = 0, gid: int = 0) -> tarfile.TarIn
     return ti
 
 
+def _link(name: str, kind: bytes, target: str, mode: int) -> tarfile.TarInfo:
+    ti = tarfile.TarInfo(name)
+    ti.type = kind
+    ti.linkname = target
+    ti.mode, ti.mtime = mode, EPOCH
+    return ti
+
+
 def S(name: str, target: str) -> tarfile.TarInfo:
     """A symlink member."""
-    ti = tarfile.TarInfo(name)
-    ti.type = tarfile.SYMTYPE
-    ti.linkname = target
-    ti.mode, ti.mtime = 0o777, EPOCH
-    return ti
+    return _link(name, tarfile.SYMTYPE, target, 0o777)
 
 
 def H(name: str, target: str) -> tarfile.TarInfo:
     """A hardlink member (``target`` is a path in the layer or a layer below)."""
-    ti = tarfile.TarInfo(name)
-    ti.type = tarfile.LNKTYPE
-    ti.linkname = target
-    ti.mode, ti.mtime = 0o644, EPOCH
-    return ti
+    return _link(name, tarfile.LNKTYPE, target, 0o644)
 
 
 def WH(path: str) -> tarfile.TarInfo:
