@@ -33,8 +33,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +42,7 @@ import time
 from pathlib import Path
 
 from benchmarks.load_bench import build_archive
+from tests.services import ServiceError, start_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / ".bench" / "registry"
@@ -97,52 +96,6 @@ def build_layout(archive: Path, out: Path, compression: str) -> None:
     (out / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
         {"mediaType": OCI_MANIFEST, "digest": mdigest, "size": len(mbytes),
          "annotations": {"org.opencontainers.image.ref.name": NAME}}]}))
-
-
-class Registry:
-    """A docker-registry on a free 127.0.0.1 port with its storage under ``root``; stopped by PID."""
-
-    def __init__(self, root: Path) -> None:
-        exe = shutil.which("docker-registry") or "/usr/bin/docker-registry"
-        if not os.path.exists(exe):
-            raise SystemExit("docker-registry is not installed: apt-get install docker-registry")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        root.mkdir(parents=True, exist_ok=True)
-        config = root / "config.yml"
-        config.write_text(f"version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
-                          f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
-                          f"http:\n  addr: 127.0.0.1:{self.port}\n  secret: bench\n")
-        self.log = open(root / "registry.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        import requests
-
-        for _ in range(300):
-            try:
-                requests.get(f"http://{self.host}/v2/", timeout=1)
-                return
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        self.stop()
-        raise SystemExit("docker-registry did not start")
-
-    @property
-    def host(self) -> str:
-        """``127.0.0.1:PORT``."""
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        """Stop it by its PID."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log.close()
 
 
 def run_rss(argv: list[str]) -> tuple[float, int, str, float]:
@@ -248,14 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     sent2: list[int] = []
     try:
         # pulls come from one registry that layerkit filled
-        src = Registry(work / "pull-registry")
+        src = start_registry(work / "pull-registry", access_log=False)
         try:
             run_rss(lk_push(store, f"{src.host}/bench/pull:1"))
             for rnd in range(a.repeat + 1):
                 # push: each tool into an empty registry
                 for key in ("lk_push", "sk_push"):
                     (store / "layerkit" / "registry.json").unlink(missing_ok=True)
-                    reg = Registry(work / f"push-{key}-{rnd}")
+                    reg = start_registry(work / f"push-{key}-{rnd}", access_log=False)
                     try:
                         if key == "lk_push":
                             argv = lk_push(store, f"{reg.host}/bench/push:1")
@@ -338,4 +291,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except ServiceError as exc:
+        raise SystemExit(str(exc)) from None

@@ -14,18 +14,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import signal
-import socket
-import subprocess
 import tarfile
-import time
 from pathlib import Path
 
 import builders
 import pytest
-import requests
 from realtools import require, run, run_bytes, skopeo_copy
+from services import start_registry
 
 from layerkit.engine.reference import parse_reference
 from layerkit.engine.store import Store
@@ -253,40 +248,11 @@ def test_missing_store_image_hints_at_transports(tmp_path):
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
-    """``docker-registry`` on a free 127.0.0.1 port with storage under a temporary directory."""
+    """``docker-registry`` on a free 127.0.0.1 port with storage under a temporary directory: its host."""
     require("docker-registry")
-    root = tmp_path_factory.mktemp("registry")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = root / "config.yml"
-    config.write_text(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
-                      f"    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
-                      f"http:\n  addr: 127.0.0.1:{port}\n  secret: lk-copy-test\n")
-    with open(root / "registry.log", "wb") as log:
-        proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    host = f"127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 15
-        while True:
-            try:
-                requests.get(f"http://{host}/v2/", timeout=1)
-                break
-            except requests.ConnectionError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"docker-registry did not start: {(root / 'registry.log').read_text()}") \
-                        from None
-                time.sleep(0.05)
-        yield host
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+    reg = start_registry(tmp_path_factory.mktemp("registry"), access_log=False)
+    yield reg.host
+    reg.stop()
 
 
 @pytest.fixture(autouse=True)

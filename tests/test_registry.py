@@ -25,7 +25,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tarfile
@@ -38,7 +37,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import requests
+from services import free_port, start_registry
 
 from layerkit import errors
 from layerkit.engine.store import Store
@@ -71,13 +70,6 @@ def need(tool: str, package: str) -> str:
 def sha(data: bytes) -> str:
     """The sha256 digest of bytes."""
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class QuietServer(ThreadingHTTPServer):
@@ -211,86 +203,6 @@ def images(tmp_path_factory) -> Images:
 
 
 # ---- a real docker-registry ---------------------------------------------------------------------
-
-_LOG_RE = re.compile(r'"(GET|HEAD|POST|PATCH|PUT|DELETE) (\S+) HTTP/[\d.]+" (\d{3})')
-
-
-@dataclass
-class Registry:
-    """A running docker-registry: its address, its log, and how to stop it."""
-
-    proc: subprocess.Popen
-    port: int
-    log: Path
-    root: Path
-
-    @property
-    def host(self) -> str:
-        """``127.0.0.1:PORT``."""
-        return f"127.0.0.1:{self.port}"
-
-    def mark(self) -> int:
-        """The current end of the log (requests after it are those of the next operation)."""
-        time.sleep(0.05)  # the access log line is written just after the response
-        return self.log.stat().st_size
-
-    def requests(self, since: int = 0) -> list[tuple[str, str, int]]:
-        """(method, path with query, status) of every request served since ``since``."""
-        time.sleep(0.05)
-        with open(self.log, "rb") as f:
-            f.seek(since)
-            text = f.read().decode(errors="replace")
-        return [(m.group(1), m.group(2), int(m.group(3))) for m in _LOG_RE.finditer(text)]
-
-    def stop(self) -> None:
-        """Stop the registry by its PID."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-
-
-def start_registry(root: Path, auth_config: str = "") -> Registry:
-    """Start ``docker-registry serve`` on a free 127.0.0.1 port with storage under ``root``."""
-    exe = need("docker-registry", "docker-registry")
-    root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    config = root / "config.yml"
-    config.write_text(f"""version: 0.1
-log:
-  level: info
-  formatter: text
-  accesslog:
-    disabled: false
-storage:
-  filesystem:
-    rootdirectory: {root / 'data'}
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:{port}
-  secret: layerkit-test-secret
-{auth_config}""")
-    log = root / "registry.log"
-    with open(log, "wb") as logf:
-        proc = subprocess.Popen([exe, "serve", str(config)], stdout=logf, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    reg = Registry(proc, port, log, root)
-    deadline = time.time() + 15
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"docker-registry exited: {log.read_text()[-2000:]}")
-        try:
-            requests.get(f"http://{reg.host}/v2/", timeout=1)
-            return reg
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    reg.stop()
-    raise RuntimeError("docker-registry did not start in 15 s")
-
 
 @pytest.fixture(scope="module")
 def reg(tmp_path_factory):
