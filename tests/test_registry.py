@@ -925,6 +925,11 @@ def test_pull_then_first_use_indexes_like_verify(images, reg, pushed, tmp_path):
             for st, im in ((lazy, a), (eager, b))]
     assert rows[0] == rows[1] and len(rows[0]) > 100
     assert [la.size for la in a.layers] == [la.size for la in b.layers]
+    # what the first use recorded goes with the image
+    checked = {p.name for p in (lazy.meta_dir / "verified").iterdir()}
+    assert checked == {la.digest[7:] for la in a.layers}
+    lazy.remove_image(ref)
+    assert not any((lazy.meta_dir / "verified").iterdir()) and not any((lazy.meta_dir / "layers").iterdir())
 
 
 def test_manifest_not_json(victim, stub):

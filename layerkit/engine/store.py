@@ -595,6 +595,8 @@ class Store:
             for layer in img.layers:
                 if layer.digest not in still:
                     self.blobs.delete(layer.digest)
+                    (self.verified_dir / layer.digest[7:]).unlink(missing_ok=True)
+                    self._verified.pop(layer.digest, None)
                 if layer.diff_id not in still:
                     (self.layer_index_dir / (layer.diff_id[7:] + ".idx")).unlink(missing_ok=True)
                     self._index_cache.pop(layer.diff_id, None)
