@@ -37,6 +37,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from realtools import ls_tree, rootfs_tree
 from services import free_port, start_registry
 
 from layerkit import errors
@@ -900,6 +901,7 @@ def test_pulled_layer_diff_id_is_checked_on_first_use(stub, tmp_path, capsys):
     assert main(["--store", str(root), "ls", f"{stub.host}/liar/app:v1", "-R"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and img.layers[0].digest in err and sha(real) in err and sha(fake) in err, err
+    assert "rmi" in err  # what to do next
     # an honest image with that diff_id gets its own blob, and reads its own bytes
     write_layout(tmp_path / "layout", {"honest:v1": make_image([layer(real)], "honest")})
     assert main(["--store", str(root), "load", str(tmp_path / "layout")]) == 0
@@ -913,12 +915,24 @@ def test_pulled_layer_diff_id_is_checked_on_first_use(stub, tmp_path, capsys):
     assert sha(real) in capsys.readouterr().err and not list(tmp_path.glob("*liar.tar*"))
 
 
-def test_pull_then_first_use_indexes_like_verify(images, reg, pushed, tmp_path):
-    """The index made on first use of a pulled image equals the one ``pull --verify`` makes."""
+def test_pull_then_first_use_indexes_like_verify(images, reg, pushed, tmp_path, capsys):
+    """The first use of a pulled image shows the root filesystem that ``skopeo copy`` + ``umoci unpack``
+    give for the same reference, and the same index that ``pull --verify`` makes."""
+    from layerkit.cli import main
+
     lazy, eager = Store(tmp_path / "lazy"), Store(tmp_path / "eager")
     ref = f"{reg.host}/team/app:b"
     registry.pull(lazy, ref)
     assert not any((lazy.meta_dir / "layers").glob("*.idx"))  # nothing inflated yet
+    need("umoci", "umoci")
+    subprocess.run([need("skopeo", "skopeo"), "copy", "-q", "--src-tls-verify=false", f"docker://{ref}",
+                    f"oci:{tmp_path / 'layout'}:b"], check=True, capture_output=True)
+    subprocess.run(["umoci", "unpack", "--image", f"{tmp_path / 'layout'}:b", str(tmp_path / "bundle")],
+                   check=True, capture_output=True)
+    capsys.readouterr()
+    assert main(["--store", str(lazy.root), "ls", ref, "-R", "--format", "json"]) == 0
+    got = ls_tree(json.loads(capsys.readouterr().out))
+    assert got == rootfs_tree(tmp_path / "bundle" / "rootfs") and len(got) > 100
     registry.pull(eager, ref, verify=True)
     a, b = lazy.image(ref), eager.image(ref)
     rows = [[(u.path, u.type, u.entry.size, u.entry.mode, u.layer) for u in st.image_view(im).walk("/")]

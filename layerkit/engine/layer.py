@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import posixpath
 import zlib
 from collections.abc import Callable, Iterator
@@ -245,6 +246,39 @@ def docker_size(entries: list[Entry]) -> tuple[int, int]:
     return Columns.from_entries(entries).docker_size()
 
 
+def _blob_chunks(src: BinaryIO, writer, limit: int | None, raw: _Counter) -> tuple[str, Iterator[bytes]]:
+    """The blob's compression (from its first chunk) and its chunks as they are read from ``src``; each
+    chunk is written to ``writer`` and counted in ``raw`` as it is read (at most ``limit`` bytes)."""
+    head = src.read(min(CHUNK, limit) if limit is not None else CHUNK)
+    compression = detect_compression(head)
+    if head:
+        writer.write(head)
+        raw.total += len(head)
+    rest = _tee_chunks(src, writer.write, None if limit is None else limit - len(head), raw)
+    return compression, itertools.chain([head] if head else [], rest)
+
+
+def _checked_blob(writer, raw: _Counter, label: str, limit: int | None, expected_digest: str | None) -> str:
+    """The digest of the blob written, once its length and digest are what was expected."""
+    if limit is not None and raw.total != limit:
+        raise InvalidArchive(f"{label}: truncated ({raw.total} of {limit} bytes)")
+    digest = writer.current_digest()
+    if expected_digest and digest != expected_digest:
+        raise DigestMismatch(f"{label}: blob {expected_digest} hashes to {digest}")
+    return digest
+
+
+def layer_workers(most: int = 4) -> int:
+    """How many layers to inflate and index at once: one per core this process may use, at least 2 (one
+    layer's waits overlap another's work) and at most ``most``. Inflating and hashing release the GIL;
+    tar header parsing does not, so more threads than cores only add contention."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(2, min(most, cores))
+
+
 @dataclass
 class IngestResult:
     """The outcome of streaming one layer blob into the store."""
@@ -274,16 +308,7 @@ def ingest_layer(
     writer = blobs.writer(expected_digest, label)
     try:
         raw = _Counter()
-        head = src.read(min(CHUNK, limit) if limit is not None else CHUNK)
-        compression = detect_compression(head)
-        first = iter([head]) if head else iter(())
-        def rest() -> Iterator[bytes]:
-            yield from _tee_chunks(src, writer.write, None if limit is None else limit - len(head), raw)
-
-        if head:
-            writer.write(head)
-            raw.total += len(head)
-        chunks = itertools.chain(first, rest())
+        compression, chunks = _blob_chunks(src, writer, limit, raw)
         diff_hash = hashlib.sha256()
         tar_count = _Counter()
         reader = ChunkReader(_hashed(_inflate(chunks, compression), diff_hash, tar_count))
@@ -296,12 +321,8 @@ def ingest_layer(
             raise InvalidArchive(f"{label}: {exc}") from None
         except Exception as exc:  # isal/zstandard errors
             raise InvalidArchive(f"{label}: cannot decompress layer ({exc})") from None
-        if limit is not None and raw.total != limit:
-            raise InvalidArchive(f"{label}: truncated ({raw.total} of {limit} bytes)")
+        digest = _checked_blob(writer, raw, label, limit, expected_digest)
         diff_id = "sha256:" + diff_hash.hexdigest()
-        digest = writer.current_digest()
-        if expected_digest and digest != expected_digest:
-            raise DigestMismatch(f"{label}: blob {expected_digest} hashes to {digest}")
         if expected_diff_id and diff_id != expected_diff_id:
             raise DigestMismatch(f"{label}: layer content hashes to {diff_id}, config says {expected_diff_id}")
         size, files = cols.docker_size()
@@ -332,18 +353,10 @@ def fetch_layer(
     writer = blobs.writer(expected_digest, label)
     try:
         raw = _Counter()
-        head = src.read(min(CHUNK, limit) if limit is not None else CHUNK)
-        compression = detect_compression(head)
-        if head:
-            writer.write(head)
-            raw.total += len(head)
-        for _ in _tee_chunks(src, writer.write, None if limit is None else limit - len(head), raw):
+        compression, chunks = _blob_chunks(src, writer, limit, raw)
+        for _ in chunks:
             pass
-        if limit is not None and raw.total != limit:
-            raise InvalidArchive(f"{label}: truncated ({raw.total} of {limit} bytes)")
-        digest = writer.current_digest()
-        if digest != expected_digest:
-            raise DigestMismatch(f"{label}: blob {expected_digest} hashes to {digest}")
+        digest = _checked_blob(writer, raw, label, limit, expected_digest)
         return IngestResult(digest, diff_id, raw.total, compression, None, writer)
     except BaseException:
         writer.abort()

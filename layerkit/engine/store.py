@@ -30,7 +30,7 @@ from ..errors import Conflict, DigestMismatch, ImageNotFound, InvalidManifest, I
 from .blobs import BlobStore
 from .digests import is_digest, sha256_bytes
 from .image import Image
-from .layer import index_blob
+from .layer import index_blob, layer_workers
 from .layerindex import LayerIndex, read_index, write_index
 from .reference import Reference, parse_reference
 
@@ -175,11 +175,13 @@ class Store:
             idx = read_index(self.layer_index_dir, diff_id) if checked else None
             if idx is None:
                 if not self.blobs.has(digest):
-                    raise LayerkitError(f"layer {diff_id} (blob {digest}) is not in the store")
+                    raise LayerkitError(f"layer {diff_id} (blob {digest}) is missing from the store {self.root}; "
+                                        "load or pull the image again")
                 idx = self._index_with_progress(digest)
                 if idx.diff_id != diff_id:
-                    raise DigestMismatch(f"layer {digest}: its content hashes to {idx.diff_id}, but the image "
-                                         f"config says {diff_id}")
+                    raise DigestMismatch(f"layer {digest}: its content hashes to {idx.diff_id}, but the image's "
+                                         f"config says {diff_id}; the image was built or published wrong: "
+                                         "remove it with `layerkit rmi` and ask its publisher")
                 self.save_layer_index(idx, digest)
             self._index_cache[diff_id] = idx
         return idx
@@ -187,16 +189,15 @@ class Store:
     def index_layers(self, layers: list) -> None:
         """Index the layers (``Image.layers`` items) whose content was never checked, several at once.
 
-        The first use of a pulled image indexes all its layers; inflating and hashing release the GIL, so
-        threads (one per core, 2 to 4) share the work. A 790 MB, 6-layer image: 2.4 s one after the
-        other, measured in benchmarks/README.md.
+        The first use of a pulled image indexes all its layers, on :func:`~.layer.layer_workers` threads
+        (registry_bench's 790 MB, 6-layer image: 1.5 s on 2 cores, benchmarks/README.md).
         """
         todo = {la.diff_id: la for la in layers if self.checked_diff_id(la.digest) != la.diff_id}
         if len(todo) < 2:
             return
         from concurrent.futures import ThreadPoolExecutor
 
-        workers = min(len(todo), max(2, min(4, os.cpu_count() or 1)))
+        workers = min(len(todo), layer_workers())
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="layerkit-index") as pool:
             for _ in pool.map(lambda la: self.layer_index(la.diff_id, la.digest), todo.values()):
                 pass

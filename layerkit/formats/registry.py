@@ -62,7 +62,7 @@ import urllib3
 from .. import __version__
 from ..engine.blobs import CHUNK
 from ..engine.digests import is_digest, sha256_bytes, short
-from ..engine.layer import media_type_compression
+from ..engine.layer import layer_workers, media_type_compression
 from ..engine.reference import Reference, parse_docker_ref
 from ..engine.store import OCI_INDEX, OCI_MANIFEST, Store, user_reference_error
 from ..errors import (
@@ -714,16 +714,10 @@ def pull_workers(verify: bool = True) -> int:
     A plain pull only fetches blobs and hashes them: it waits on the network and the disk, so it runs
     :data:`FETCH_WORKERS` downloads at once whatever the cores (on 2 cores the registry benchmark's image
     took 0.75 s with 2, 0.55 s with 3, 0.54 s with 4 and 0.55 s with 6). ``pull --verify`` also inflates,
-    hashes and indexes each tar, which is CPU-bound and whose header parsing holds the GIL: one worker per
-    core this process may use, at least 2 and at most :data:`PULL_WORKERS` (on 2 cores, 2 workers were as
-    fast as 3, about 10 % faster than 4 and 1.8 times as fast as 1; benchmarks/README.md)."""
-    if not verify:
-        return FETCH_WORKERS
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    return max(2, min(PULL_WORKERS, cores))
+    hashes and indexes each tar, which is CPU-bound: :func:`~layerkit.engine.layer.layer_workers`, at most
+    :data:`PULL_WORKERS` (on 2 cores, 2 workers were as fast as 3, about 10 % faster than 4 and 1.8 times
+    as fast as 1; benchmarks/README.md)."""
+    return FETCH_WORKERS if not verify else layer_workers(PULL_WORKERS)
 
 
 def _parse_ref(text: str, verb: str) -> Reference:
