@@ -5,7 +5,8 @@ import sys
 
 ENGINE_MODULES = [
     "layerkit.engine.store", "layerkit.engine.union", "layerkit.engine.container", "layerkit.engine.commit",
-    "layerkit.engine.runtime", "layerkit.engine.extract", "layerkit.engine.rootfs", "layerkit.formats.load", "layerkit.formats.oci", "layerkit.formats.docker_archive",
+    "layerkit.engine.runtime", "layerkit.engine.extract", "layerkit.engine.rootfs", "layerkit.formats.load",
+    "layerkit.formats.oci", "layerkit.formats.docker_archive",
     "layerkit.commands", "layerkit.cli",
 ]
 HEAVY = ["pandas", "matplotlib", "ipywidgets", "IPython", "numpy"]
