@@ -1,5 +1,6 @@
-"""The main job: execute ``notebooks/tour.ipynb`` headless on the default store, writing the executed
-notebook and its HTML report to ``out/`` (or ``$LAYERKIT_OUT``)."""
+"""The main job: execute ``notebooks/tour.ipynb`` headless, writing the executed notebook and its HTML
+report to ``out/`` (or ``$LAYERKIT_OUT``). The tour works in a store of its own, ``OUT/tour-store``, made
+afresh on every run: it never touches the user's default store."""
 
 from __future__ import annotations
 

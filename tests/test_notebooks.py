@@ -1,16 +1,35 @@
-"""Every notebook in notebooks/ runs clean in a real kernel (nbclient), on a private store."""
+"""Every notebook in notebooks/ runs clean in a real kernel (nbclient); the tour, run as ``make demo`` runs
+it, tells its story in a store of its own and leaves the user's store byte for byte as it was."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from layerkit import commands
+from layerkit.engine.store import Store
+from layerkit.examples import busybox_archive
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+# names the tour uses for its own images and containers: a user's store holding the same names must survive
+USER_IMAGES = ("demo:v1", "app:v1", "app:v2", "slim:v1")
+USER_CONTAINERS = ("demo", "edit", "app1")
+
+
+def _jupyter_env(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("MPLBACKEND", None)  # an inherited Agg backend turns figures into text
+    for var in ("JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR"):
+        env[var] = str(tmp / var.lower())
+    return env
 
 
 @pytest.fixture()
@@ -18,10 +37,54 @@ def kernel_env(tmp_path, monkeypatch):
     """Private store, output dir and Jupyter dirs; no inherited matplotlib backend."""
     monkeypatch.setenv("LAYERKIT_HOME", str(tmp_path / "store"))
     monkeypatch.setenv("LAYERKIT_OUT", str(tmp_path / "out"))
-    for var in ("JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR"):
-        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    for var, value in _jupyter_env(tmp_path).items():
+        if var.startswith("JUPYTER_"):
+            monkeypatch.setenv(var, value)
     monkeypatch.delenv("MPLBACKEND", raising=False)
     return tmp_path
+
+
+def _store_hashes(root: Path) -> dict[str, str]:
+    """Every file, directory and link under ``root`` with its content hash, mode and owner."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath, name)
+            st = p.lstat()
+            digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() and not p.is_symlink() else ""
+            link = os.readlink(p) if p.is_symlink() else ""
+            out[str(p.relative_to(root))] = f"{st.st_mode:o} {st.st_uid}:{st.st_gid} {st.st_size} {digest} {link}"
+    return out
+
+
+def _user_store(root: Path, work: Path) -> Store:
+    """A user's store holding images and containers with the tour's names, one with uncommitted files."""
+    store = Store(root)
+    archive = busybox_archive(work / "busybox.tar")
+    commands.load(store, str(archive))
+    for name in USER_IMAGES:
+        commands.tag(store, "busybox", name)
+    for name in USER_CONTAINERS:
+        commands.create(store, "busybox", ["sh"], name)
+    edit = store.find_container("edit")
+    edit.write("/root/my-notes.txt", b"uncommitted work\n")
+    edit.remove("/bin/vi")
+    return store
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """``make demo``'s job (``python -m layerkit.tour``), with LAYERKIT_HOME pointing at a user's store that
+    holds the tour's names; returns (output dir, user store dir, its hashes before the tour)."""
+    tmp = tmp_path_factory.mktemp("demo")
+    user = tmp / "user-store"
+    _user_store(user, tmp)
+    before = _store_hashes(user)
+    env = _jupyter_env(tmp) | {"LAYERKIT_HOME": str(user), "LAYERKIT_OUT": str(tmp / "out")}
+    p = subprocess.run([sys.executable, "-m", "layerkit.tour"], env=env, capture_output=True, text=True,
+                       timeout=900, cwd=tmp)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return tmp / "out", user, before
 
 
 def _execute(path: Path, cwd: Path) -> nbformat.NotebookNode:
@@ -31,18 +94,49 @@ def _execute(path: Path, cwd: Path) -> nbformat.NotebookNode:
     return nb
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs_clean(path, kernel_env):
-    nb = _execute(path, kernel_env)
+def _errors(nb: nbformat.NotebookNode) -> list:
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert not errors, errors[0]
-    stderr = [o.text for c in nb.cells if c.cell_type == "code" for o in c.outputs
-              if o.output_type == "stream" and o.name == "stderr" and "UsageError" in o.text]
-    assert not stderr, stderr
+    usage = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+             if o.output_type == "stream" and o.name == "stderr" and "UsageError" in o.text]
+    return errors + usage
 
 
-def test_tour_tells_the_story(kernel_env):
-    nb = _execute(ROOT / "notebooks" / "tour.ipynb", kernel_env)
+OTHERS = [p for p in NOTEBOOKS if p.name != "tour.ipynb"]
+
+
+@pytest.mark.parametrize("path", OTHERS, ids=[p.name for p in OTHERS])
+def test_notebook_runs_clean(path, kernel_env):
+    assert not _errors(_execute(path, kernel_env))
+
+
+def test_tour_runs_clean(demo):
+    out, _, _ = demo
+    assert not _errors(nbformat.read(out / "tour.ipynb", as_version=4))
+
+
+def test_tour_leaves_the_users_store_untouched(demo):
+    out, user, before = demo
+    assert _store_hashes(user) == before
+    store = Store(user)
+    assert store.find_container("edit").read("/root/my-notes.txt") == b"uncommitted work\n"
+    # the tour worked in its own store, under the output directory
+    assert (out / "tour-store" / "index.json").is_file()
+    assert {t.familiar for img in Store(out / "tour-store").images() for t in img.tags} >= {"app:v1", "slim:v1"}
+
+
+def test_tour_refuses_a_store_it_did_not_make(kernel_env):
+    """A directory named like the tour's store but not made by it is never removed."""
+    mine = kernel_env / "out" / "tour-store"
+    mine.mkdir(parents=True)
+    (mine / "precious.txt").write_text("keep me")
+    with pytest.raises(Exception, match="was not made by this tour"):
+        _execute(ROOT / "notebooks" / "tour.ipynb", kernel_env)
+    assert (mine / "precious.txt").read_text() == "keep me"
+
+
+def test_tour_tells_the_story(demo):
+    out, _, _ = demo
+    nb = nbformat.read(out / "tour.ipynb", as_version=4)
     outputs = {}
     for c in nb.cells:
         if c.cell_type != "code":
@@ -58,9 +152,8 @@ def test_tour_tells_the_story(kernel_env):
     assert "Untagged: demo:v1" in rmi and "Deleted: sha256:" in rmi
     still = "".join(o.get("text", "") for o in outputs["%lk run --rm busybox echo busybox still runs"])
     assert "busybox still runs" in still
-    report = kernel_env / "out" / "tour-report.html"
+    report = out / "tour-report.html"
     assert report.is_file() and report.stat().st_size > 10_000
     html = report.read_text()
     assert "<script" not in html.lower() and "http://" not in html and "https://" not in html
-    assert os.environ["LAYERKIT_HOME"] in "".join(
-        o.get("text", "") for o in outputs["%load_ext layerkit"])
+    assert str(out / "tour-store") in "".join(o.get("text", "") for o in outputs["%load_ext layerkit"])
