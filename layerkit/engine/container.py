@@ -696,7 +696,7 @@ def create_container(store: Store, image_name: str, command: list[str] | None = 
             raise LayerkitError(f'Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed')
         cid = secrets.token_hex(32)
         root = private_dir(containers_dir(store), parents=True)
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".new-"))  # 0700, as every container's directory
+        tmp = private_dir(tempfile.mkdtemp(dir=root, prefix=".new-"))  # 0700 whatever the umask
         (tmp / "upper").mkdir()
         (tmp / "work").mkdir()
         c = Container(store, cid, name, img.id, img.tags[0].familiar if img.tags else img.short_id, full,
