@@ -17,6 +17,8 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -185,15 +187,18 @@ def _as_nobody(argv: list[str]) -> tuple[int, str]:
     return os.waitstatus_to_exitcode(status), err
 
 
-def test_store_not_writable_by_its_user(tmp_path_factory, archive, store, capsys):
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A directory every user can traverse (pytest's temporary directories are 0700)."""
+    d = Path(tempfile.mkdtemp(prefix="lk-errors-", dir="/tmp"))
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_store_not_writable_by_its_user(shared, tmp_path_factory, archive, store, capsys):
     """A store directory user ``nobody`` may read but not write: ``load`` says so in one line; a store of
     root's (private since this issue) cannot even be read by ``nobody``: one line naming what was denied."""
-    shared = Path(tmp_path_factory.mktemp("shared"))
-    for p in (shared, *shared.parents):  # pytest's base temp dir is 0700: let nobody reach this one
-        if p == Path("/"):
-            break
-        if not os.stat(p).st_mode & 0o005:
-            os.chmod(p, os.stat(p).st_mode | 0o005)
     empty = shared / "empty-store"
     empty.mkdir(mode=0o755)
     arch = shared / "busybox.tar"
