@@ -539,7 +539,8 @@ def cp(store: Store, src: str, dst: str) -> Message:
         if existing.entry.type == "dir":
             target = dpath.rstrip("/") + "/" + os.path.basename(os.path.abspath(spath))
     except LayerkitError:
-        pass
+        if dpath.endswith(("/", "/.")) and not os.path.isdir(spath):  # docker cp: "no such directory"
+            raise LayerkitError(f"{dc.name}:{dpath}: no such directory") from None
     _copy_in(dc, spath, target)
     return Message([])
 

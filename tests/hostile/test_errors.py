@@ -475,6 +475,8 @@ def test_cp_docker_destination_rules(capsys, store, container, tmp_path):
     assert main(["--store", str(store), "cp", f"{container}:/etc/group", str(host / "link")]) == 0
     assert (host / "made-by-cp").read_bytes().startswith(b"root:") and (host / "link").is_symlink()
     assert not [p for p in host.rglob(".lk-*")]
+    # into the container, the same rule for a file sent to "DIR/" that does not exist
+    refused(capsys, store, ["cp", str(host / "file"), f"{container}:/newdir/"], "/newdir/", "no such directory")
 
 
 def _long_name_image(store: Path, tmp_path: Path, capsys) -> str:
