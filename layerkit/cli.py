@@ -2,18 +2,27 @@
 
 ``main(argv)`` can be called in-process (tests and notebooks do); it writes to ``sys.stdout`` and
 ``sys.stderr`` and returns the exit status: 0, 1 for an error, 2 for a usage error.
+
+Every expected failure is one line on stderr, ``layerkit: error: ...``: layerkit's own errors, and the
+machine's (a missing directory, a full disk, no permission: the message names the path), input too deep
+or too large for Python, undecodable text (:data:`layerkit.errors.EXPECTED`). ``--debug`` shows the
+traceback instead. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import os
 import subprocess
 import sys
+import traceback
 from typing import Any
 
 from . import commands
 from .engine.humanize import parse_size
-from .errors import LayerkitError
+from .errors import EXPECTED, one_line
 from .results import Document, Message, Stream, dumps
 
 PROG = "layerkit"
@@ -38,6 +47,22 @@ class _Exit(Exception):
         self.status = status
 
 
+class _OutputError(Exception):
+    """Writing the result to stdout failed (a full disk, a closed pipe)."""
+
+    def __init__(self, exc: OSError) -> None:
+        super().__init__(str(exc))
+        self.exc = exc
+
+
+def _store_dir(text: str) -> str:
+    """``--store DIR``: an empty word is refused rather than taken as the default store."""
+    if not text:
+        raise argparse.ArgumentTypeError("the store directory is empty (leave --store out for the default "
+                                         "store)")
+    return text
+
+
 def _fmt(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=["table", "json"], default="table", help="output format")
 
@@ -45,8 +70,9 @@ def _fmt(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
     p = _Parser(prog=PROG, description="Understand container images: layers, sizes, containers.")
-    p.add_argument("--store", metavar="DIR", help="store directory (default: $LAYERKIT_HOME or "
-                   "~/.local/share/layerkit)")
+    p.add_argument("--store", metavar="DIR", type=_store_dir, help="store directory (default: $LAYERKIT_HOME "
+                   "or ~/.local/share/layerkit)")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
 
     s = sub.add_parser("ref", help="parse and normalise an image reference")
@@ -209,7 +235,7 @@ def run(args: argparse.Namespace) -> Any:
     """Call the verb's command with the parsed arguments."""
     from .engine.store import Store
 
-    store = Store(args.store) if args.store else Store()
+    store = Store(args.store) if args.store is not None else Store()
     v = args.verb
     if v == "ref":
         return commands.ref(store, args.reference)
@@ -351,49 +377,118 @@ def render(result: Any, fmt: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``layerkit`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    parsed: list[argparse.Namespace] = []
+    try:
+        return _main(argv, parsed)
+    except _OutputError as e:
+        return _output_failed(e.exc)
+    except KeyboardInterrupt:
+        _error_line(f"{PROG}: interrupted")
+        return 130
+    except EXPECTED as exc:
+        if parsed and parsed[0].debug:
+            traceback.print_exc()
+        else:
+            _error_line(f"{PROG}: error: {one_line(exc)}")
+        return 1
+
+
+def _main(argv: list[str], parsed: list[argparse.Namespace]) -> int:
     parser = build_parser()
+    args = None
     try:
         args = parser.parse_args(argv)
+        parsed.append(args)
         if not args.verb:
-            parser.print_help(sys.stdout)
+            _emit(parser.format_help())
             return 2
         result = run(args)
     except _Exit as e:
         return e.status
     except UsageError as e:
-        sys.stderr.write(f"{e}\n")
+        _error_line(str(e))
         return 2
     except commands.PartialFailure as e:
         out = render(e.result, getattr(args, "format", "table"))
         if out:
-            sys.stdout.write(out + "\n")
+            _emit(out + "\n")
+        if args.debug:
+            traceback.print_exc()
         for err in e.errors:
-            sys.stderr.write(f"{PROG}: error: {err}\n")
+            _error_line(f"{PROG}: error: {one_line(err)}")
         return 1
-    except LayerkitError as e:
-        sys.stderr.write(f"{PROG}: error: {e}\n")
-        return 1
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{PROG}: interrupted\n")
-        return 130
     if isinstance(result, Stream):
-        buf = getattr(sys.stdout, "buffer", None)
         try:
-            for chunk in result.chunks:
-                if buf is not None:
-                    buf.write(chunk)
-                else:
-                    sys.stdout.write(chunk.decode(errors="replace"))
-        except LayerkitError as e:  # a file can fail half way (a broken hardlink, a corrupt blob)
-            sys.stderr.write(f"{PROG}: error: {e}\n")
-            return 1
-        finally:
-            if buf is not None:
-                buf.flush()
+            for chunk in result.chunks:  # a file can fail half way (a broken hardlink, a corrupt blob)
+                _emit_bytes(chunk)
+        except BaseException:
+            with contextlib.suppress(_OutputError):
+                _flush()  # what was read before the failure is shown
+            raise
+        _flush()
         return 0
     out = render(result, getattr(args, "format", "table"))
     if out:
-        sys.stdout.write(out if out.endswith("\n") else out + "\n")
+        _emit(out if out.endswith("\n") else out + "\n")
     elif isinstance(result, Message) and getattr(args, "format", "table") == "json":
-        sys.stdout.write(dumps(result.to_json()) + "\n")
+        _emit(dumps(result.to_json()) + "\n")
     return result.exit_code if isinstance(result, Message) else 0
+
+
+def _emit(text: str) -> None:
+    """Write a result to stdout and flush it; a name that is not UTF-8 (a surrogate escape, as ``os`` and
+    the tar reader give it) is written as its own bytes, as ``ls`` prints it."""
+    try:
+        try:
+            sys.stdout.write(text)
+        except UnicodeEncodeError:
+            buf = getattr(sys.stdout, "buffer", None)
+            if buf is None:
+                sys.stdout.write(text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+            else:
+                sys.stdout.flush()
+                buf.write(text.encode(sys.stdout.encoding or "utf-8", "surrogateescape"))
+        sys.stdout.flush()
+    except OSError as exc:
+        raise _OutputError(exc) from exc
+
+
+def _emit_bytes(chunk: bytes) -> None:
+    try:
+        buf = getattr(sys.stdout, "buffer", None)
+        if buf is not None:
+            buf.write(chunk)
+        else:
+            sys.stdout.write(chunk.decode(errors="replace"))
+    except OSError as exc:
+        raise _OutputError(exc) from exc
+
+
+def _flush() -> None:
+    try:
+        buf = getattr(sys.stdout, "buffer", None)
+        (buf if buf is not None else sys.stdout).flush()
+    except OSError as exc:
+        raise _OutputError(exc) from exc
+
+
+def _error_line(text: str) -> None:
+    """One line on stderr (nothing more can be done when stderr itself fails)."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(text.rstrip("\n") + "\n")
+        sys.stderr.flush()
+
+
+def _output_failed(exc: OSError) -> int:
+    """stdout cannot be written (``/dev/full``, a pipe whose reader left): one line, exit 1."""
+    # what is still buffered for stdout can go nowhere: point the descriptor at /dev/null, so that the
+    # interpreter's last flush at exit does not fail again with a second message
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        fd = sys.stdout.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    if exc.errno == errno.EPIPE:
+        return 141  # the reader has gone (``| head``): quiet, with the status of a process killed by SIGPIPE
+    _error_line(f"{PROG}: error: cannot write the output: {one_line(exc)}")
+    return 1

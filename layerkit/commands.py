@@ -7,6 +7,7 @@ or :class:`~layerkit.results.Sections`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
@@ -16,7 +17,7 @@ from .engine.humanize import rfc3339
 from .engine.image import Image
 from .engine.reference import Reference, parse_reference
 from .engine.store import Store
-from .errors import InvalidReference, LayerkitError
+from .errors import HostPathError, InvalidReference, LayerkitError
 from .results import Column, Document, Message, Sections, Stream, Table, ellipsis, fmt_ago, fmt_id, fmt_size
 
 SAVE_FORMATS = ("docker-archive", "oci-archive", "oci")
@@ -84,8 +85,8 @@ def save(store: Store, names: list[str], output: str, fmt: str = "docker-archive
     """Export images to a docker-archive, an OCI archive or an OCI layout directory."""
     if fmt not in SAVE_FORMATS:
         raise LayerkitError(f"unknown save format {fmt!r} (use {', '.join(SAVE_FORMATS)})")
+    out = _output_path(output, directory=fmt == "oci")
     images = _images_with_tags(store, names)
-    out = Path(output)
     if fmt == "docker-archive":
         from .formats.docker_archive import save_docker_archive
         save_docker_archive(store, images, out)
@@ -96,6 +97,20 @@ def save(store: Store, names: list[str], output: str, fmt: str = "docker-archive
         from .formats.oci import save_oci_layout
         save_oci_layout(store, images, out)
     return Message([], {"output": str(out), "format": fmt, "images": [i.id for i, _ in images]})
+
+
+def _output_path(output: str, directory: bool = False) -> Path:
+    """Check an output the user named (``save -o``, ``report -o``) before anything is read or written, so
+    that a failure leaves nothing behind: its directory must exist, and a file must not be a directory
+    (``directory``: an OCI layout, a directory that may exist)."""
+    out = Path(output)
+    parent = out.absolute().parent
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise HostPathError(f"{output}: the directory {parent} {what}")
+    if not directory and out.is_dir():
+        raise HostPathError(f"{output}: is a directory; name the file to write")
+    return out
 
 
 # ---- listing -------------------------------------------------------------------------------
@@ -510,9 +525,8 @@ def cp(store: Store, src: str, dst: str) -> Message:
     if sc is not None:
         view = sc.view()
         ue = view.lookup(spath)
-        out = dpath
-        if os.path.isdir(out):
-            out = os.path.join(out, os.path.basename(ue.entry.path.rstrip("/")) or "root")
+        out = _host_destination(dpath, ue.entry.path, ue.entry.type == "dir")
+        _check_host_names(view, ue, out)  # refused before anything is written, so a failed cp changes nothing
         _copy_out(sc, view, ue, out)
         return Message([])
     if not os.path.lexists(spath):
@@ -525,30 +539,103 @@ def cp(store: Store, src: str, dst: str) -> Message:
         if existing.entry.type == "dir":
             target = dpath.rstrip("/") + "/" + os.path.basename(os.path.abspath(spath))
     except LayerkitError:
-        pass
+        if dpath.endswith(("/", "/.")) and not os.path.isdir(spath):  # docker cp: "no such directory"
+            raise LayerkitError(f"{dc.name}:{dpath}: no such directory") from None
     _copy_in(dc, spath, target)
     return Message([])
 
 
-def _copy_out(c, view, ue, out: str) -> None:
+def _host_destination(dst: str, src_path: str, src_is_dir: bool) -> str:
+    """Where ``cp CONTAINER:SRC DST`` writes on the host, by ``docker cp``'s rules: into DST when it is a
+    directory; over DST when it is a file (not with a directory); else DST is created, and its parent
+    directory must exist (nothing is created on the way). A symlink at DST is followed, as Docker does."""
     import os
 
-    e = ue.entry
-    if e.type == "dir":
-        os.makedirs(out, exist_ok=True)
-        for child in view.listdir(e.path):
-            _copy_out(c, view, child, os.path.join(out, child.entry.path.rsplit("/", 1)[-1]))
-    elif e.type == "symlink":
-        if os.path.lexists(out):
-            os.unlink(out)
-        os.symlink(e.link, out)
-    elif e.type in ("file", "hardlink"):
-        tmp = out + ".lk-tmp"
-        with open(tmp, "wb") as f, c.open(e.path) as src:
-            while chunk := src.read(1 << 20):
-                f.write(chunk)
-        os.chmod(tmp, e.mode)
-        os.replace(tmp, out)
+    path = dst
+    for _ in range(10):  # docker cp follows a symlink at the destination, at most this many times
+        if not os.path.islink(path.rstrip("/") or "/"):
+            break
+        target = os.readlink(path.rstrip("/"))
+        path = os.path.join(os.path.dirname(path.rstrip("/")), target) + ("/" if path.endswith("/") else "")
+    else:
+        raise HostPathError(f"{dst}: too many levels of symbolic links")
+    asserts_dir = path.endswith(("/", "/.")) or path == "."
+    if os.path.isdir(path):
+        return os.path.join(path, os.path.basename(src_path.rstrip("/")) or "root")
+    if os.path.lexists(path.rstrip("/") or "/") and not asserts_dir:
+        if src_is_dir:
+            raise HostPathError(f"{dst}: cannot copy a directory onto a file")
+        return path
+    parent = os.path.dirname(os.path.abspath(path.rstrip("/")))
+    if not os.path.isdir(parent):
+        what = "is not a directory" if os.path.lexists(parent) else "does not exist"
+        raise HostPathError(f"{dst}: the destination's directory {parent} {what}")
+    if asserts_dir and not src_is_dir:
+        raise HostPathError(f"{dst}: no such directory")
+    return path.rstrip("/")
+
+
+def _check_host_names(view, ue, out: str) -> None:
+    """Refuse a copy out of a container whose names the host cannot hold (over NAME_MAX bytes, usually
+    255, or a path over PATH_MAX): a layer's tar can carry such names, the host's file system cannot."""
+    import os
+
+    base = os.path.dirname(os.path.abspath(out))
+    name_max = os.pathconf(base, "PC_NAME_MAX")
+    path_max = os.pathconf(base, "PC_PATH_MAX")
+    todo = [(ue, os.path.abspath(out))]
+    while todo:
+        u, host = todo.pop()
+        name = os.fsencode(os.path.basename(host))
+        if len(name) > name_max:
+            raise HostPathError(f"cannot copy {u.entry.path} out of the container: its name is {len(name)} bytes, "
+                                f"the host's file system allows {name_max}")
+        if len(os.fsencode(host)) >= path_max:
+            raise HostPathError(f"cannot copy {u.entry.path} out of the container: {len(os.fsencode(host))} "
+                                f"bytes of host path, the host allows {path_max - 1}")
+        if u.entry.type == "dir":
+            todo += [(child, os.path.join(host, child.entry.path.rsplit("/", 1)[-1]))
+                     for child in view.listdir(u.entry.path)]
+
+
+def _copy_out(c, view, ue, out: str) -> None:
+    """Write a container's entry (a directory with everything below it) at host path ``out``. An existing
+    host directory is written into; anything else in a directory's place is refused, a host symlink is
+    never followed below the destination."""
+    import os
+    import stat as st_
+    import tempfile
+
+    todo = [(ue, out)]
+    while todo:
+        u, host = todo.pop()
+        e = u.entry
+        if e.type == "dir":
+            try:
+                os.mkdir(host)
+            except FileExistsError:
+                if not st_.S_ISDIR(os.lstat(host).st_mode):
+                    raise HostPathError(f"{host}: exists and is not a directory; cannot copy {e.path} there") \
+                        from None
+            todo += [(child, os.path.join(host, child.entry.path.rsplit("/", 1)[-1]))
+                     for child in view.listdir(e.path)]
+        elif e.type == "symlink":
+            if os.path.lexists(host):
+                os.unlink(host)
+            os.symlink(e.link, host)
+        elif e.type in ("file", "hardlink"):
+            # a new file with a random name beside the destination, renamed over it when complete
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(host) or ".", prefix=".lk-cp-")
+            try:
+                with os.fdopen(fd, "wb") as f, c.open(e.path) as src:
+                    while chunk := src.read(1 << 20):
+                        f.write(chunk)
+                os.chmod(tmp, e.mode)
+                os.replace(tmp, host)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
 
 
 def _check_copyable(src: str) -> None:
@@ -618,6 +705,7 @@ def report(store: Store, targets: list[str], output: str) -> Message:
     """``report TARGET... -o FILE.html|FILE.md``: a self-contained report of images or containers."""
     from .notebook.report import write_report
 
+    _output_path(output)
     out = write_report(store, targets, output)
     return Message([f"Report written to {out}"], {"output": str(out)})
 

@@ -15,6 +15,7 @@ from typing import BinaryIO
 
 from ..errors import BlobNotFound, DigestMismatch
 from .digests import hex_of, validate
+from .private import private_dir
 
 CHUNK = 1 << 20
 
@@ -112,7 +113,7 @@ class BlobStore:
     def ensure(self) -> None:
         """Create the directories."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.tmp_dir, parents=True)  # 0700: see private.py
 
     def path(self, digest: str) -> Path:
         """Where the blob named ``digest`` lives (it may not exist)."""

@@ -27,6 +27,7 @@ from ..errors import Conflict, ContainerNotFound, LayerkitError, MaxDepthExceede
 from .content import iter_entry_bytes
 from .humanize import rfc3339
 from .image import MAX_LAYERS, Image
+from .private import private_dir
 from .union import UnionEntry, UnionView
 from .upper import make_whiteout, set_opaque, upper_index
 
@@ -460,7 +461,7 @@ class Container:
                     # children of a hidden child directory are not listed, as for a deleted directory)
                     if below is not None and below.type == "dir":
                         rows += [{"kind": "D", "path": p, "size": size}
-                                 for p, size in _lower_children(lower, e.path) if p not in in_upper]
+                                 for p, size in lower.children(e.path) if p not in in_upper]
                     continue
                 if e.type == "whiteout":
                     if below is not None:  # a stale whiteout over nothing deletes nothing
@@ -571,15 +572,6 @@ def _unlink_quiet(path: str) -> None:
         os.unlink(path)
 
 
-def _lower_children(lower, dirpath: str) -> list[tuple[str, int]]:
-    """(path, size) of the entries directly in ``dirpath`` in the image's path index (a range scan of
-    its primary key, so the cost is the directory's subtree, not the image)."""
-    prefix = dirpath.rstrip("/") + "/"
-    cur = lower._db.execute("SELECT path, size FROM p WHERE path > ? AND path < ?",
-                            (prefix, prefix[:-1] + "0"))
-    return [(p, size) for p, size in cur if "/" not in p[len(prefix):]]
-
-
 def _lstat(path: str) -> os.stat_result | None:
     try:
         return os.lstat(path)
@@ -641,6 +633,7 @@ def containers_dir(store: Store) -> Path:
 
 def list_containers(store: Store) -> list[Container]:
     """Every container, newest first."""
+    store.check_root()
     d = containers_dir(store)
     out = []
     if d.is_dir():
@@ -702,9 +695,8 @@ def create_container(store: Store, image_name: str, command: list[str] | None = 
         if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", name):
             raise LayerkitError(f'Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed')
         cid = secrets.token_hex(32)
-        root = containers_dir(store)
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".new-"))
+        root = private_dir(containers_dir(store), parents=True)
+        tmp = private_dir(tempfile.mkdtemp(dir=root, prefix=".new-"))  # 0700 whatever the umask
         (tmp / "upper").mkdir()
         (tmp / "work").mkdir()
         c = Container(store, cid, name, img.id, img.tags[0].familiar if img.tags else img.short_id, full,

@@ -1,6 +1,10 @@
 """The cache of extracted layers that ``run`` mounts: ``STORE/layerkit/rootfs/HEX`` per diff_id (or per
 chain ID for a layer whose hardlinks name files of the layers below), short links in ``rootfs/l/`` for the
 overlay mount options, and the init layer of runtime mount points.
+
+``rootfs/`` is private (0700, :mod:`.private`): the extracted layers keep an image's setuid binaries and
+device nodes, which no other user of the machine may reach. An extraction goes when the last image using
+it goes (``Store.remove_image``, which knows this naming: a diff_id or a chain ID in hex).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import TYPE_CHECKING
 from .container import RUNTIME_DIRS
 from .extract import extract_layer
 from .image import Image, Layer
+from .private import private_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     from .store import Store
@@ -21,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def rootfs_dir(store: Store) -> Path:
     """Where extracted layers live (a cache: deleting it only costs re-extraction)."""
-    return store.meta_dir / "rootfs"
+    return store.rootfs_dir
 
 
 def _links_below(layer: Layer) -> bool:
@@ -36,7 +41,7 @@ def ensure_lower(store: Store, layer: Layer, image: Image | None = None) -> str:
 
     Extractions are keyed by diff_id; a layer whose hardlinks name files of the layers below depends on
     those layers too, so it is keyed by its chain ID instead."""
-    base = rootfs_dir(store)
+    base = private_dir(rootfs_dir(store), parents=True)
     hexid = layer.diff_id.split(":", 1)[1]
     final = base / hexid
     if not final.is_dir() and layer.index_in_image > 0:
@@ -63,7 +68,7 @@ def ensure_lower(store: Store, layer: Layer, image: Image | None = None) -> str:
 
 def ensure_init(store: Store) -> str:
     """The init layer (mount points that the runtime needs, kept out of the writable layer)."""
-    base = rootfs_dir(store)
+    base = private_dir(rootfs_dir(store), parents=True)
     init = base / "init"
     if not init.is_dir():
         tmp = Path(tempfile.mkdtemp(dir=base, prefix=".init-"))

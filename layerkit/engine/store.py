@@ -10,8 +10,16 @@ read it directly)::
     STORE/layerkit/               layerkit's own files, which OCI tools ignore:
         lock                      flock()ed around every index update
         tmp/                      blobs being written (renamed into blobs/ once verified)
-        layers/DIFFHEX.json       per-layer tar index, keyed by diff_id
+        layers/DIFFHEX.idx        per-layer tar index, keyed by diff_id
+        verified/HEX              the diff_id a layer blob's content was checked to have
+        views/CHAINHEX.v2.db      path index of an image's union view (``diff``)
+        rootfs/HEX                extracted layers that ``run`` mounts (see rootfs.py), l/ their short links
+        containers/ID/            a container: config.json, upper/ (its writable layer), work/
         images.json               per image: parent (from commit/build), when it was added
+
+``layerkit/`` and its directories are private (0700), as Docker keeps ``/var/lib/docker``: extracted
+layers hold the setuid binaries and device nodes of images, upper directories what containers wrote, and
+no other user of the machine may reach them (:mod:`.private`).
 """
 
 from __future__ import annotations
@@ -20,25 +28,41 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
+import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import Conflict, DigestMismatch, ImageNotFound, InvalidManifest, InvalidReference, LayerkitError
+from ..errors import (
+    Conflict,
+    DigestMismatch,
+    HostPathError,
+    ImageNotFound,
+    InvalidManifest,
+    InvalidReference,
+    LayerkitError,
+    one_line,
+)
 from .blobs import BlobStore
 from .digests import is_digest, sha256_bytes
 from .image import Image
 from .layer import index_blob, layer_workers
 from .layerindex import LayerIndex, read_index, write_index
+from .private import private_dir
 from .reference import Reference, parse_reference
+from .shapes import check_config, check_index, check_manifest, load_json, load_object
 
 REF_NAME = "org.opencontainers.image.ref.name"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
+# layerkit's directories that hold image content or container state: 0700, like STORE/layerkit itself
+PRIVATE_DIRS = ("tmp", "rootfs", "containers", "layers", "views", "verified")
 
 
 def default_root() -> Path:
@@ -84,6 +108,9 @@ class Store:
     """
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
+        if root is not None and not os.fspath(root):
+            # Path("") is the current directory: an empty --store must not quietly mean some store
+            raise HostPathError("the store path is empty: name a directory, or leave it out for the default store")
         self.root = (Path(root).expanduser() if root is not None else default_root()).absolute()
         self.meta_dir = self.root / "layerkit"
         self.blobs = BlobStore(self.root, self.meta_dir / "tmp")
@@ -100,15 +127,42 @@ class Store:
     # ---- files and locking -------------------------------------------------------------------
 
     def ensure(self) -> None:
-        """Create the layout if it is not there yet."""
-        self.blobs.ensure()
-        self.layer_index_dir.mkdir(parents=True, exist_ok=True)
-        layout = self.root / "oci-layout"
-        if not layout.exists():
-            _atomic_write_json(layout, LAYOUT_VERSION)
-        if not (self.root / "index.json").exists():
-            _atomic_write_json(self.root / "index.json",
-                               {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
+        """Create the layout if it is not there yet, and make layerkit's own directories private (0700),
+        narrowing those an older layerkit made 0755.
+
+        The OCI layout part (``oci-layout``, ``index.json``, ``blobs/``) keeps the modes it was made with:
+        it is an image layout that the user's other tools open in place (``skopeo inspect oci:STORE:REF``,
+        ``umoci ls``), it holds only blobs (JSON and layer tars, each file 0600), never an extracted file,
+        so nothing in it can be executed or opened as a device.
+
+        Raises :class:`HostPathError` when the store is not a directory or cannot be written.
+        """
+        self.check_root()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            private_dir(self.meta_dir)
+            for name in PRIVATE_DIRS:
+                private_dir(self.meta_dir / name)
+            self.blobs.ensure()
+            layout = self.root / "oci-layout"
+            if not layout.exists():
+                _atomic_write_json(layout, LAYOUT_VERSION)
+            if not (self.root / "index.json").exists():
+                _atomic_write_json(self.root / "index.json",
+                                   {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
+        except OSError as exc:
+            raise HostPathError(f"cannot write to the store {self.root}: {one_line(exc)}") from None
+
+    def check_root(self) -> None:
+        """Refuse a store path that exists but is not a directory (a file, ``/dev/null``)."""
+        try:
+            st = os.stat(self.root)
+        except FileNotFoundError:
+            return
+        except NotADirectoryError:  # an ancestor is a file
+            st = None
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            raise HostPathError(f"the store {self.root} is not a directory")
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -122,16 +176,20 @@ class Store:
                 fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
     def read_index(self) -> dict:
-        """The layout's index.json (an empty one if the store does not exist yet)."""
+        """The layout's index.json (an empty one if the store does not exist yet).
+
+        Raises :class:`InvalidManifest` naming the file when it is not JSON or not an image index (another
+        tool can write the layout), :class:`HostPathError` when the store is not a directory."""
+        path = self.root / "index.json"
         try:
-            with open(self.root / "index.json") as f:
-                idx = json.load(f)
+            with open(path, "rb") as f:
+                data = f.read()
         except FileNotFoundError:
             return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
-        except ValueError as exc:
-            raise InvalidManifest(f"{self.root / 'index.json'}: not valid JSON ({exc})") from None
-        idx.setdefault("manifests", [])
-        return idx
+        except NotADirectoryError:
+            self.check_root()
+            raise
+        return check_index(load_json(data, str(path)), str(path))
 
     def _write_index(self, idx: dict) -> None:
         _atomic_write_json(self.root / "index.json", idx)
@@ -140,12 +198,15 @@ class Store:
         """layerkit's own per-image metadata (parents, times)."""
         try:
             with open(self.meta_dir / "images.json") as f:
-                return json.load(f)
-        except (FileNotFoundError, ValueError):
+                meta = json.load(f)
+        except (FileNotFoundError, ValueError, RecursionError):
+            return {}  # layerkit's own notes: without them images only lose their recorded parents
+        if not isinstance(meta, dict):
             return {}
+        return {k: v for k, v in meta.items() if isinstance(v, dict)}
 
     def _write_meta(self, meta: dict) -> None:
-        self.meta_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.meta_dir, parents=True)
         _atomic_write_json(self.meta_dir / "images.json", meta)
 
     # ---- blobs and layer indexes ---------------------------------------------------------------
@@ -153,10 +214,7 @@ class Store:
     def read_json_blob(self, digest: str, what: str) -> tuple[bytes, dict]:
         """Read a JSON blob (manifest, config), failing with a message that names it."""
         data = self.blobs.read_bytes(digest)
-        try:
-            return data, json.loads(data)
-        except ValueError as exc:
-            raise InvalidManifest(f"{what} {digest}: not valid JSON ({exc})") from None
+        return data, load_object(data, f"{what} {digest}")
 
     def layer_index(self, diff_id: str, digest: str | None = None) -> LayerIndex:
         """The index of a layer, from memory, from its cache file, or built from the blob.
@@ -217,7 +275,7 @@ class Store:
         # a fact about content (these bytes inflate to this tar) that never changes: written once, atomically
         if self.checked_diff_id(digest) == diff_id:
             return
-        self.verified_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.verified_dir, parents=True)
         fd, tmp = tempfile.mkstemp(dir=self.verified_dir, prefix=".v-")
         try:
             with os.fdopen(fd, "w") as f:
@@ -266,10 +324,16 @@ class Store:
         from .pathindex import PathIndex, build
 
         key = image.chain_ids[-1][7:] if image.diff_ids else "empty"
-        path = self.meta_dir / "views" / f"{key}.db"
+        path = self._view_path(key)
         if not path.exists():
+            private_dir(path.parent, parents=True)
             build(self.image_view(image), path)
         return PathIndex(path)
+
+    def _view_path(self, key: str) -> Path:
+        # v2: paths stored as the bytes of the name (a name that is not UTF-8 included); a v1 file
+        # (``KEY.db``, UTF-8 text) is never read again and goes with its image
+        return self.meta_dir / "views" / f"{key}.v2.db"
 
     def blob_for_diff_id(self, diff_id: str) -> str | None:
         """The digest of a stored blob whose uncompressed content has this diff_id (checked first), if any."""
@@ -304,20 +368,16 @@ class Store:
             mdigest = desc.get("digest", "")
             if not is_digest(mdigest):
                 continue
+            name = (desc.get("annotations") or {}).get(REF_NAME)
             img = by_manifest.get(mdigest)
             if img is None:
                 if not self.blobs.has(mdigest):
                     continue  # an entry whose manifest is gone is not an image
-                _, manifest = self.read_json_blob(mdigest, "manifest")
-                cdigest = manifest.get("config", {}).get("digest", "")
-                if not is_digest(cdigest) or not self.blobs.has(cdigest):
+                img = self._read_image(mdigest, name, meta)
+                if img is None:
                     continue
-                _, config = self.read_json_blob(cdigest, "config")
-                img = Image(self, cdigest, mdigest, manifest, config, [],
-                            meta.get(cdigest, {}).get("parent"))
                 by_manifest[mdigest] = img
                 order.append(mdigest)
-            name = (desc.get("annotations") or {}).get(REF_NAME)
             if name:
                 try:
                     img.tags.append(parse_reference(name))
@@ -326,6 +386,27 @@ class Store:
         imgs = [by_manifest[m] for m in order]
         imgs.sort(key=lambda i: (i.created.timestamp() if i.created else 0), reverse=True)
         return imgs
+
+    def _read_image(self, mdigest: str, name: str | None, meta: dict) -> Image | None:
+        """The image whose manifest is blob ``mdigest``, its documents checked for the shapes layerkit
+        reads (another tool can write the store's layout); None for an entry that is not an image
+        manifest (an image index) or whose config is gone."""
+        label = f"manifest {mdigest}" + (f" ({name})" if name else "")
+        manifest = load_object(self.blobs.read_bytes(mdigest), label)
+        if "config" not in manifest:
+            return None
+        check_manifest(manifest, label)
+        cdigest = manifest["config"]["digest"]
+        if not self.blobs.has(cdigest):
+            return None
+        clabel = f"config {cdigest}" + (f" ({name})" if name else "")
+        config = check_config(load_object(self.blobs.read_bytes(cdigest), clabel), clabel)
+        n_layers, n_diffs = len(manifest.get("layers", [])), len(config["rootfs"]["diff_ids"])
+        if n_layers != n_diffs:
+            raise InvalidManifest(f"{label}: lists {n_layers} layers but its config {cdigest} has {n_diffs} "
+                                  "diff_ids")
+        parent = meta.get(cdigest, {}).get("parent")
+        return Image(self, cdigest, mdigest, manifest, config, [], parent if isinstance(parent, str) else None)
 
     def image(self, name: str) -> Image:
         """Find an image by tag (``busybox``, ``demo:v1``), full or short ID, or ``NAME@DIGEST``.
@@ -581,8 +662,9 @@ class Store:
             self._write_meta(meta)
             deleted.append(img.id)
             # collect garbage: blobs no remaining image references
+            others = self.images()
             still = set()
-            for other in self.images():
+            for other in others:
                 still.add(other.manifest_digest)
                 still.add(other.id)
                 still.update(la.digest for la in other.layers)
@@ -591,8 +673,10 @@ class Store:
                 self.blobs.delete(img.manifest_digest)
             if img.id not in still:
                 self.blobs.delete(img.id)
-            if img.diff_ids and not any(o.chain_ids[-1:] == img.chain_ids[-1:] for o in self.images()):
-                (self.meta_dir / "views" / f"{img.chain_ids[-1][7:]}.db").unlink(missing_ok=True)
+            if img.diff_ids and not any(o.chain_ids[-1:] == img.chain_ids[-1:] for o in others):
+                key = img.chain_ids[-1][7:]
+                self._view_path(key).unlink(missing_ok=True)
+                (self.meta_dir / "views" / f"{key}.db").unlink(missing_ok=True)  # by an older layerkit
             for layer in img.layers:
                 if layer.digest not in still:
                     self.blobs.delete(layer.digest)
@@ -602,7 +686,59 @@ class Store:
                     (self.layer_index_dir / (layer.diff_id[7:] + ".idx")).unlink(missing_ok=True)
                     self._index_cache.pop(layer.diff_id, None)
                     deleted.append(layer.diff_id)
+            self._prune_extracted(others)
         return {"untagged": untagged, "deleted": deleted}
+
+    # ---- extracted layers ---------------------------------------------------------------------
+
+    @property
+    def rootfs_dir(self) -> Path:
+        """Where ``run``'s extracted layers live: ``rootfs/HEX`` per layer, named by the hex of its diff_id,
+        or of its chain ID when its hardlinks name files of the layers below (see rootfs.py, which fills
+        it); ``rootfs/l/`` holds their short links and ``rootfs/init`` the runtime's mount points."""
+        return self.meta_dir / "rootfs"
+
+    def _prune_extracted(self, images: list[Image]) -> list[str]:
+        """Remove the extracted layers that none of ``images`` (the store's, with the lock held) uses, with
+        their short links; returns the names removed. The naming rule is the cache's (a diff_id or chain ID
+        in hex), so anything so named that no image uses can go; an extraction under way (``.x-*``) stays."""
+        base = self.rootfs_dir
+        try:
+            names = os.listdir(base)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        used = {d[7:] for img in images for d in img.diff_ids} | {c[7:] for img in images for c in img.chain_ids}
+        removed = []
+        for name in names:
+            if name.startswith(".gc-"):  # a removal cut short (the process was killed): finish it
+                _rmtree_owned(base / name)
+            elif len(name) == 64 and name not in used and all(c in "0123456789abcdef" for c in name):
+                # moved aside first, so the name disappears at once and a run extracts anew if it needs it
+                trash = base / f".gc-{name[:12]}-{secrets.token_hex(4)}"
+                os.replace(base / name, trash)
+                _rmtree_owned(trash)
+                removed.append(name)
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            for link in os.scandir(base / "l"):
+                if link.is_symlink() and not os.path.exists(link.path):
+                    os.unlink(link.path)
+        return removed
+
+
+def _rmtree_owned(path: Path) -> None:
+    """Remove a tree of the store, also when an image made some of its directories read-only (0555): a
+    user other than root needs write permission on a directory to empty it."""
+    def retry(func, p, exc_info) -> None:
+        if not isinstance(exc_info[1], PermissionError):
+            raise exc_info[1]
+        os.chmod(os.path.dirname(p), 0o700)
+        if func in (os.rmdir, os.unlink) or func is os.remove:
+            func(p)
+        else:  # scandir / open of a directory without read permission
+            os.chmod(p, 0o700)
+            shutil.rmtree(p, onerror=retry)
+
+    shutil.rmtree(path, onerror=retry)
 
 
 def _keeps(manifest_bytes: bytes | None, image_id: str, layers: list[NewLayer]) -> bool:

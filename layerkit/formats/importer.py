@@ -14,18 +14,17 @@ read raises), and every temporary blob of the image is dropped before the error 
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ..engine.digests import is_digest, sha256_bytes
-from ..engine.humanize import parse_time
+from ..engine.digests import sha256_bytes
 from ..engine.image import MAX_LAYERS, Image
 from ..engine.layer import OCI_TYPE_FOR, IngestResult, fetch_layer, ingest_layer
 from ..engine.reference import Reference
+from ..engine.shapes import parse_config  # also checks what the store reads back
 from ..engine.store import NewLayer, Store
 from ..errors import DigestMismatch, InvalidManifest, MaxDepthExceeded
 
@@ -51,75 +50,6 @@ class LoadedImage:
     def id(self) -> str:
         """The image ID (sha256 of the config)."""
         return self.image.id
-
-
-def parse_config(config_bytes: bytes, label: str) -> dict:
-    """Parse an image config and check the fields an image needs (rootfs.diff_ids)."""
-    try:
-        config = json.loads(config_bytes)
-    except ValueError as exc:
-        raise InvalidManifest(f"{label}: config is not valid JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise InvalidManifest(f"{label}: config is not a JSON object")
-    rootfs = config.get("rootfs")
-    if not isinstance(rootfs, dict) or not isinstance(rootfs.get("diff_ids"), list):
-        raise InvalidManifest(f"{label}: config lacks rootfs.diff_ids")
-    for d in rootfs["diff_ids"]:
-        if not isinstance(d, str) or not is_digest(d):
-            raise InvalidManifest(f"{label}: config has an invalid diff_id {d!r}")
-    _check_config_types(config, label)
-    return config
-
-
-_STR_FIELDS = ("created", "author", "architecture", "os", "variant")
-_HISTORY_STR = ("created", "created_by", "author", "comment")
-_RUN_LISTS = ("Env", "Cmd", "Entrypoint", "Shell", "OnBuild")
-_RUN_STR = ("User", "WorkingDir", "StopSignal")
-
-
-def _check_config_types(config: dict, label: str) -> None:
-    """Refuse fields of the wrong JSON type among those layerkit reads later.
-
-    Docker (Go, typed structs) refuses such a config at load; accepted here, it would be stored and then
-    break ``images``, ``history`` or ``run`` for the whole store (``"created": 5`` did).
-    """
-    def bad(what: str) -> InvalidManifest:
-        return InvalidManifest(f"{label}: config field {what} has the wrong type or format")
-
-    for k in _STR_FIELDS:
-        if config.get(k) is not None and not isinstance(config[k], str):
-            raise bad(k)
-    if config.get("created") and parse_time(config["created"]) is None:
-        raise bad("created")
-    history = config.get("history")
-    if history is not None:
-        if not isinstance(history, list):
-            raise bad("history")
-        for i, h in enumerate(history):
-            if not isinstance(h, dict):
-                raise bad(f"history[{i}]")
-            for k in _HISTORY_STR:
-                if h.get(k) is not None and not isinstance(h[k], str):
-                    raise bad(f"history[{i}].{k}")
-            if h.get("created") and parse_time(h["created"]) is None:
-                raise bad(f"history[{i}].created")
-            if h.get("empty_layer") is not None and not isinstance(h["empty_layer"], bool):
-                raise bad(f"history[{i}].empty_layer")
-    run = config.get("config")
-    if run is None:
-        return
-    if not isinstance(run, dict):
-        raise bad("config")
-    for k in _RUN_LISTS:
-        v = run.get(k)
-        if v is not None and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
-            raise bad(f"config.{k}")
-    for k in _RUN_STR:
-        if run.get(k) is not None and not isinstance(run[k], str):
-            raise bad(f"config.{k}")
-    for k in ("Labels", "ExposedPorts", "Volumes"):
-        if run.get(k) is not None and not isinstance(run[k], dict):
-            raise bad(f"config.{k}")
 
 
 class _Cancelled(BaseException):  # noqa: N818 - not an error: another layer failed first

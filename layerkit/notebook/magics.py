@@ -19,7 +19,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from .. import commands
 from ..cli import UsageError as CliUsageError
 from ..cli import _Exit, build_parser, run
-from ..errors import LayerkitError
+from ..errors import EXPECTED, LayerkitError, one_line
 from ..results import Document, Message, Sections, Stream, Table
 
 PLOT_KINDS = ("layers", "shared", "sharing", "cumulative", "wasted", "largest", "directories", "diff")
@@ -150,10 +150,14 @@ class LayerkitMagics(Magics):
         words = [w for w in words if w != "--debug"]
         try:
             return self._dispatch(words, cell)
-        except (LayerkitError, CliUsageError) as exc:
+        except CliUsageError as exc:
             if debug:
                 traceback.print_exc()
             raise UsageError(str(exc).splitlines()[0].removeprefix("layerkit: error: ")) from None
+        except EXPECTED as exc:  # the CLI's one line (layerkit.errors.EXPECTED); other exceptions are bugs
+            if debug:
+                traceback.print_exc()
+            raise UsageError(one_line(exc)) from None
 
     def _dispatch(self, words: list[str], cell: str | None) -> Any:
         if not words:
@@ -161,7 +165,7 @@ class LayerkitMagics(Magics):
             return None
         store_override = None
         if words[0] == "--store":
-            if len(words) < 2:
+            if len(words) < 2 or not words[1]:
                 raise CliUsageError("--store needs a directory")
             store_override = words[1]
             words = words[2:]
@@ -171,6 +175,8 @@ class LayerkitMagics(Magics):
                 return None
         if words[0] == "store":
             if len(words) > 1:
+                if not words[1]:
+                    raise CliUsageError("%lk store needs a directory")
                 self.store_dir = words[1]
             print(f"layerkit store: {self._store().root}")
             return None
