@@ -140,10 +140,26 @@ def process_json(proc: ProcessSpec, capabilities: tuple[str, ...] = DEFAULT_CAPA
     }
 
 
+@dataclass(frozen=True)
+class IdMap:
+    """A user namespace: container ids 0..size-1 are host ids uid_base.. and gid_base.. (Docker's
+    userns-remap, Podman's ``--userns``)."""
+
+    uid_base: int
+    gid_base: int
+    size: int = 65536
+
+    def mappings(self) -> dict:
+        """``uidMappings`` and ``gidMappings`` of the spec."""
+        return {"uidMappings": [{"containerID": 0, "hostID": self.uid_base, "size": self.size}],
+                "gidMappings": [{"containerID": 0, "hostID": self.gid_base, "size": self.size}]}
+
+
 def runtime_spec(proc: ProcessSpec, rootfs: str, hostname: str, cgroups_path: str, seccomp: dict,
-                 capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES) -> dict:
-    """The whole ``config.json``: Docker's defaults around ``proc``, rooted at ``rootfs`` (an absolute path)."""
-    return {
+                 capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES, userns: IdMap | None = None) -> dict:
+    """The whole ``config.json``: Docker's defaults around ``proc``, rooted at ``rootfs`` (an absolute path),
+    in a user namespace when ``userns`` is given."""
+    spec = {
         "ociVersion": OCI_VERSION,
         "process": process_json(proc, capabilities),
         "root": {"path": rootfs, "readonly": False},
@@ -159,3 +175,9 @@ def runtime_spec(proc: ProcessSpec, rootfs: str, hostname: str, cgroups_path: st
             "seccomp": seccomp,
         },
     }
+    if userns is not None:
+        spec["linux"]["namespaces"].append({"type": "user"})
+        spec["linux"].update(userns.mappings())
+        # the kernel takes only group ids mapped in the namespace
+        spec["linux"]["sysctl"]["net.ipv4.ping_group_range"] = f"0 {userns.size - 1}"
+    return spec

@@ -19,6 +19,7 @@ import secrets
 import select
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ from .rootfs import ensure_init, ensure_lower, rootfs_dir
 from .runspec import (
     DEFAULT_CAPABILITIES,
     ExecUser,
+    IdMap,
     ProcessSpec,
     RuntimeUnavailable,
     find_program,
@@ -38,7 +40,8 @@ from .runspec import (
 )
 from .seccomp import docker_default
 
-__all__ = ["DEFAULT_PATH", "RuntimeUnavailable", "execute", "exec_user", "process_spec", "resolve_user"]
+__all__ = ["DEFAULT_PATH", "USERNS_ENV", "RuntimeUnavailable", "execute", "exec_user", "kill", "process_spec",
+           "resolve_user", "userns_setting"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # runc and the mount helper run with this environment only: nothing of the caller's reaches them (and so
@@ -49,6 +52,9 @@ CGROUP_PARENT = "layerkit"
 # hand over to runc, in the private mount namespace. $1: the short links directory (the lower dirs are
 # named relative to it, which keeps the options under a page for 128 layers), $2: options, $3: mount point.
 MOUNT_SCRIPT = 'cd "$1" && mount -t overlay overlay -o "nodev,$2" "$3" && shift 3 && exec "$@"'
+# Opt-in user namespace (see userns_setting); off by default, as in Docker.
+USERNS_ENV = "LAYERKIT_USERNS"
+SUBID_USER = "layerkit"
 
 
 def process_spec(container: Container, command: list[str] | None = None, tty: bool = False,
@@ -122,6 +128,56 @@ def resolve_user(container: Container, spec: str | None) -> tuple[int, int, str]
         return None
     u = exec_user(container, spec)
     return u.uid, u.gid, u.home
+
+
+# ---- the user namespace (opt-in) ------------------------------------------------------------------------
+
+def _subid(path: str, user: str) -> tuple[int, int] | None:
+    try:
+        with open(path) as f:
+            for line in f:
+                name, _, rest = line.strip().partition(":")
+                start, _, count = rest.partition(":")
+                if name == user and start.isdigit() and count.isdigit():
+                    return int(start), int(count)
+    except OSError:
+        return None
+    return None
+
+
+def userns_setting(value: str | None = None) -> IdMap | None:
+    """The user namespace containers run in, from ``value`` or else ``$LAYERKIT_USERNS``.
+
+    Empty, ``host`` or ``off``: none, the host's ids (Docker's default; layerkit's too, because it needs
+    kernel support for idmapped mounts that not every filesystem has). ``remap``: the ranges of user
+    ``layerkit`` in /etc/subuid and /etc/subgid (as Docker's ``userns-remap=default`` uses ``dockremap``).
+    ``BASE`` or ``BASE:SIZE``: container ids 0..SIZE-1 (65536 by default) are host ids BASE.. (uid and gid).
+    """
+    value = (os.environ.get(USERNS_ENV, "") if value is None else value).strip()
+    if value in ("", "host", "off", "none"):
+        return None
+    if value == "remap":
+        uids, gids = _subid("/etc/subuid", SUBID_USER), _subid("/etc/subgid", SUBID_USER)
+        if uids is None or gids is None:
+            raise LayerkitError(f"{USERNS_ENV}=remap: no range for user {SUBID_USER} in /etc/subuid and "
+                                f"/etc/subgid (add a line such as {SUBID_USER}:100000:65536 to both)")
+        return IdMap(uids[0], gids[0], min(uids[1], gids[1]))
+    base, _, size = value.partition(":")
+    if not base.isdigit() or (size and not size.isdigit()) or int(base) == 0 or (size and int(size) == 0) \
+            or int(base) + int(size or 65536) > 0xFFFFFFFF:
+        raise LayerkitError(f"{USERNS_ENV}={value}: expected host, remap, BASE or BASE:SIZE (host ids, BASE > 0)")
+    return IdMap(int(base), int(base), int(size or 65536))
+
+
+def _spare_mountpoint(avoid: list[Path]) -> str:
+    """A host directory to cover with a private tmpfs (inside the mount namespace only) that holds none of
+    the paths the run needs."""
+    for cand in ("/mnt", "/media", "/srv", "/run", "/tmp"):
+        if not os.path.isdir(cand) or os.path.islink(cand):
+            continue
+        if not any(str(p.resolve()).startswith(cand + "/") for p in avoid):
+            return cand
+    raise LayerkitError("user namespace: no spare directory (/mnt, /media, /srv, /run, /tmp) to mount on")
 
 
 # ---- running runc --------------------------------------------------------------------------------------
@@ -322,21 +378,34 @@ def _mount_options(container: Container) -> tuple[Path, str]:
     return links, opts
 
 
-def _run_new(container: Container, proc: ProcessSpec, rid: str, stdin, stdout, stderr) -> int:
+def _run_new(container: Container, proc: ProcessSpec, rid: str, stdin, stdout, stderr,
+             userns: IdMap | None) -> int:
     """A new runc container on the container's writable layer (the caller holds the container's lock)."""
     unshare = find_program("unshare", "util-linux")
-    sh = find_program("sh", "dash")
     seccomp = docker_default(DEFAULT_CAPABILITIES)
     links, opts = _mount_options(container)
-    merged = container.dir / "merged"
-    merged.mkdir(exist_ok=True)
     run = _Run(container, rid)
     try:
         run.force_delete()  # a leftover of a killed layerkit process
-        spec = runtime_spec(proc, str(merged), container.short_id, f"/{CGROUP_PARENT}/{rid}", seccomp)
+        runc = run.cmd("run", "--bundle", str(run.bundle), "--pid-file", str(run.pidfile), rid)
+        if userns is None:
+            merged = container.dir / "merged"
+            merged.mkdir(exist_ok=True)
+            root = str(merged)
+            sh = find_program("sh", "dash")
+            argv = [unshare, "-m", "--propagation", "private", sh, "-c", MOUNT_SCRIPT, "sh", str(links), opts,
+                    root, *runc]
+        else:
+            helper = Path(__file__).with_name("idmount.py")
+            spot = _spare_mountpoint([container.store.meta_dir, helper, Path(sys.executable), Path(run.runc)])
+            root = f"{spot}/root"
+            lowers = [str((links / name).resolve()) for name in opts.split(",")[0][len("lowerdir="):].split(":")]
+            plan = {"base": userns.uid_base, "gid_base": userns.gid_base, "size": userns.size, "spot": spot,
+                    "lowers": lowers, "container_dir": str(container.dir), "exec": runc, "env": TOOL_ENV}
+            argv = [unshare, "-m", "--propagation", "private", sys.executable, "-I", "-S", str(helper),
+                    json.dumps(plan)]
+        spec = runtime_spec(proc, root, container.short_id, f"/{CGROUP_PARENT}/{rid}", seccomp, userns=userns)
         run.write_json("config.json", spec)
-        argv = [unshare, "-m", "--propagation", "private", sh, "-c", MOUNT_SCRIPT, "sh", str(links), opts,
-                str(merged), *run.cmd("run", "--bundle", str(run.bundle), "--pid-file", str(run.pidfile), rid)]
         return run.wait(argv, stdin, stdout, stderr, proc.terminal)
     finally:
         run.cleanup()
@@ -366,6 +435,21 @@ def _exec_in(container: Container, target: str, proc: ProcessSpec, stdin, stdout
         run.cleanup()
 
 
+def kill(container: Container) -> list[str]:
+    """Kill every process of the container (what ``rm -f`` of a running container must do first, as
+    Docker's does); returns the runc ids that were running."""
+    state = container.dir / "runc" / "state"
+    if not state.is_dir():
+        return []
+    killed = []
+    for d in sorted(state.iterdir()):
+        p = subprocess.run([_runc(), "--root", str(state), "delete", "--force", d.name], env=TOOL_ENV,
+                           stdin=subprocess.DEVNULL, capture_output=True)
+        if p.returncode == 0:
+            killed.append(d.name)
+    return killed
+
+
 @contextlib.contextmanager
 def _recorded(container: Container) -> Iterator[dict]:
     """Mark the container running while the body runs; record the exit status it leaves in the dict."""
@@ -387,16 +471,20 @@ def _recorded(container: Container) -> Iterator[dict]:
         container.finished_at = rfc3339_now()
         if "code" in result:
             container.exit_code = result["code"]
-        container.save()
+        if container.dir.is_dir():  # ``rm -f`` may have removed it meanwhile
+            container.save()
 
 
 def execute(container: Container, command: list[str] | None = None, interactive: bool = False,
-            stdin: IO | int | None = None, stdout: IO | int | None = None, stderr: IO | int | None = None) -> int:
+            stdin: IO | int | None = None, stdout: IO | int | None = None, stderr: IO | int | None = None,
+            userns: str | None = None) -> int:
     """Run a process in the container, confined as Docker confines it; returns its exit status.
 
     ``command`` None runs the container's own command (``run``, ``start``); otherwise the process is an
     ``exec``: it joins the container when it is running, else it runs on the same writable layer in a
-    container of its own (so ``exec`` into a stopped container works as before)."""
+    container of its own (so ``exec`` into a stopped container works as before). ``userns`` (default
+    ``$LAYERKIT_USERNS``, see :func:`userns_setting`) runs a new container in a user namespace."""
+    idmap = userns_setting(userns)
     terminal = _terminal(interactive, stdin, stdout)
     proc = _process(container, command, terminal)
     if stdin is None and not interactive:
@@ -407,5 +495,5 @@ def execute(container: Container, command: list[str] | None = None, interactive:
             return _exec_in(container, target, proc, stdin, stdout, stderr)
     rid = container.id if command is None else f"{container.id}-exec-{secrets.token_hex(4)}"
     with container.locked(), _recorded(container) as result:
-        result["code"] = _run_new(container, proc, rid, stdin, stdout, stderr)
+        result["code"] = _run_new(container, proc, rid, stdin, stdout, stderr, idmap)
     return result["code"]

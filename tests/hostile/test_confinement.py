@@ -364,3 +364,50 @@ def test_missing_seccomp_profile_names_the_package(capsys, monkeypatch, world: W
         assert {r["name"] for r in json.loads(world.lk(capsys, "ps", "-a", "--format", "json")[1])} == names
     finally:
         seccomp.docker_default.cache_clear()
+
+
+# ---- the user namespace (opt-in) -----------------------------------------------------------------------
+
+USERNS_BASE = 2000000  # host ids no account on this machine has
+
+
+def test_user_namespace_keeps_real_ids_in_the_writable_layer(capsys, monkeypatch, world: World) -> None:
+    """LAYERKIT_USERNS=BASE: the container's root is host uid BASE, yet what its users create is stored
+    with their ids, so diff and commit are as without the namespace; the confinement is the same."""
+    monkeypatch.setenv("LAYERKIT_USERNS", f"{USERNS_BASE}:65536")
+    before = Path("/proc/sys/kernel/core_pattern").read_bytes()
+    script = (f"echo uidmap: $(cat /proc/self/uid_map); echo gidmap: $(cat /proc/self/gid_map); {STATUS}; "
+              "echo ids: $(id -u) $(id -g); echo '|/tmp/pwn' > /proc/sys/kernel/core_pattern && echo wrote: core; "
+              "mknod /tmp/mem c 1 1 && echo made: mem; echo r > /root/f && mkdir /newd && chown 1000:1000 /newd "
+              "&& rm /etc/group && echo done: 1")
+    rc, out, err = world.lk(capsys, "run", "--name", "uns", "confined:1", "sh", "-c", script)
+    assert rc == 0, err
+    seen = fields(out)
+    assert seen["uidmap"].split() == ["0", str(USERNS_BASE), "65536"] == seen["gidmap"].split()
+    assert seen["ids"] == "0 0" and seen["done"] == "1"
+    assert_docker_status(seen)
+    assert "wrote" not in seen and "made" not in seen  # no device node at all in a user namespace
+    assert Path("/proc/sys/kernel/core_pattern").read_bytes() == before
+    upper = Store(world.store_dir).find_container("uns").upper
+    owners = {p: (os.lstat(upper / p).st_uid, os.lstat(upper / p).st_gid) for p in ("root/f", "newd", "etc/group")}
+    assert owners == {"root/f": (0, 0), "newd": (1000, 1000), "etc/group": (0, 0)}
+    rc, out, _ = world.lk(capsys, "diff", "uns")
+    assert sorted(out.splitlines()) == ["A /newd", "A /root/f", "C /etc", "C /root", "D /etc/group"]
+    world.lk(capsys, "rm", "uns")
+
+    # the image's user: its id inside, its id on disk
+    rc, out, err = world.lk(capsys, "run", "--name", "unsapp", "confined:app", "sh", "-c",
+                            "echo ids: $(id -u) $(id -G); echo x > mine")
+    assert rc == 0, err
+    assert sorted(fields(out)["ids"].split()) == sorted(["1000", "1000", "29", "50"])
+    st = os.lstat(Store(world.store_dir).find_container("unsapp").upper / "home" / "app" / "mine")
+    assert (st.st_uid, st.st_gid) == (APP_UID, APP_UID)
+    world.lk(capsys, "rm", "unsapp")
+
+
+@pytest.mark.parametrize("value", ["bogus", "0", "12:0", "remap-me"])
+def test_bad_user_namespace_setting_is_one_line(capsys, monkeypatch, world: World, value: str) -> None:
+    monkeypatch.setenv("LAYERKIT_USERNS", value)
+    rc, out, err = world.lk(capsys, "run", "--rm", "confined:1", "true")
+    assert (rc, out) == (1, "")
+    assert err.startswith(f"layerkit: error: LAYERKIT_USERNS={value}: ") and err.count("\n") == 1
