@@ -18,6 +18,7 @@ import os
 import secrets
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -276,6 +277,7 @@ class _Run:
     """One runc invocation: its id, its bundle directory (config or process JSON, log, pid file)."""
 
     def __init__(self, container: Container, rid: str) -> None:
+        self.runc = _runc()
         self.container = container
         self.rid = rid
         self.base = _private_dir(container.dir / "runc")
@@ -283,7 +285,6 @@ class _Run:
         self.bundle = _private_dir(self.base / rid)
         self.log = self.bundle / "log.json"
         self.pidfile = self.bundle / "pid"
-        self.runc = _runc()
 
     def cmd(self, *args: str) -> list[str]:
         return [self.runc, "--root", str(self.state), "--log", str(self.log), "--log-format", "json", *args]
@@ -302,13 +303,21 @@ class _Run:
             subprocess.run([self.runc, "--root", str(self.state), "delete", "--force", rid], env=TOOL_ENV,
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    def interrupt(self) -> None:
+        """Kill what this invocation started: the runc container, or the process ``runc exec`` started."""
+        if (self.state / self.rid).exists():
+            self.force_delete()
+            return
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(self.pidfile.read_text().strip()), signal.SIGKILL)
+
     def cleanup(self) -> None:
         shutil.rmtree(self.bundle, ignore_errors=True)
         for d in (self.state, self.base):  # only when no other run of this container is under way
             with contextlib.suppress(OSError):
                 os.rmdir(d)
 
-    def wait(self, argv: list[str], stdin, stdout, stderr, terminal: bool) -> int:
+    def wait(self, argv: list[str], stdin, stdout, stderr) -> int:
         """Run runc (or the mount helper that execs it) in the foreground; the process's exit status, or a
         one-line :class:`LayerkitError` when runc could not start it."""
         dest = _fd_of(stderr)
@@ -325,8 +334,8 @@ class _Run:
         try:
             code = proc.wait()
         except BaseException:
-            # an interrupt: the container must not outlive us (runc would be killed, its container not)
-            self.force_delete()
+            # an interrupt: what runc started must not outlive us (runc would be killed, its container not)
+            self.interrupt()
             proc.wait()
             relay.finish(discard=False)
             raise
@@ -406,7 +415,7 @@ def _run_new(container: Container, proc: ProcessSpec, rid: str, stdin, stdout, s
                     json.dumps(plan)]
         spec = runtime_spec(proc, root, container.short_id, f"/{CGROUP_PARENT}/{rid}", seccomp, userns=userns)
         run.write_json("config.json", spec)
-        return run.wait(argv, stdin, stdout, stderr, proc.terminal)
+        return run.wait(argv, stdin, stdout, stderr)
     finally:
         run.cleanup()
 
@@ -430,7 +439,7 @@ def _exec_in(container: Container, target: str, proc: ProcessSpec, stdin, stdout
     try:
         process = run.write_json("process.json", process_json(proc))
         argv = run.cmd("exec", "--process", str(process), "--pid-file", str(run.pidfile), target)
-        return run.wait(argv, stdin, stdout, stderr, proc.terminal)
+        return run.wait(argv, stdin, stdout, stderr)
     finally:
         run.cleanup()
 
