@@ -474,11 +474,15 @@ def ps(store: Store, all: bool = False) -> Table:
 def rm(store: Store, names: list[str], force: bool = False) -> Message:
     """``rm CONTAINER...``: remove containers and their writable layers."""
     from .engine.container import remove_container
+    from .engine.runtime import kill
 
     lines, errors = [], []
     for n in names:
         try:
-            remove_container(store, n, force=force)
+            c = store.find_container(n)
+            if force and c.state == "running":
+                kill(c)  # as docker rm -f: stop its processes first, so nothing runs on a removed layer
+            remove_container(store, c.id, force=force)
             lines.append(n)
         except LayerkitError as exc:
             errors.append(str(exc))

@@ -44,7 +44,7 @@ from layerkit.examples import busybox_archive
 pytestmark = pytest.mark.tools
 
 TOOLS = {"podman": "podman", "buildah": "buildah", "skopeo": "skopeo", "umoci": "umoci",
-         "/usr/sbin/runc": "runc", "bwrap": "bubblewrap", "unshare": "util-linux"}
+         "/usr/sbin/runc": "runc", "unshare": "util-linux"}
 PODMAN_RUN = ["--runtime", "/usr/sbin/runc", "--network", "none", "--ulimit", "nofile=1024:1024",
               "--ulimit", "nproc=1024:1024"]
 LONG = "l" * 130

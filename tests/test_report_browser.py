@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import shutil
 from pathlib import Path
@@ -59,8 +60,8 @@ def cli(store: Path, *argv: str) -> str:
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory) -> dict[str, Path]:
     """The hostile image, and its HTML and Markdown reports (container + image + busybox)."""
-    if shutil.which("bwrap") is None:
-        pytest.fail("bubblewrap is not installed (containers run with bwrap): apt-get install bubblewrap")
+    if shutil.which("runc") is None and not os.path.exists("/usr/sbin/runc"):
+        pytest.fail("runc is not installed (containers run with runc): apt-get install runc")
     root = tmp_path_factory.mktemp("report-xss")
     try:
         archive = busybox_archive(root / "busybox.tar")

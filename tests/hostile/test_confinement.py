@@ -186,6 +186,26 @@ def test_status_of_run_and_exec(capsys, world: World) -> None:
     world.lk(capsys, "rm", "-f", "bg", "st")
 
 
+def test_rm_force_stops_a_running_container(capsys, world: World) -> None:
+    """``rm -f`` of a running container kills its processes first, as ``docker rm -f`` does: nothing keeps
+    running on a writable layer that is gone."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    bg = subprocess.Popen([sys.executable, "-m", "layerkit", "--store", str(world.store_dir), "run", "--name",
+                           "doomed", "confined:1", "sh", "-c", "echo ready; sleep 300"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        assert bg.stdout.readline() == "ready\n", bg.stderr.read()
+        rc, _, err = world.lk(capsys, "rm", "-f", "doomed")
+        assert rc == 0, err
+        assert bg.wait(timeout=30) != 0  # killed, long before its 300 s sleep ends
+        rc, out, _ = world.lk(capsys, "ps", "-a", "--format", "json")
+        assert "doomed" not in [r["name"] for r in json.loads(out)]
+    finally:
+        if bg.poll() is None:
+            bg.kill()
+            bg.wait()
+
+
 # ---- /proc, /sys, mounts --------------------------------------------------------------------------------
 
 def test_proc_sys_is_read_only_and_core_pattern_stays(capsys, world: World) -> None:
