@@ -225,6 +225,24 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("logout", help="log out from a registry")
     s.add_argument("registry", metavar="REGISTRY")
 
+    for group, helptext in (("image", "manage images"), ("container", "manage containers"),
+                            ("system", "manage the store")):
+        g = sub.add_parser(group, help=helptext)
+        actions = g.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+        pr = actions.add_parser("prune", help={"image": "remove dangling images (-a: every unused image)",
+                                               "container": "remove all stopped containers",
+                                               "system": "remove stopped containers and dangling images "
+                                                         "(-a: every unused image)"}[group])
+        if group != "container":
+            pr.add_argument("-a", "--all", action="store_true",
+                            help="remove every image no container uses, not only dangling ones")
+        pr.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
+        _fmt(pr)
+        if group == "system":
+            d = actions.add_parser("df", help="show space usage (as layerkit df)")
+            d.add_argument("-v", "--verbose", action="store_true")
+            _fmt(d)
+
     s = sub.add_parser("df", help="show space usage")
     s.add_argument("-v", "--verbose", action="store_true")
     _fmt(s)
@@ -265,6 +283,8 @@ def run(args: argparse.Namespace) -> Any:
         return commands.tag(store, args.source, args.target)
     if v == "rmi":
         return commands.rmi(store, args.images, force=args.force)
+    if v in ("image", "container", "system"):
+        return _group(store, args)
     if v == "df":
         return commands.df(store, verbose=args.verbose)
     if v == "efficiency":
@@ -325,6 +345,31 @@ def run(args: argparse.Namespace) -> Any:
         return commands.commit(store, args.container, args.repo, message=args.message, author=args.author,
                                changes=args.change)
     raise UsageError(f"{PROG}: error: unknown verb {v!r}")
+
+
+def _group(store, args: argparse.Namespace) -> Any:
+    """``image prune``, ``container prune``, ``system prune`` and ``system df``."""
+    if args.action is None:
+        choices = "prune or df" if args.verb == "system" else "prune"
+        raise UsageError(f"{PROG} {args.verb}: error: give an action ({choices})")
+    if args.action == "df":
+        return commands.df(store, verbose=args.verbose)
+    all_ = getattr(args, "all", False)
+    if not args.force and not confirm(commands.prune_warning(args.verb, all_)):
+        return None
+    if args.verb == "image":
+        return commands.image_prune(store, all=all_)
+    if args.verb == "container":
+        return commands.container_prune(store)
+    return commands.system_prune(store, all=all_)
+
+
+def confirm(warning: str) -> bool:
+    """Docker's confirmation: the warning, ``Are you sure you want to continue? [y/N]``, and a line read from
+    stdin; only ``y`` or ``yes`` goes on (end of input is no)."""
+    _emit(f"{warning}\nAre you sure you want to continue? [y/N] ")
+    answer = sys.stdin.readline() if sys.stdin is not None else ""
+    return answer.strip().lower() in ("y", "yes")
 
 
 def _threshold(text: str, conv):

@@ -342,6 +342,63 @@ def df(store: Store, verbose: bool = False) -> Sections:
     return Sections(tables, data)
 
 
+# ---- prune ------------------------------------------------------------------------------------
+
+PRUNE_WARNINGS = {
+    "image": "WARNING! This will remove all dangling images.",
+    "image-all": "WARNING! This will remove all images without at least one container associated to them.",
+    "container": "WARNING! This will remove all stopped containers.",
+    "system": "WARNING! This will remove:\n  - all stopped containers\n  - all dangling images",
+    "system-all": "WARNING! This will remove:\n  - all stopped containers\n  - all images without at least one "
+                  "container associated to them",
+}
+
+
+def prune_warning(what: str, all: bool = False) -> str:
+    """The warning Docker prints before asking to confirm a prune (``what``: image, container, system)."""
+    return PRUNE_WARNINGS[what + ("-all" if all and what != "container" else "")]
+
+
+def _prune_message(res, containers: bool, images: bool) -> Message:
+    """Docker's prune output: ``Deleted Containers:``, ``Deleted Images:`` (untagged/deleted lines), and
+    ``Total reclaimed space: 1.23MB``."""
+    lines: list[str] = []
+    if containers and res.containers:
+        lines += ["Deleted Containers:", *res.containers, ""]
+    if images and (res.untagged or res.deleted):
+        lines += ["Deleted Images:", *(f"untagged: {u}" for u in res.untagged),
+                  *(f"deleted: {d}" for d in res.deleted), ""]
+    lines.append(f"Total reclaimed space: {fmt_size(res.reclaimed)}")
+    data = {"space_reclaimed": res.reclaimed}
+    if containers:
+        data["containers_deleted"] = res.containers
+    if images:
+        data["images_deleted"] = [{"untagged": u} for u in res.untagged] + [{"deleted": d} for d in res.deleted]
+    return Message(lines, data)
+
+
+def image_prune(store: Store, all: bool = False) -> Message:
+    """``image prune [-a]``: remove dangling images (``-a``: every image no container uses)."""
+    from .engine.prune import prune_images
+
+    return _prune_message(prune_images(store, all), containers=False, images=True)
+
+
+def container_prune(store: Store) -> Message:
+    """``container prune``: remove every stopped container."""
+    from .engine.prune import prune_containers
+
+    return _prune_message(prune_containers(store), containers=True, images=False)
+
+
+def system_prune(store: Store, all: bool = False) -> Message:
+    """``system prune [-a]``: stopped containers, then dangling images (``-a``: every unused image)."""
+    from .engine.prune import prune_containers, prune_images
+
+    res = prune_containers(store)
+    return _prune_message(res.add(prune_images(store, all)), containers=True, images=True)
+
+
 def image_short(img: Image) -> str:
     """``busybox:latest`` or the short ID."""
     return img.name if img.tags else short(img.id)

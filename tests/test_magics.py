@@ -78,3 +78,16 @@ def test_cell_runs_script_in_container(shell):
     assert "one" in cap.stdout
     d = shell.run_cell("%lk diff cellrun").result
     assert d.loc["/made-by-cell", "kind"] == "A"
+
+
+def test_prune_needs_force_in_a_notebook(shell, store_dir):
+    from layerkit.engine.store import Store
+
+    before = {i.id for i in Store(store_dir).images()}
+    with capture_output() as cap:
+        res = shell.run_cell("%lk image prune")
+    assert res.error_in_exec is not None and "add -f" in cap.stderr and "Traceback" not in cap.stderr
+    assert {i.id for i in Store(store_dir).images()} == before
+    with capture_output() as cap:
+        shell.run_line_magic("lk", "image prune -f")
+    assert "Total reclaimed space: 0B" in cap.stdout

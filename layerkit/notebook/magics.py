@@ -212,6 +212,8 @@ class LayerkitMagics(Magics):
         except _Exit:
             return None  # --help was printed
         args.store = str(store.root)
+        if getattr(args, "action", None) == "prune" and not args.force:
+            raise CliUsageError(f"%lk {args.verb} prune removes data and cannot ask here: add -f")
         if args.verb in ("run", "start", "exec"):
             return self._run_captured(args)
         result = run(args)
