@@ -18,12 +18,14 @@ import os
 import subprocess
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 from . import commands
 from .engine.humanize import parse_size
 from .errors import EXPECTED, one_line
 from .results import Document, Message, Stream, dumps
+from .version import __version__
 
 PROG = "layerkit"
 
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", metavar="DIR", type=_store_dir, help="store directory (default: $LAYERKIT_HOME "
                    "or ~/.local/share/layerkit)")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = p.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
 
     s = sub.add_parser("ref", help="parse and normalise an image reference")
@@ -243,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
             d.add_argument("-v", "--verbose", action="store_true")
             _fmt(d)
 
+    s = sub.add_parser("tour", help="run the tour notebook headless: DIR/tour.ipynb executed, DIR/tour-report.html")
+    s.add_argument("dir", nargs="?", default="out", metavar="DIR", help="output directory (default: out)")
+
     s = sub.add_parser("df", help="show space usage")
     s.add_argument("-v", "--verbose", action="store_true")
     _fmt(s)
@@ -283,6 +289,11 @@ def run(args: argparse.Namespace) -> Any:
         return commands.tag(store, args.source, args.target)
     if v == "rmi":
         return commands.rmi(store, args.images, force=args.force)
+    if v == "tour":
+        from .tour import run_tour
+
+        executed, report = run_tour(Path(args.dir))
+        return Message([f"executed notebook: {executed}", f"report:            {report}"])
     if v in ("image", "container", "system"):
         return _group(store, args)
     if v == "df":

@@ -1,5 +1,11 @@
-"""Every notebook in notebooks/ runs clean in a real kernel (nbclient); the tour, run as ``make demo`` runs
-it, tells its story in a store of its own and leaves the user's store byte for byte as it was."""
+"""Every notebook runs clean in a real kernel (nbclient); the tour tells its story in a store of its own and
+leaves the user's store byte for byte as it was; and it does so from layerkit installed as a wheel.
+
+The tour runs once, as ``layerkit tour DIR`` of the package built into a wheel (``pip wheel --no-deps``)
+and installed with ``--no-deps --target`` into a directory first on ``PYTHONPATH`` (the test venv supplies
+the dependencies), from a directory outside the checkout, so nothing of the repository can stand in for
+the package (issue 12, items 1 and 8).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import nbformat
@@ -73,18 +80,50 @@ def _user_store(root: Path, work: Path) -> Store:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """``make demo``'s job (``python -m layerkit.tour``), with LAYERKIT_HOME pointing at a user's store that
-    holds the tour's names; returns (output dir, user store dir, its hashes before the tour)."""
+def wheel_site(tmp_path_factory) -> Path:
+    """layerkit's wheel, checked for its contents and installed alone into a directory."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp / "dist"),
+                        str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    (wheel,) = (tmp / "dist").glob("layerkit-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "layerkit/notebook/ipynb/tour.ipynb" in names and "layerkit/notebook/ipynb/explorer.ipynb" in names
+    assert not [n for n in names if n.startswith(("tests/", "notebooks/", "benchmarks/"))]
+    site = tmp / "site"
+    p = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
+                        str(wheel)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    return site
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, wheel_site):
+    """The tour from the installed wheel (``layerkit tour DIR``, what ``make demo`` runs), with
+    LAYERKIT_HOME pointing at a user's store that holds the tour's names; returns (output dir, user store
+    dir, its hashes before the tour, the command's stdout)."""
     tmp = tmp_path_factory.mktemp("demo")
     user = tmp / "user-store"
     _user_store(user, tmp)
     before = _store_hashes(user)
-    env = _jupyter_env(tmp) | {"LAYERKIT_HOME": str(user), "LAYERKIT_OUT": str(tmp / "out")}
-    p = subprocess.run([sys.executable, "-m", "layerkit.tour"], env=env, capture_output=True, text=True,
-                       timeout=900, cwd=tmp)
+    elsewhere = tmp / "elsewhere"
+    elsewhere.mkdir()
+    env = _jupyter_env(tmp) | {"LAYERKIT_HOME": str(user), "PYTHONPATH": str(wheel_site)}
+    env.pop("LAYERKIT_OUT", None)
+    p = subprocess.run([sys.executable, "-c", "import layerkit; print(layerkit.__file__)"], env=env,
+                       cwd=elsewhere, capture_output=True, text=True)
+    assert p.stdout.strip() == str(wheel_site / "layerkit" / "__init__.py")
+    p = subprocess.run([sys.executable, "-m", "layerkit", "tour", "tour-out"], env=env, capture_output=True,
+                       text=True, timeout=900, cwd=elsewhere)
     assert p.returncode == 0, p.stderr[-3000:]
-    return tmp / "out", user, before
+    return elsewhere / "tour-out", user, before, p.stdout
+
+
+def test_installed_version(wheel_site):
+    env = {**os.environ, "PYTHONPATH": str(wheel_site)}
+    p = subprocess.run([sys.executable, "-m", "layerkit", "--version"], env=env, capture_output=True, text=True,
+                       cwd=wheel_site)
+    assert p.returncode == 0 and p.stdout.strip() == "layerkit 0.1.0"
 
 
 def _execute(path: Path, cwd: Path) -> nbformat.NotebookNode:
@@ -110,17 +149,19 @@ def test_notebook_runs_clean(path, kernel_env):
 
 
 def test_tour_runs_clean(demo):
-    out, _, _ = demo
+    out, _, _, _ = demo
     assert not _errors(nbformat.read(out / "tour.ipynb", as_version=4))
 
 
 def test_tour_leaves_the_users_store_untouched(demo):
-    out, user, before = demo
+    out, user, before, stdout = demo
     assert _store_hashes(user) == before
     store = Store(user)
     assert store.find_container("edit").read("/root/my-notes.txt") == b"uncommitted work\n"
     # the tour worked in its own store, under the output directory
     assert (out / "tour-store" / "index.json").is_file()
+    assert f"report:            {out / 'tour-report.html'}" in stdout
+    assert (out / "notebooks" / "explorer.ipynb").is_file()  # written out to open in Jupyter next
     assert {t.familiar for img in Store(out / "tour-store").images() for t in img.tags} >= {"app:v1", "slim:v1"}
 
 
@@ -135,7 +176,7 @@ def test_tour_refuses_a_store_it_did_not_make(kernel_env):
 
 
 def test_tour_tells_the_story(demo):
-    out, _, _ = demo
+    out, _, _, _ = demo
     nb = nbformat.read(out / "tour.ipynb", as_version=4)
     outputs = {}
     for c in nb.cells:
