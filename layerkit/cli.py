@@ -132,6 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-R", "--recursive", action="store_true")
     _fmt(s)
 
+    s = sub.add_parser("tree", help="dive's layer tree: directory sizes, what a layer added, modified, removed")
+    s.add_argument("target", metavar="TARGET")
+    s.add_argument("path", nargs="?", default="/")
+    s.add_argument("--layer", type=int, metavar="N", help="layer to show, 0 at the bottom (default: the top)")
+    s.add_argument("--changes", action="store_true", help="only what the layer changed (and the dirs on the way)")
+    s.add_argument("--aggregate", action="store_true",
+                   help="mark everything the layers above the base changed (dive's aggregated view)")
+    s.add_argument("--max-depth", type=int, metavar="D", help="show D levels of directories")
+    _fmt(s)
+
     s = sub.add_parser("cat", help="print a file of an image or container")
     s.add_argument("target", metavar="TARGET")
     s.add_argument("path")
@@ -329,6 +339,11 @@ def run(args: argparse.Namespace) -> Any:
         return commands.report(store, args.targets, args.output)
     if v == "ls":
         return commands.ls(store, args.target, args.path, recursive=args.recursive)
+    if v == "tree":
+        res = commands.tree(store, args.target, args.path, layer=args.layer, changes=args.changes,
+                            aggregate=args.aggregate, max_depth=args.max_depth)
+        res.colour = _colour_terminal()
+        return res
     if v == "cat":
         return commands.cat(store, args.target, args.path)
     if v == "create":
@@ -381,6 +396,14 @@ def confirm(warning: str) -> bool:
     _emit(f"{warning}\nAre you sure you want to continue? [y/N] ")
     answer = sys.stdin.readline() if sys.stdin is not None else ""
     return answer.strip().lower() in ("y", "yes")
+
+
+def _colour_terminal() -> bool:
+    """Colour only on a terminal, and never when NO_COLOR is set (no-color.org)."""
+    try:
+        return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    except (AttributeError, ValueError):
+        return False
 
 
 def _threshold(text: str, conv):

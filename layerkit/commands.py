@@ -15,10 +15,23 @@ from pathlib import Path
 from .engine.digests import short
 from .engine.humanize import rfc3339
 from .engine.image import Image
+from .engine.layerindex import Entry
 from .engine.reference import Reference, parse_reference
 from .engine.store import Store
 from .errors import HostPathError, InvalidReference, LayerkitError
-from .results import Column, Document, Message, Sections, Stream, Table, ellipsis, fmt_ago, fmt_id, fmt_size
+from .results import (
+    Column,
+    Document,
+    Message,
+    Sections,
+    Stream,
+    Table,
+    TreeListing,
+    ellipsis,
+    fmt_ago,
+    fmt_id,
+    fmt_size,
+)
 
 SAVE_FORMATS = ("docker-archive", "oci-archive", "oci")
 
@@ -442,6 +455,49 @@ def ls(store: Store, target: str, path: str = "/", recursive: bool = False) -> T
             Column("layer", "LAYER", lambda v: short(v) if v else "writable"),
             Column("path", "PATH"), Column("link", "LINK", lambda v: f"-> {v}" if v else "")]
     return Table(cols, rows, LS_KEYS)
+
+
+def tree(store: Store, target: str, path: str = "/", layer: int | None = None, changes: bool = False,
+         aggregate: bool = False, max_depth: int | None = None) -> TreeListing:
+    """``tree TARGET [PATH] [--layer N] [--changes] [--aggregate] [--max-depth D]``: dive's layer tree.
+
+    ``layer`` counts from 0 at the bottom (default: the top layer; for a container, its writable layer);
+    the marks say what that layer changed, or with ``aggregate`` what every layer above the base changed."""
+    from .engine.tree import layer_tree, only_changes
+    from .engine.union import mode_string
+
+    c = store.find_container(target, missing_ok=True)
+    if c is not None:
+        from .engine.upper import upper_index
+
+        img = c.image
+        store.index_layers(img.layers)
+        indexes = [la.index() for la in img.layers] + [upper_index(c.upper)]
+        names = [la.diff_id for la in img.layers] + [None]
+    else:
+        img = store.image(target)
+        store.index_layers(img.layers)
+        indexes = [la.index() for la in img.layers]
+        names = [la.diff_id for la in img.layers]
+    if not indexes:
+        raise LayerkitError(f"{target} has no layers")
+    n = len(indexes) - 1 if layer is None else layer
+    if not 0 <= n < len(indexes):
+        raise LayerkitError(f"{target} has no layer {n}: its layers are 0 to {len(indexes) - 1}")
+    rows = layer_tree(indexes, n, aggregate=aggregate, path=path)
+    if changes:
+        rows = only_changes(rows)
+    if max_depth is not None:
+        rows = [r for r in rows if r.depth < max_depth]
+    out = []
+    for r in rows:
+        e = Entry(r.path, r.type, r.size, r.mode, r.uid, r.gid, 0, r.link, -1)
+        out.append({"path": r.path, "depth": r.depth, "type": r.type, "size": r.size, "dir_size": r.dir_size,
+                    "change": r.change, "layer": names[r.layer], "layer_index": r.layer, "mode": r.mode,
+                    "uid": r.uid, "gid": r.gid, "link": r.link or None, "_mode": mode_string(e)})
+    what = "Aggregated layer contents" if aggregate else "Current layer contents"
+    label = "writable layer" if names[n] is None else f"layer {n} ({short(names[n])})"
+    return TreeListing(out, title=f"[{what}: {label} of {target}]")
 
 
 def cat(store: Store, target: str, path: str) -> Stream:

@@ -175,3 +175,71 @@ class Stream:
     def render(self) -> str:
         """Not used: the CLI writes the chunks to the binary stdout."""
         return ""
+
+
+_MARKS = {"added": "A", "modified": "M", "removed": "R", "": " "}
+_COLOURS = {"added": "\033[32m", "modified": "\033[33m", "removed": "\033[31m"}  # dive's green, yellow, red
+
+
+@dataclass
+class TreeListing:
+    """dive's layer tree: rows in tree order (``path depth type size dir_size change layer ...``), printed
+    with tree branches and a change letter (A added, M modified, R removed), coloured as dive colours them
+    when ``colour`` is set (the CLI sets it on a terminal); JSON nests each directory's ``children``."""
+
+    rows: list[dict]
+    title: str = ""
+    colour: bool = False
+    keys: tuple[str, ...] = ("path", "type", "size", "dir_size", "change", "layer", "mode", "uid", "gid", "link")
+
+    def to_json(self) -> list[dict]:
+        """The tree nested: each directory row has ``children``."""
+        top: list[dict] = []
+        stack: list[tuple[int, list[dict]]] = [(-1, top)]
+        for r in self.rows:
+            node = {k: r.get(k) for k in self.keys}
+            while stack[-1][0] >= r["depth"]:
+                stack.pop()
+            stack[-1][1].append(node)
+            if r["type"] == "dir":
+                node["children"] = []
+                stack.append((r["depth"], node["children"]))
+        return top
+
+    def render(self) -> str:
+        """``CHANGE  PERMISSION  UID:GID  SIZE  FILETREE`` lines with dive's branches."""
+        from .engine.humanize import human_size
+
+        last: dict[int, bool] = {}
+        # whether each row is the last child of its parent: a later row of the same depth before a
+        # shallower one means it is not
+        is_last = [True] * len(self.rows)
+        open_at: dict[int, int] = {}
+        for i, r in enumerate(self.rows):
+            d = r["depth"]
+            if d in open_at:
+                is_last[open_at[d]] = False
+            open_at[d] = i
+            for deeper in [k for k in open_at if k > d]:
+                del open_at[deeper]
+        cells = [("CHANGE", "PERMISSION", "UID:GID", "SIZE", "FILETREE")]
+        for i, r in enumerate(self.rows):
+            d = r["depth"]
+            last[d] = is_last[i]
+            branch = "".join("    " if last.get(k) else "│   " for k in range(d))
+            branch += "└── " if is_last[i] else "├── "
+            name = r["path"].rsplit("/", 1)[-1]
+            if r.get("link"):
+                name += f" → {r['link']}"
+            size = r["dir_size"] if r["type"] == "dir" else r["size"]
+            cells.append((_MARKS.get(r["change"], " "), r.get("_mode", ""), f"{r['uid']}:{r['gid']}",
+                          human_size(size), branch + name))
+        widths = [max(len(c[k]) for c in cells) for k in range(4)]
+        lines = [self.title] if self.title else []
+        for i, c in enumerate(cells):
+            line = "   ".join(c[k].ljust(widths[k]) for k in range(4)) + "   " + c[4]
+            change = self.rows[i - 1]["change"] if i else ""
+            if self.colour and change:
+                line = _COLOURS[change] + line + "\033[0m"
+            lines.append(line.rstrip())
+        return "\n".join(lines)

@@ -91,3 +91,11 @@ def test_prune_needs_force_in_a_notebook(shell, store_dir):
     with capture_output() as cap:
         shell.run_line_magic("lk", "image prune -f")
     assert "Total reclaimed space: 0B" in cap.stdout
+
+
+def test_tree_returns_frame(shell):
+    df = shell.run_line_magic("lk", "tree busybox --max-depth 1")
+    assert df.index.name == "path" and "/bin" in df.index
+    assert {"depth", "dir_size", "change"} <= set(df.columns)
+    assert str(df["dir_size"].dtype) == "int64" and (df["depth"] == 0).all()
+    assert df.loc["/bin", "dir_size"] > 1_000_000 and df.loc["/bin", "permissions"] == "drwxr-xr-x"

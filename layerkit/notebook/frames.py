@@ -11,11 +11,11 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from ..results import Table
+from ..results import Table, TreeListing
 
 SIZE_COLUMNS = ("size", "tar_size", "compressed_size", "shared_size", "unique_size", "total_bytes",
                 "wasted_bytes", "reclaimable_bytes", "size_a", "size_b", "below_size", "size_bytes",
-                "user_size_bytes")
+                "user_size_bytes", "dir_size")
 TIME_COLUMNS = ("created", "mtime")
 
 
@@ -55,6 +55,19 @@ def history(t: Table) -> pd.DataFrame:
 def layers(t: Table) -> pd.DataFrame:
     """``layers``: index ``index`` (bottom 0); the three sizes, files, created_by, shared_by."""
     return _frame(t.to_json(), list(t.keys), "index")
+
+
+def tree(t: TreeListing) -> pd.DataFrame:
+    """``tree``: dive's layer tree in tree order. Index ``path``; columns ``depth`` (0 below the tree's root),
+    ``type``, ``size`` (Docker's: file bytes, a symlink's target length), ``dir_size`` (a directory's size
+    rolled up, hardlinks once; a file's own size), ``change`` (``added``, ``modified``, ``removed`` or
+    empty), ``layer`` (diff_id of the providing layer, None for a container's writable layer),
+    ``layer_index`` (0 at the bottom), ``mode`` (permission bits) and ``permissions`` (``-rwxr-xr-x``),
+    ``uid``, ``gid``, ``link``."""
+    cols = ["path", "depth", "type", "size", "dir_size", "change", "layer", "layer_index", "mode", "permissions",
+            "uid", "gid", "link"]
+    rows = [{**r, "permissions": r.get("_mode")} for r in t.rows]
+    return _frame(rows, cols, "path")
 
 
 def shared_long(rows: list[dict]) -> pd.DataFrame:

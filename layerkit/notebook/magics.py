@@ -20,7 +20,7 @@ from .. import commands
 from ..cli import UsageError as CliUsageError
 from ..cli import _Exit, build_parser, run
 from ..errors import EXPECTED, LayerkitError, one_line
-from ..results import Document, Message, Sections, Stream, Table
+from ..results import Document, Message, Sections, Stream, Table, TreeListing
 
 PLOT_KINDS = ("layers", "shared", "sharing", "cumulative", "wasted", "largest", "directories", "diff")
 
@@ -58,6 +58,10 @@ def to_frame(verb: str, result: Any) -> Any:
         if "path" in df.columns and verb in ("ls", "files"):
             df = df.set_index("path")
         return df
+    if isinstance(result, TreeListing):
+        from . import frames
+
+        return frames.tree(result)
     if isinstance(result, Sections):
         import pandas as pd
 
