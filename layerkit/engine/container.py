@@ -168,9 +168,10 @@ class Container:
         ue = view.get(dirpath)
         if ue is None or ue.entry.type != "dir":
             raise FileOpError(f"{dirpath}: not a directory")
-        if st is not None:  # a whiteout or leftover: replaced by the directory
-            os.unlink(host)
-        os.mkdir(host)
+        with _parent_times_kept(host):  # overlayfs restores the parent's times after a copy-up
+            if st is not None:  # a whiteout or leftover: replaced by the directory
+                os.unlink(host)
+            os.mkdir(host)
         _apply_meta(host, ue)
 
     def _copy_up(self, view: UnionView, path: str) -> str:
@@ -185,25 +186,26 @@ class Container:
         if e.type not in _COPYABLE:  # refuse before anything is copied up: a failure changes nothing
             raise FileOpError(f"{path}: cannot copy up a {e.type}")
         self._copy_up_dirs(view, posixpath.dirname(path))
-        if e.type == "dir":
-            os.mkdir(host)
-        elif e.type == "symlink":
-            os.symlink(e.link, host)
-        elif e.type in ("file", "hardlink"):
-            src = view.data_entry(ue)
-            fd, tmp = _mkstemp_beside(host)
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    for chunk in self._entry_bytes(view, src):
-                        out.write(chunk)
-                os.replace(tmp, host)
-            except BaseException:
-                _unlink_quiet(tmp)
-                raise
-        elif e.type == "fifo":
-            os.mkfifo(host)
-        else:
-            raise FileOpError(f"{path}: cannot copy up a {e.type}")
+        with _parent_times_kept(host):  # a copy-up is not a change of the directory (overlayfs)
+            if e.type == "dir":
+                os.mkdir(host)
+            elif e.type == "symlink":
+                os.symlink(e.link, host)
+            elif e.type in ("file", "hardlink"):
+                src = view.data_entry(ue)
+                fd, tmp = _mkstemp_beside(host)
+                try:
+                    with os.fdopen(fd, "wb") as out:
+                        for chunk in self._entry_bytes(view, src):
+                            out.write(chunk)
+                    os.replace(tmp, host)
+                except BaseException:
+                    _unlink_quiet(tmp)
+                    raise
+            elif e.type == "fifo":
+                os.mkfifo(host)
+            else:
+                raise FileOpError(f"{path}: cannot copy up a {e.type}")
         _apply_meta(host, ue)
         return host
 
@@ -233,22 +235,26 @@ class Container:
                 raise FileOpError(f"{path}: is a directory")
             self._copy_up_dirs(view, posixpath.dirname(p))
             host = self._host(p)
-            fd, tmp = _mkstemp_beside(host)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    if isinstance(data, (bytes, bytearray, memoryview)):
-                        f.write(data)
+            # rewriting an existing file changes the file, not its directory (as ``>`` in a shell); the
+            # temporary name beside it would otherwise touch the directory's times
+            keep = _parent_times_kept(host) if ue is not None else contextlib.nullcontext()
+            with keep:
+                fd, tmp = _mkstemp_beside(host)
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        if isinstance(data, (bytes, bytearray, memoryview)):
+                            f.write(data)
+                        else:
+                            shutil.copyfileobj(data, f, 1 << 20)
+                    if ue is not None:
+                        os.chmod(tmp, ue.entry.mode)
+                        os.chown(tmp, ue.entry.uid, ue.entry.gid)
                     else:
-                        shutil.copyfileobj(data, f, 1 << 20)
-                if ue is not None:
-                    os.chmod(tmp, ue.entry.mode)
-                    os.chown(tmp, ue.entry.uid, ue.entry.gid)
-                else:
-                    os.chmod(tmp, mode)
-                os.replace(tmp, host)
-            except BaseException:
-                _unlink_quiet(tmp)
-                raise
+                        os.chmod(tmp, mode)
+                    os.replace(tmp, host)
+                except BaseException:
+                    _unlink_quiet(tmp)
+                    raise
 
     def append(self, path: str, data: bytes) -> None:
         """Append to a file, copying it up first when it lives in a lower layer."""
@@ -442,74 +448,79 @@ class Container:
     def diff(self) -> list[dict]:
         """What ``docker diff`` prints: ``kind`` A/C/D, ``path``, plus ``size`` of the change.
 
-        A changed path's ancestors are C; a deleted directory is one D line; an added directory is A
-        with all its children. Cost grows with the writable layer, not with the image: only the paths
-        the upper dir holds are looked up below.
+        The overlay walk of containers/storage (``pkg/archive`` ``changes`` with ``OverlayChanges``, what
+        Podman's overlay driver runs; Docker's overlay2 walks the same way): every path of the writable
+        layer in order; a whiteout is ``D``; an opaque directory that hides a lower one is ``D`` (what
+        it now holds follows as ``A``/``C``); a path that exists below (a lower symlink counts only if it
+        resolves) is ``C``, except a directory whose mode and mtime equal the lower one's (copied up
+        only because something below it changed); anything else is ``A``. An ``A`` or ``D`` marks every
+        directory above it ``C``; a modified file marks none. So ``chmod`` of /etc/motd to the mode it
+        has gives ``C /etc/motd`` alone. Cost grows with the writable layer, not with the image.
         """
         from .upper import scan_upper
 
         lower = self.store.path_index(self.image)
-        rows = []
-        copied_dirs: list[tuple[dict, object, object]] = []  # (row, upper entry, lower entry)
+        rows: list[dict] = []
+        changed: set[str] = set()
         try:
             entries = scan_upper(self.upper, frozenset(RUNTIME_DIRS))
-            in_upper = {e.path for e in entries}
+            opaque = {e.path for e in entries if e.type == "opaque"}
             for e in entries:
-                below = lower.get(e.path)
                 if e.type == "opaque":
-                    # the directory's own entry says A or C; each lower child it hides is deleted (the
-                    # children of a hidden child directory are not listed, as for a deleted directory)
-                    if below is not None and below.type == "dir":
-                        rows += [{"kind": "D", "path": p, "size": size}
-                                 for p, size in lower.children(e.path) if p not in in_upper]
                     continue
+                below = lower.get(e.path)
+                exists = below is not None and self._exists_below(below, e.path)
                 if e.type == "whiteout":
-                    if below is not None:  # a stale whiteout over nothing deletes nothing
-                        rows.append({"kind": "D", "path": e.path, "size": below.size})
-                    continue
-                row = {"kind": "C" if below is not None else "A", "path": e.path, "size": e.size}
+                    if below is None:
+                        continue  # a stale whiteout over nothing deletes nothing
+                    row = {"kind": "D", "path": e.path, "size": below.size}
+                elif e.type == "dir" and e.path in opaque and exists:
+                    row = {"kind": "D", "path": e.path, "size": below.size}
+                elif exists:
+                    if e.type == "dir" and below.type == "dir" and self._same_dir(below, e):
+                        continue
+                    row = {"kind": "C", "path": e.path, "size": e.size}
+                else:
+                    row = {"kind": "A", "path": e.path, "size": e.size}
+                if e.type == "dir":
+                    changed.add(e.path)
+                if row["kind"] != "C":
+                    tail = []
+                    parent = posixpath.dirname(e.path)
+                    while parent != "/":
+                        if parent not in changed:
+                            tail.append({"kind": "C", "path": parent, "size": 0})
+                            changed.add(parent)
+                        parent = posixpath.dirname(parent)
+                    rows += reversed(tail)
                 rows.append(row)
-                if e.type == "dir" and below is not None and below.type == "dir":
-                    copied_dirs.append((row, e, below))
         finally:
             lower.close()
-        rows = self._drop_untouched_dirs(rows, copied_dirs)
         rows.sort(key=lambda r: r["path"])
         return rows
 
-    def _drop_untouched_dirs(self, rows: list[dict], copied_dirs: list[tuple]) -> list[dict]:
-        """A directory that was copied up (a file created and removed again, an empty ``mkdir``/``rmdir``)
-        is a change only when its owner or mode differ from below or something inside it changed, as
-        ``docker diff`` sees it (which ignores directory mtimes)."""
-        if not copied_dirs:
-            return rows
-        candidates = {id(r) for r, _, _ in copied_dirs}
-        changed_below: set[str] = set()
+    def _lower_entry(self, found, path: str):
+        """The index entry of ``path`` in the layer the path index names (None for an implicit directory)."""
+        li = self.image.layers[found.layer].index()
+        k = li.columns.position().get(path)
+        return li.entry(k) if k is not None else None
 
-        def mark(path: str) -> None:
-            while path not in ("/", ""):
-                path = posixpath.dirname(path)
-                changed_below.add(path)
+    def _same_dir(self, found, e) -> bool:
+        """A directory of the writable layer with the lower one's mode and mtime (containers/storage compares
+        size, mode and mtime on disk; a directory's size on disk says nothing the index holds)."""
+        low = self._lower_entry(found, e.path)
+        return low is not None and (low.mode, int(low.mtime)) == (e.mode, int(e.mtime))
 
-        for r in rows:
-            if id(r) not in candidates:
-                mark(r["path"])
-        metas: dict[int, dict[str, tuple[int, int, int]]] = {}
-        drop: set[int] = set()
-        for row, e, below in sorted(copied_dirs, key=lambda t: t[0]["path"].count("/"), reverse=True):
-            if row["path"] in changed_below:
-                mark(row["path"])
-                continue
-            meta = metas.get(below.layer)
-            if meta is None:
-                layer = self.image.layers[below.layer].index()
-                meta = metas[below.layer] = {x.path: (x.mode, x.uid, x.gid) for x in layer.entries
-                                             if x.type == "dir"}
-            if meta.get(row["path"], (0o755, 0, 0)) != (e.mode, e.uid, e.gid):
-                mark(row["path"])
-            else:
-                drop.add(id(row))
-        return [r for r in rows if id(r) not in drop]
+    def _exists_below(self, found, path: str) -> bool:
+        """True when ``path`` exists in the image: a symlink only when it resolves (the overlay walk stats
+        the lower path, following links), inside the image."""
+        if found.type != "symlink":
+            return True
+        try:
+            self.store.image_view(self.image).lookup(path)
+            return True
+        except NotFound:
+            return False
 
     def inspect(self) -> dict:
         """The record ``inspect CONTAINER`` prints."""
@@ -565,6 +576,18 @@ def _mkstemp_beside(host: str) -> tuple[int, str]:
     process in the container left in the upper dir is never followed to the host."""
     d, name = os.path.split(host)
     return tempfile.mkstemp(dir=d, prefix=f".{name}.lk-")
+
+
+@contextlib.contextmanager
+def _parent_times_kept(host: str) -> Iterator[None]:
+    """Restore the times of ``host``'s directory after the body, as overlayfs does after a copy-up: the
+    directory's mtime is what the diff walk compares."""
+    parent = os.path.dirname(host)
+    st = os.lstat(parent)
+    try:
+        yield
+    finally:
+        os.utime(parent, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
 def _unlink_quiet(path: str) -> None:
