@@ -17,6 +17,7 @@ from ..engine.reference import Reference, parse_reference
 from ..engine.store import Store
 from ..errors import InvalidManifest, InvalidReference
 from .importer import ImportBatch, LayerSource, LoadedImage
+from .oci import check_layout_sizes
 from .sources import Source
 
 
@@ -36,15 +37,18 @@ def load_docker_archive(store: Store, src: Source, progress=None) -> list[Loaded
     _, manifest = src.read_json("manifest.json", "manifest")
     if not isinstance(manifest, list) or not manifest:
         raise InvalidManifest(f"{src.label}: manifest.json is not a non-empty list")
-    with ImportBatch(store) as batch:
+    if src.has("index.json") and src.has("oci-layout"):
+        check_layout_sizes(src)  # Docker 25+: the layout's descriptors must not lie either
+    with ImportBatch(store, defer=True) as batch:
         for i, entry in enumerate(manifest):
             _add_entry(batch, src, i, entry, progress)
+        manifest.clear()  # the batch holds what it needs (100,000 tags: 8 MB)
         # nothing is recorded until every image of the archive has been verified
         return [LoadedImage(image, [_tag_string(t) for t in taken]) for image, taken in batch.commit()]
 
 
 def _add_entry(batch: ImportBatch, src: Source, i: int, entry: object, progress) -> None:
-    """Verify one ``manifest.json`` entry and stream its new layers into the batch."""
+    """Verify one ``manifest.json`` entry; its new layers are read when the batch commits."""
     if not isinstance(entry, dict) or not isinstance(entry.get("Config"), str) \
             or not isinstance(entry.get("Layers"), list):
         raise InvalidManifest(f"{src.label}: manifest.json entry {i} lacks Config or Layers")
@@ -66,7 +70,7 @@ def _add_entry(batch: ImportBatch, src: Source, i: int, entry: object, progress)
         if not isinstance(name, str):
             raise InvalidManifest(f"{src.label}: manifest.json entry {i} has a non-string layer")
         layers.append(LayerSource(open=lambda n=name: src.open(n), label=f"{src.label}: layer {name}",
-                                  size=src.size(name), digest=_expected_digest(name)))
+                                  size=src.size(name), digest=_expected_digest(name), offset=src.offset(name)))
     batch.add(config_bytes, layers, tags, f"{src.label}: {config_name}",
               expected_id=_expected_digest(config_name), progress=progress)
 
