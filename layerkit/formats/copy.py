@@ -188,6 +188,9 @@ class _ManifestOverride(Source):
     def open(self, name: str) -> BinaryIO:
         return io.BytesIO(self._manifest) if name == "manifest.json" else self.inner.open(name)
 
+    def offset(self, name: str) -> int | None:
+        return None if name == "manifest.json" else self.inner.offset(name)
+
 
 def _refs(tags: list[str]) -> list[Reference]:
     out = []
