@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 from realtools import require, run, run_bytes
 from test_bad_input import check_load_refused, snapshot
 
@@ -904,3 +905,57 @@ def test_a_live_loads_temporary_blob_is_never_removed(tmp_path):
     tags = {t.familiar for img in Store(st).images() for t in img.tags}
     assert tags == {img.tag, "hostile/beside-live:v1"}
     assert list((st / "layerkit" / "tmp").iterdir()) == []
+
+
+# ---- the registry pull path --------------------------------------------------------------------
+
+def test_registry_descriptor_size_lies(tmp_path):
+    """A real docker-registry serving a manifest whose config descriptor lies about its size, and an index
+    whose manifest descriptor does: ``pull`` refuses each with one line naming the digest and both sizes
+    (skopeo refuses the config one as well)."""
+    require("skopeo")
+    from services import start_registry
+
+    reg = start_registry(tmp_path / "registry")
+    try:
+        base = f"http://{reg.host}/v2/hostile/lie"
+
+        def put_blob(data: bytes) -> str:
+            digest = "sha256:" + sha(data)
+            loc = requests.post(f"{base}/blobs/uploads/", timeout=10).headers["Location"]
+            r = requests.put(loc, params={"digest": digest}, data=data, timeout=10,
+                             headers={"Content-Type": "application/octet-stream"})
+            assert r.status_code == 201, r.text
+            return digest
+
+        def put_manifest(ref: str, doc: dict) -> bytes:
+            data = json.dumps(doc).encode()
+            r = requests.put(f"{base}/manifests/{ref}", data=data, headers={"Content-Type": doc["mediaType"]},
+                             timeout=10)
+            assert r.status_code == 201, r.text
+            return data
+
+        o = Oci.make("registry-lie")
+        put_blob(o.layer)
+        put_blob(o.config)
+        honest = put_manifest("honest", o.manifest)
+        put_manifest("index", {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": "sha256:" + sha(honest), "size": len(honest) + 5,
+             "platform": {"os": "linux", "architecture": "amd64"}}]})
+        digest, actual, claimed = _lie(o, "config", 1)
+        put_manifest("config", o.manifest)
+        cases = {"config": (digest, actual, claimed), "index": ("sha256:" + sha(honest), len(honest),
+                                                                 len(honest) + 5)}
+        for ref, (digest, actual, claimed) in cases.items():
+            st = tmp_path / f"store-{ref}"
+            r = run_watched(st, "pull", f"{reg.host}/hostile/lie:{ref}", timeout=60)
+            assert_refused_line(r, digest, f"has {actual} bytes", f"says {claimed}")
+            assert not (st / "index.json").exists() or not json.loads((st / "index.json").read_text())["manifests"]
+        r = subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
+                            f"docker://{reg.host}/hostile/lie:config", f"oci:{tmp_path / 'sk'}:x"],
+                           capture_output=True, text=True)
+        assert r.returncode != 0 and "Size mismatch" in r.stderr, r.stderr
+        ok = run_watched(tmp_path / "store-ok", "pull", f"{reg.host}/hostile/lie:honest", timeout=60)
+        assert ok.rc == 0, ok.err
+    finally:
+        reg.stop()
