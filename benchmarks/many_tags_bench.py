@@ -78,20 +78,32 @@ def many_tags_archive(out: Path, tags: int, images: int, shared: bool = False) -
     return out
 
 
+# the CLI, then this process's own peak RSS (VmHWM: the address space exec made; wait4's ru_maxrss would also
+# count the memory of the parent it was forked from)
+_MEASURED = """import sys
+from layerkit.cli import main
+try:
+    rc = main(sys.argv[2:])
+finally:
+    hwm = [line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")][0]
+    with open(sys.argv[1], "w") as f:
+        f.write(hwm)
+sys.exit(rc)
+"""
+
+
 def timed_load(archive: Path, store: Path) -> tuple[float, float]:
     """Seconds and peak RSS (MB) of ``layerkit --store STORE load ARCHIVE`` in a child process."""
     shutil.rmtree(store, ignore_errors=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    hwm = HERE / "hwm"
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "layerkit", "--store", str(store), "load", str(archive)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([sys.executable, "-c", _MEASURED, str(hwm), "--store", str(store), "load", str(archive)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     elapsed = time.perf_counter() - t0
-    err = proc.stderr.read().decode()
-    proc.stderr.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"load failed: {err}")
-    return elapsed, usage.ru_maxrss / 1024
+    if proc.returncode != 0:
+        raise SystemExit(f"load failed: {proc.stderr.decode()}")
+    return elapsed, int(hwm.read_text()) / 1024
 
 
 def main() -> None:

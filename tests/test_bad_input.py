@@ -381,7 +381,7 @@ def test_corrupt_header_after_first_member(store, work, capsys):
 
 
 def test_truncated_gzip_archive(store, work, capsys):
-    """A gzip-compressed ``docker save`` archive that ends early (expanded to a temp file first)."""
+    """A gzip-compressed ``docker save`` archive that ends early (streamed, never expanded to disk)."""
     img = DockerImage.make("trunc-gzip", size=20_000)
     raw = docker_archive(work / "full.tar", [img]).read_bytes()
     packed = gzip.compress(raw, mtime=0)

@@ -474,6 +474,7 @@ class Store:
             entries = IndexEntries(idx["manifests"])
             by_id = self._manifests_by_config(entries.digests())  # image ID -> (manifest digest, manifest)
             meta = self.read_meta()
+            refs: dict[str, Reference] = {}
             done: list[tuple[str, dict, dict, list[Reference]]] = []
             for im, config in zip(images, parsed, strict=True):
                 image_id = sha256_bytes(im.config_bytes)
@@ -485,7 +486,9 @@ class Store:
                     mdesc, manifest = self._put_image_blobs(im, image_id)
                     mdigest = mdesc["digest"]
                     by_id[image_id] = (mdigest, manifest)
-                entries.record(mdesc, [t.normalized for t in im.tags])
+                names = [t.normalized for t in im.tags]
+                entries.record(mdesc, names)
+                refs.update(zip(names, im.tags, strict=True))  # the same strings, not a second copy
                 entry = meta.setdefault(image_id, {})
                 entry.setdefault("added", time.time())
                 if im.parent:
@@ -497,7 +500,6 @@ class Store:
             self._write_meta(meta)
             self._write_index(idx)
             del idx
-        refs = {t.normalized: t for im in images for t in im.tags}
         out = []
         for image_id, manifest, config, taken in done:
             mdigest = by_id[image_id][0]

@@ -34,7 +34,7 @@ def _expected_digest(name: str) -> str | None:
 
 def load_docker_archive(store: Store, src: Source, progress=None) -> list[LoadedImage]:
     """Import every image listed in ``manifest.json``."""
-    _, manifest = src.read_json("manifest.json", "manifest")
+    manifest = src.read_json("manifest.json", "manifest")[1]  # not its bytes: up to 16 MiB
     if not isinstance(manifest, list) or not manifest:
         raise InvalidManifest(f"{src.label}: manifest.json is not a non-empty list")
     if src.has("index.json") and src.has("oci-layout"):
