@@ -18,7 +18,7 @@ from ..engine.store import Store
 from ..errors import InvalidManifest, InvalidReference
 from .importer import ImportBatch, LayerSource, LoadedImage
 from .oci import check_layout_sizes
-from .sources import Source
+from .sources import Source, shown
 
 
 def _expected_digest(name: str) -> str | None:
@@ -69,9 +69,9 @@ def _add_entry(batch: ImportBatch, src: Source, i: int, entry: object, progress)
     for name in entry["Layers"]:
         if not isinstance(name, str):
             raise InvalidManifest(f"{src.label}: manifest.json entry {i} has a non-string layer")
-        layers.append(LayerSource(open=lambda n=name: src.open(n), label=f"{src.label}: layer {name}",
+        layers.append(LayerSource(open=lambda n=name: src.open(n), label=f"{src.label}: layer {shown(name)}",
                                   size=src.size(name), digest=_expected_digest(name), offset=src.offset(name)))
-    batch.add(config_bytes, layers, tags, f"{src.label}: {config_name}",
+    batch.add(config_bytes, layers, tags, f"{src.label}: {shown(config_name)}",
               expected_id=_expected_digest(config_name), progress=progress)
 
 

@@ -55,6 +55,12 @@ _REGULAR = (b"0", b"7")
 _NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")
 
 
+def shown(name: str) -> str:
+    """A member name as an error message shows it: as it is, or quoted with escapes when it holds a
+    newline or another unprintable character (a PAX path may), so the message stays one line."""
+    return name if name.isprintable() else repr(name)
+
+
 def _clean(name: str, where: str) -> str:
     if name.startswith("/") or ".." in name.split("/"):
         raise InvalidArchive(f"{where}: member {name!r} has an absolute path or '..'")
@@ -84,7 +90,7 @@ class Source:
         """Read a small member (JSON documents) whole; refuses one larger than ``limit``."""
         size = self.size(name)
         if size > limit:
-            raise InvalidManifest(f"{self.label}: {name} is too large for a JSON document ({size} bytes, "
+            raise InvalidManifest(f"{self.label}: {shown(name)} is too large for a JSON document ({size} bytes, "
                                   f"at most {limit})")
         with self.open(name) as f:
             return f.read(size)
@@ -92,7 +98,7 @@ class Source:
     def read_json(self, name: str, what: str) -> tuple[bytes, object]:
         """Read and parse a JSON member, naming it in the error when it is not JSON (or too big, too deep)."""
         data = self.read(name)
-        return data, parse_json(data, f"{self.label}: {what} {name}")
+        return data, parse_json(data, f"{self.label}: {what} {shown(name)}")
 
     def close(self) -> None:
         """Release the underlying file."""
@@ -315,7 +321,7 @@ class _TarMembers(Source):
         for _ in range(16):
             m = self._members.get(name)
             if m is None:
-                raise BlobNotFound(f"{self.label}: no member {name}")
+                raise BlobNotFound(f"{self.label}: no member {shown(name)}")
             if m.type == b"2":
                 target = m.linkname
                 if target.startswith("/"):
@@ -499,7 +505,7 @@ class GzipTarSource(_TarMembers):
         except _INFLATE_ERRORS as exc:
             raise _decompress_error(self.label, exc) from None
         if stream.short:
-            raise InvalidArchive(f"{self.label}: truncated archive (member {name} not reached)")
+            raise InvalidArchive(f"{self.label}: truncated archive (member {shown(name)} not reached)")
         self._reading = _PassMember(self, stream, m.size)
         return self._reading
 
@@ -533,13 +539,13 @@ class DirSource(Source):
         try:
             return self._path(name).stat().st_size
         except FileNotFoundError:
-            raise BlobNotFound(f"{self.label}: missing {name}") from None
+            raise BlobNotFound(f"{self.label}: missing {shown(name)}") from None
 
     def open(self, name: str) -> BinaryIO:
         try:
             return open(self._path(name), "rb")
         except (FileNotFoundError, IsADirectoryError):
-            raise BlobNotFound(f"{self.label}: missing {name}") from None
+            raise BlobNotFound(f"{self.label}: missing {shown(name)}") from None
 
 
 def open_archive(path: Path, label: str | None = None) -> Source:

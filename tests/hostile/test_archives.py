@@ -970,3 +970,13 @@ def test_registry_descriptor_size_lies(tmp_path):
         assert ok.rc == 0, ok.err
     finally:
         reg.stop()
+
+
+def test_member_name_with_a_newline_stays_on_one_line(store, tmp_path, capsys):
+    """A PAX path may hold a newline; the error naming such a member (here a layer that is not what its
+    config says) shows it escaped, so it is still one line."""
+    img = Img.make("newline-name", diff_id="sha256:" + sha(b"another"))
+    name = "bad\nname/layer.tar"
+    path = docker_archive(tmp_path / "nl.tar", [], manifest=[{**img.entry(), "Layers": [name]}],
+                          extra=[(img.config_name, img.config), (name, img.layer)])
+    check_load_refused(capsys, store, path, errors.DigestMismatch, [repr(name)])
