@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hst
 from realtools import require, run, run_bytes
 from test_bad_input import check_load_refused, snapshot
 
@@ -980,3 +982,42 @@ def test_member_name_with_a_newline_stays_on_one_line(store, tmp_path, capsys):
     path = docker_archive(tmp_path / "nl.tar", [], manifest=[{**img.entry(), "Layers": [name]}],
                           extra=[(img.config_name, img.config), (name, img.layer)])
     check_load_refused(capsys, store, path, errors.DigestMismatch, [repr(name)])
+
+
+# ---- fuzz: the outer archive reader and the loaders --------------------------------------------
+
+@functools.cache
+def _fuzz_bases() -> tuple[bytes, bytes]:
+    """A two-image docker-archive and a one-image OCI archive to mutate."""
+    with tempfile.TemporaryDirectory() as d:
+        docker = docker_archive(Path(d) / "a.tar", [Img.make("fuzz-1"), Img.make("fuzz-2")]).read_bytes()
+        oci = tar_dir(Oci.make("fuzz-oci").write(Path(d) / "layout"), Path(d) / "o.tar").read_bytes()
+    return docker, oci
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(which=hst.sampled_from(["docker", "oci"]), packed=hst.booleans(),
+       edits=hst.lists(hst.tuples(hst.sampled_from(["set", "cut", "insert"]), hst.floats(0, 1),
+                                  hst.binary(min_size=1, max_size=16), hst.integers(1, 700)), min_size=1, max_size=6))
+def test_fuzzed_archives_fail_only_with_layerkit_errors(tmp_path, which, packed, edits):
+    """Archives with bytes changed, cut out or inserted anywhere (headers, JSON, layers), plain or gzipped:
+    ``load`` either loads them or raises a LayerkitError (one line), never another exception, and leaves
+    no temporary file."""
+    data = bytearray(_fuzz_bases()[which == "oci"])
+    for op, where, blob, n in edits:
+        pos = int(where * (len(data) - 1))
+        if op == "set":
+            data[pos:pos + len(blob)] = blob
+        elif op == "cut":
+            del data[pos:pos + n]
+        else:
+            data[pos:pos] = blob
+    path = tmp_path / "fuzz.tar"
+    path.write_bytes(gzip.compress(bytes(data), mtime=0) if packed else bytes(data))
+    root = tmp_path / f"store-{len(list(tmp_path.iterdir()))}"
+    try:
+        load_path(Store(root), str(path))
+    except errors.LayerkitError as exc:
+        assert "\n" not in str(exc)
+    tmp = root / "layerkit" / "tmp"
+    assert not tmp.is_dir() or list(tmp.iterdir()) == []
