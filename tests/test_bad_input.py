@@ -381,7 +381,7 @@ def test_corrupt_header_after_first_member(store, work, capsys):
 
 
 def test_truncated_gzip_archive(store, work, capsys):
-    """A gzip-compressed ``docker save`` archive that ends early (expanded to a temp file first)."""
+    """A gzip-compressed ``docker save`` archive that ends early (streamed, never expanded to disk)."""
     img = DockerImage.make("trunc-gzip", size=20_000)
     raw = docker_archive(work / "full.tar", [img]).read_bytes()
     packed = gzip.compress(raw, mtime=0)
@@ -480,7 +480,9 @@ def test_oci_layout_second_image_bad(store, work, capsys):
     """An OCI layout of two images whose second layer blob is corrupt records neither image."""
     good = OciImage.make("layout-pair-good")
     bad_img = OciImage.make("layout-pair-bad")
-    layout = oci_layout(work / "layout", bad_img, blobs={bad_img.layer_digest: bad_img.layer + b"junk"})
+    # same length: a blob longer than its descriptor says is refused before it is read (its own test)
+    corrupt = bad_img.layer.replace(b"made for", b"MADE FOR")
+    layout = oci_layout(work / "layout", bad_img, blobs={bad_img.layer_digest: corrupt})
     gm = json.dumps(good.manifest_doc).encode()
     for data in (gm, good.config, good.layer):
         (layout / "blobs" / "sha256" / sha(data)).write_bytes(data)
@@ -591,6 +593,7 @@ def test_oci_config_not_json(store, work, capsys):
     img = OciImage.make("config-blob-not-json")
     img.config = b"\x00\x01 binary, not json"
     img.manifest_doc["config"]["digest"] = "sha256:" + sha(img.config)
+    img.manifest_doc["config"]["size"] = len(img.config)
     layout = oci_layout(work / "layout", img)
     check_load_refused(capsys, store, layout, errors.InvalidManifest, ["JSON"])
 
@@ -611,6 +614,7 @@ def test_oci_config_lacks_diff_ids(store, work, capsys):
     del cfg["rootfs"]
     img.config = json.dumps(cfg).encode()
     img.manifest_doc["config"]["digest"] = "sha256:" + sha(img.config)
+    img.manifest_doc["config"]["size"] = len(img.config)
     layout = oci_layout(work / "layout", img)
     check_load_refused(capsys, store, layout, errors.InvalidManifest, ["rootfs.diff_ids"])
 

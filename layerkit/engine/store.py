@@ -34,7 +34,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import (
@@ -50,6 +50,7 @@ from ..errors import (
 from .blobs import BlobStore
 from .digests import is_digest, sha256_bytes
 from .image import Image
+from .indexentries import IndexEntries
 from .layer import index_blob, layer_workers
 from .layerindex import LayerIndex, read_index, write_index
 from .private import private_dir
@@ -99,6 +100,18 @@ class NewLayer:
     diff_id: str
     media_type: str
     size: int
+
+
+@dataclass
+class NewImage:
+    """An image to record with :meth:`Store.add_images` (its layer blobs already in the store)."""
+
+    config_bytes: bytes
+    layers: list[NewLayer]
+    tags: list[Reference] = field(default_factory=list)
+    parent: str | None = None
+    annotations: dict | None = None
+    manifest_bytes: bytes | None = None
 
 
 class Store:
@@ -514,72 +527,109 @@ class Store:
     ) -> tuple[Image, list[Reference]]:
         """Record an image whose layer blobs are already stored; returns it and the tags it took.
 
-        The config and manifest are written as verified blobs first; index.json is updated last under
-        the lock, so no reader ever sees a manifest whose blobs are missing. A tag that pointed to
-        another image moves, as ``docker load`` and ``docker tag`` do.
+        One image of :meth:`add_images`, which says what happens."""
+        return self.add_images([NewImage(config_bytes, list(layers), list(tags), parent, annotations,
+                                         manifest_bytes)])[0]
+
+    def add_images(self, images: list[NewImage]) -> list[tuple[Image, list[Reference]]]:
+        """Record images whose layer blobs are already stored, all in one update; returns each image and
+        the tags it took, in order.
+
+        Each config and manifest is written as a verified blob first; index.json is then replaced once,
+        under the lock, so no reader ever sees a manifest whose blobs are missing and an interrupted call
+        records none of the images. A tag that pointed to another image moves, as ``docker load`` and
+        ``docker tag`` do; an image that loses its last tag stays, untagged. Linear in the images, their
+        tags and the store's index (each manifest of the store is read once, no config).
         """
-        try:
-            json.loads(config_bytes)
-        except ValueError as exc:
-            raise InvalidManifest(f"config: not valid JSON ({exc})") from None
-        image_id = sha256_bytes(config_bytes)
+        parsed = []
+        for im in images:
+            try:
+                parsed.append(json.loads(im.config_bytes))
+            except (ValueError, RecursionError) as exc:
+                raise InvalidManifest(f"config: not valid JSON ({exc})") from None
         with self.locked():
-            for layer in layers:
-                if not self.blobs.has(layer.digest):
-                    raise LayerkitError(f"layer blob {layer.digest} vanished while the image was written; retry")
+            for digest in {la.digest for im in images for la in im.layers}:
+                if not self.blobs.has(digest):
+                    raise LayerkitError(f"layer blob {digest} vanished while the image was written; retry")
             idx = self.read_index()
-            existing = None
-            for img in self.images():
-                if img.id == image_id:
-                    existing = img
-                    break
-            if existing is not None:
-                mdigest = existing.manifest_digest
-                mdesc = next(d for d in idx["manifests"] if d.get("digest") == mdigest)
-                mdesc = {k: v for k, v in mdesc.items() if k != "annotations"}
-            elif _keeps(manifest_bytes, image_id, layers):
-                # the source's own manifest names exactly these blobs: keep it, and so its digest
-                self.blobs.put_bytes(config_bytes, image_id, "config")
-                mtype = json.loads(manifest_bytes).get("mediaType") or OCI_MANIFEST
-                mdigest = self.blobs.put_bytes(manifest_bytes, label="manifest")
-                mdesc = {"mediaType": mtype, "digest": mdigest, "size": len(manifest_bytes)}
-            else:
-                self.blobs.put_bytes(config_bytes, image_id, "config")
-                manifest = {
-                    "schemaVersion": 2,
-                    "mediaType": OCI_MANIFEST,
-                    "config": {"mediaType": OCI_CONFIG, "digest": image_id, "size": len(config_bytes)},
-                    "layers": [{"mediaType": la.media_type, "digest": la.digest, "size": la.size}
-                               for la in layers],
-                }
-                if annotations:
-                    manifest["annotations"] = annotations
-                mbytes = json.dumps(manifest, separators=(",", ":")).encode()
-                mdigest = self.blobs.put_bytes(mbytes, label="manifest")
-                mdesc = {"mediaType": OCI_MANIFEST, "digest": mdigest, "size": len(mbytes)}
-            manifests = idx["manifests"]
-            taken: list[Reference] = []
-            for tag in tags:
-                name = tag.normalized
-                manifests = [d for d in manifests
-                             if (d.get("annotations") or {}).get(REF_NAME) != name]
-                taken.append(tag)
-            # keep an entry for the image: one per tag, or one bare entry when untagged
-            manifests = [d for d in manifests if not (d.get("digest") == mdigest and not d.get("annotations"))]
-            for tag in taken:
-                manifests.append({**mdesc, "annotations": {REF_NAME: tag.normalized}})
-            if not any(d.get("digest") == mdigest for d in manifests):
-                manifests.append(dict(mdesc))
-            manifests = self._keep_untagged(manifests, idx["manifests"])
-            idx["manifests"] = manifests
+            entries = IndexEntries(idx["manifests"])
+            by_id = self._manifests_by_config(entries.digests())  # image ID -> (manifest digest, manifest)
             meta = self.read_meta()
-            entry = meta.setdefault(image_id, {})
-            entry.setdefault("added", time.time())
-            if parent:
-                entry["parent"] = parent
+            refs: dict[str, Reference] = {}
+            done: list[tuple[str, dict, dict, list[Reference]]] = []
+            for im, config in zip(images, parsed, strict=True):
+                image_id = sha256_bytes(im.config_bytes)
+                known = by_id.get(image_id)
+                if known is not None:
+                    mdigest, manifest = known
+                    mdesc = entries.base(mdigest)
+                else:
+                    mdesc, manifest = self._put_image_blobs(im, image_id)
+                    mdigest = mdesc["digest"]
+                    by_id[image_id] = (mdigest, manifest)
+                names = [t.normalized for t in im.tags]
+                entries.record(mdesc, names)
+                refs.update(zip(names, im.tags, strict=True))  # the same strings, not a second copy
+                entry = meta.setdefault(image_id, {})
+                entry.setdefault("added", time.time())
+                if im.parent:
+                    entry["parent"] = im.parent
+                done.append((image_id, manifest, config, list(im.tags)))
+            tags_of = entries.tags()
+            idx["manifests"] = entries.result()
+            self.blobs.sync()  # the configs and manifests, written without fsync one by one
             self._write_meta(meta)
             self._write_index(idx)
-        return self.image(image_id), taken
+            del idx
+        out = []
+        for image_id, manifest, config, taken in done:
+            mdigest = by_id[image_id][0]
+            tags = []
+            for name in tags_of.get(mdigest, ()):
+                ref = refs.get(name)
+                if ref is None:
+                    try:
+                        ref = parse_reference(name)
+                    except InvalidReference:
+                        continue  # a ref.name written by another tool that is not a Docker reference
+                tags.append(ref)
+            out.append((Image(self, image_id, mdigest, manifest, config, tags,
+                              meta.get(image_id, {}).get("parent")), taken))
+        return out
+
+    def _manifests_by_config(self, mdigests: list[str]) -> dict[str, tuple[str, dict]]:
+        """image ID -> (manifest digest, manifest) for the index's manifests (as :meth:`images` finds them)."""
+        out: dict[str, tuple[str, dict]] = {}
+        for mdigest in mdigests:
+            if not is_digest(mdigest) or not self.blobs.has(mdigest):
+                continue
+            _, manifest = self.read_json_blob(mdigest, "manifest")
+            config = manifest.get("config") if isinstance(manifest, dict) else None
+            cdigest = config.get("digest") if isinstance(config, dict) else None
+            if isinstance(cdigest, str) and is_digest(cdigest) and cdigest not in out and self.blobs.has(cdigest):
+                out[cdigest] = (mdigest, manifest)
+        return out
+
+    def _put_image_blobs(self, im: NewImage, image_id: str) -> tuple[dict, dict]:
+        """Write a new image's config and manifest blobs; (manifest descriptor, manifest)."""
+        self.blobs.put_bytes(im.config_bytes, image_id, "config", fsync=False)
+        if _keeps(im.manifest_bytes, image_id, im.layers):
+            # the source's own manifest names exactly these blobs: keep it, and so its digest
+            manifest = json.loads(im.manifest_bytes)
+            mtype = manifest.get("mediaType") or OCI_MANIFEST
+            mdigest = self.blobs.put_bytes(im.manifest_bytes, label="manifest", fsync=False)
+            return {"mediaType": mtype, "digest": mdigest, "size": len(im.manifest_bytes)}, manifest
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": image_id, "size": len(im.config_bytes)},
+            "layers": [{"mediaType": la.media_type, "digest": la.digest, "size": la.size} for la in im.layers],
+        }
+        if im.annotations:
+            manifest["annotations"] = im.annotations
+        mbytes = json.dumps(manifest, separators=(",", ":")).encode()
+        mdigest = self.blobs.put_bytes(mbytes, label="manifest", fsync=False)
+        return {"mediaType": OCI_MANIFEST, "digest": mdigest, "size": len(mbytes)}, manifest
 
     def _keep_untagged(self, new: list[dict], old: list[dict]) -> list[dict]:
         """An image that loses its last tag to another image stays, untagged (Docker's dangling image)."""

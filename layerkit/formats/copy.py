@@ -188,6 +188,9 @@ class _ManifestOverride(Source):
     def open(self, name: str) -> BinaryIO:
         return io.BytesIO(self._manifest) if name == "manifest.json" else self.inner.open(name)
 
+    def offset(self, name: str) -> int | None:
+        return None if name == "manifest.json" else self.inner.offset(name)
+
 
 def _refs(tags: list[str]) -> list[Reference]:
     out = []
@@ -255,7 +258,8 @@ def _from_oci(store: Store, loc: Location, progress: Progress | None) -> _Import
             raise InvalidArchive(f"{loc}: not an OCI layout (no index.json and oci-layout)")
         if loc.name is None:
             _, index = src.read_json("index.json", "index")
-            n = len(index.get("manifests") or []) if isinstance(index, dict) else 0
+            descs = index.get("manifests") if isinstance(index, dict) else None
+            n = len(descs) if isinstance(descs, list) else 1  # load_oci names a wrong shape
             if n != 1:
                 raise LayerkitError(f"{loc}: more than one image in oci, choose an image ({n} in the layout; "
                                     f"name one with {loc.transport}:{loc.path}:NAME)" if n else

@@ -17,7 +17,8 @@ from ..engine.reference import Reference, parse_reference
 from ..engine.store import Store
 from ..errors import InvalidManifest, InvalidReference
 from .importer import ImportBatch, LayerSource, LoadedImage
-from .sources import Source
+from .oci import check_layout_sizes
+from .sources import Source, shown
 
 
 def _expected_digest(name: str) -> str | None:
@@ -33,18 +34,21 @@ def _expected_digest(name: str) -> str | None:
 
 def load_docker_archive(store: Store, src: Source, progress=None) -> list[LoadedImage]:
     """Import every image listed in ``manifest.json``."""
-    _, manifest = src.read_json("manifest.json", "manifest")
+    manifest = src.read_json("manifest.json", "manifest")[1]  # not its bytes: up to 16 MiB
     if not isinstance(manifest, list) or not manifest:
         raise InvalidManifest(f"{src.label}: manifest.json is not a non-empty list")
-    with ImportBatch(store) as batch:
+    if src.has("index.json") and src.has("oci-layout"):
+        check_layout_sizes(src)  # Docker 25+: the layout's descriptors must not lie either
+    with ImportBatch(store, defer=True) as batch:
         for i, entry in enumerate(manifest):
             _add_entry(batch, src, i, entry, progress)
+        manifest.clear()  # the batch holds what it needs (100,000 tags: 8 MB)
         # nothing is recorded until every image of the archive has been verified
         return [LoadedImage(image, [_tag_string(t) for t in taken]) for image, taken in batch.commit()]
 
 
 def _add_entry(batch: ImportBatch, src: Source, i: int, entry: object, progress) -> None:
-    """Verify one ``manifest.json`` entry and stream its new layers into the batch."""
+    """Verify one ``manifest.json`` entry; its new layers are read when the batch commits."""
     if not isinstance(entry, dict) or not isinstance(entry.get("Config"), str) \
             or not isinstance(entry.get("Layers"), list):
         raise InvalidManifest(f"{src.label}: manifest.json entry {i} lacks Config or Layers")
@@ -65,9 +69,9 @@ def _add_entry(batch: ImportBatch, src: Source, i: int, entry: object, progress)
     for name in entry["Layers"]:
         if not isinstance(name, str):
             raise InvalidManifest(f"{src.label}: manifest.json entry {i} has a non-string layer")
-        layers.append(LayerSource(open=lambda n=name: src.open(n), label=f"{src.label}: layer {name}",
-                                  size=src.size(name), digest=_expected_digest(name)))
-    batch.add(config_bytes, layers, tags, f"{src.label}: {config_name}",
+        layers.append(LayerSource(open=lambda n=name: src.open(n), label=f"{src.label}: layer {shown(name)}",
+                                  size=src.size(name), digest=_expected_digest(name), offset=src.offset(name)))
+    batch.add(config_bytes, layers, tags, f"{src.label}: {shown(config_name)}",
               expected_id=_expected_digest(config_name), progress=progress)
 
 

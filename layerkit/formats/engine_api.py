@@ -166,19 +166,18 @@ def load_from_engine(store: Store, name: str, endpoint: str | None = None,
             if _is_sdk_error(exc):
                 raise _api_error(client, exc, what) from None
             raise
-        store.blobs.ensure()
-        fd, tmp = tempfile.mkstemp(dir=store.blobs.tmp_dir, prefix="engine-", suffix=".tar")
-        try:
-            with open(fd, "wb") as f:
-                try:
-                    for chunk in client.api.get_image(name, chunk_size=CHUNK):
-                        f.write(chunk)
-                        emit(f"{name}: Receiving", len(chunk))
-                except Exception as exc:  # noqa: BLE001
-                    if _is_sdk_error(exc):
-                        raise _api_error(client, exc, what) from None
-                    raise
-            src = TarSource(Path(tmp), f"engine {url}: {name}")
+        # locked while it exists, so a killed load's file is removed by the next writer (blobs.remove_stale)
+        with store.blobs.temp_file("stream-", ".tar") as (f, tmp):
+            try:
+                for chunk in client.api.get_image(name, chunk_size=CHUNK):
+                    f.write(chunk)
+                    emit(f"{name}: Receiving", len(chunk))
+            except Exception as exc:  # noqa: BLE001
+                if _is_sdk_error(exc):
+                    raise _api_error(client, exc, what) from None
+                raise
+            f.flush()
+            src = TarSource(tmp, f"engine {url}: {name}")
             try:
                 def quiet(message: str, nbytes: int) -> None:
                     emit(message, 0)  # the bytes were counted as they arrived
@@ -188,8 +187,6 @@ def load_from_engine(store: Store, name: str, endpoint: str | None = None,
                 return load_oci(store, src, progress=quiet)
             finally:
                 src.close()
-        finally:
-            Path(tmp).unlink(missing_ok=True)
     finally:
         client.close()
 

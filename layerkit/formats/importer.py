@@ -3,8 +3,14 @@
 Every layer is streamed into a temporary blob and verified (blob digest and diff_id) before anything is
 made visible; only when all layers and the config check out are the blobs renamed into place and the
 index updated; an archive of several images is verified whole before any of them is recorded
-(:class:`ImportBatch`). A layer whose diff_id the store already holds is not read again, whatever compression
-it came in: the new image's manifest points at the stored blob.
+(:class:`ImportBatch`), and recorded with one update of ``index.json`` (:meth:`Store.add_images`), so an
+interrupted load leaves no tag of the archive. A layer whose diff_id the store already holds is not read
+again, whatever compression it came in: the new image's manifest points at the stored blob.
+
+An archive's layers are read after every image's config and manifest has been checked, in the order their
+members lie in the archive (``defer=True``; :attr:`LayerSource.offset`): a gzipped archive is then
+inflated once more at most (see :mod:`.sources`), and a bad document late in an archive fails the load
+before any layer is read.
 
 The layers of one image may be ingested concurrently (``workers``; the registry's pull uses it, as each
 layer is its own HTTP stream): hashing, inflating, socket reads and file writes release the GIL, so layers
@@ -14,6 +20,7 @@ read raises), and every temporary blob of the image is dropped before the error 
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -24,9 +31,10 @@ from ..engine.digests import sha256_bytes
 from ..engine.image import MAX_LAYERS, Image
 from ..engine.layer import OCI_TYPE_FOR, IngestResult, fetch_layer, ingest_layer
 from ..engine.reference import Reference
-from ..engine.shapes import parse_config  # also checks what the store reads back
-from ..engine.store import NewLayer, Store
-from ..errors import DigestMismatch, InvalidManifest, MaxDepthExceeded
+from ..engine.shapes import check_config  # the same rules check what the store reads back
+from ..engine.store import NewImage, NewLayer, Store
+from ..errors import DigestMismatch, InvalidManifest, LayerkitError, MaxDepthExceeded
+from .documents import parse_json
 
 
 @dataclass
@@ -37,6 +45,7 @@ class LayerSource:
     label: str
     size: int | None = None
     digest: str | None = None
+    offset: int | None = None  # where it lies in its archive: deferred layers are read in this order
 
 
 @dataclass
@@ -50,6 +59,20 @@ class LoadedImage:
     def id(self) -> str:
         """The image ID (sha256 of the config)."""
         return self.image.id
+
+
+def parse_config(config_bytes: bytes, label: str) -> dict:
+    """Parse an image config (bounded: :func:`.documents.parse_json`) and check the fields an image needs
+    (rootfs.diff_ids) and those layerkit reads later (:func:`layerkit.engine.shapes.check_config`)."""
+    config = parse_json(config_bytes, f"{label}: config")
+    if not isinstance(config, dict):
+        raise InvalidManifest(f"{label}: config is not a JSON object")
+    return check_config(config, label)
+
+
+# ~1 KB of memory per tag from the archive's document to index.json (150,000 short tags: 174 MB peak RSS);
+# the limit keeps a load under 200 MB with the longest tags the 16 MiB document cap allows
+MAX_TAGS = 100_000
 
 
 class _Cancelled(BaseException):  # noqa: N818 - not an error: another layer failed first
@@ -80,12 +103,15 @@ class ImportBatch:
     shared by several images of the batch is read once.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, defer: bool = False) -> None:
         self.store = store
-        self._known = store.known_layers()
-        self._blobs = store.layer_blobs()
+        self._known, self._blobs = _store_layers(store)
         self._pending: dict[str, IngestResult] = {}  # diff_id -> verified, uncommitted layer
-        self._images: list[tuple[bytes, list[NewLayer], list[Reference], bytes | None]] = []
+        self._defer = defer
+        self._tags = 0
+        self._deferred: dict[str, tuple[LayerSource, Callable[[str, int], None] | None]] = {}
+        # config, layers (a str: the diff_id of a layer still to ingest), tags, manifest
+        self._images: list[tuple[bytes, list[NewLayer | str], list[Reference], bytes | None]] = []
 
     def __enter__(self) -> ImportBatch:
         return self
@@ -116,7 +142,13 @@ class ImportBatch:
 
         ``index_now=False`` (a pull) only fetches each layer blob and checks its digest; a layer whose
         blob the store holds already is not read at all. Its diff_id is checked and its index made on first
-        use (:func:`~layerkit.engine.layer.fetch_layer`)."""
+        use (:func:`~layerkit.engine.layer.fetch_layer`).
+
+        In a batch made with ``defer=True`` (and ``workers`` 1) the new layers are only noted here and read
+        by :meth:`commit`, all of the batch in archive order."""
+        self._tags += len(tags)
+        if self._tags > MAX_TAGS:
+            raise InvalidManifest(f"{label}: more than {MAX_TAGS} tags in one load")
         image_id = sha256_bytes(config_bytes)
         if expected_id and image_id != expected_id:
             raise DigestMismatch(f"{label}: config hashes to {image_id}, expected {expected_id}")
@@ -135,7 +167,7 @@ class ImportBatch:
                 entries.append(NewLayer(res.digest, diff_id, OCI_TYPE_FOR[res.compression],
                                         res.compressed_size))
                 continue
-            if diff_id in todo:  # the same layer twice in one image: read once
+            if diff_id in todo or diff_id in self._deferred:  # the same layer twice: read once
                 entries.append(diff_id)
                 continue
             have = self._blobs.get(src.digest or "") if not index_now else None
@@ -150,6 +182,10 @@ class ImportBatch:
                 if progress:
                     progress(f"{diff_id[7:19]}: Already exists", 0)
                 continue
+            if self._defer and workers <= 1:
+                self._deferred[diff_id] = (src, progress)
+                entries.append(diff_id)
+                continue
             if workers <= 1:
                 res = self._ingest(src, diff_id, index_now=index_now)
                 self._pending[diff_id] = res
@@ -162,18 +198,13 @@ class ImportBatch:
             entries.append(diff_id)
         if todo:
             self._pending.update(self._ingest_all(todo, workers, progress, index_now))
-        new_layers: list[NewLayer] = []
-        for e in entries:
-            if isinstance(e, str):
-                res = self._pending[e]
-                e = NewLayer(res.digest, e, OCI_TYPE_FOR[res.compression], res.compressed_size)
-            new_layers.append(e)
-        self._images.append((config_bytes, new_layers, tags, manifest_bytes))
+        self._images.append((config_bytes, entries, tags, manifest_bytes))
 
     def _ingest(self, src: LayerSource, diff_id: str, cancel: threading.Event | None = None,
                 index_now: bool = True) -> IngestResult:
         """Stream one layer into a temporary blob and verify it (the writer is not committed)."""
         res = None
+        self._check_space(src)
         try:
             with src.open() as f:
                 stream = f if cancel is None else _Cancellable(f, cancel)
@@ -247,8 +278,37 @@ class ImportBatch:
             raise error
         return {diff_id: done[diff_id] for diff_id in todo}
 
+    def _check_space(self, src: LayerSource) -> None:
+        """Refuse a layer that cannot fit on the store's file system before writing any of it."""
+        if not src.size:
+            return
+        self.store.blobs.ensure()
+        free = shutil.disk_usage(self.store.blobs.tmp_dir).free
+        if src.size > free:
+            raise LayerkitError(f"{src.label}: {src.size} bytes, but the store's file system has {free} free")
+
+    def _ingest_deferred(self) -> None:
+        """Read the deferred layers, in the order they lie in their archive."""
+        todo = sorted(self._deferred.items(), key=lambda kv: -1 if kv[1][0].offset is None else kv[1][0].offset)
+        for diff_id, (src, progress) in todo:
+            res = self._ingest(src, diff_id)
+            self._pending[diff_id] = res
+            del self._deferred[diff_id]
+            if progress:
+                progress(f"{diff_id[7:19]}: Loaded", res.compressed_size)
+
     def commit(self) -> list[tuple[Image, list[Reference]]]:
-        """Everything verified: make the blobs visible, then record the images in order."""
+        """Everything verified: make the blobs visible, then record all the images at once, in order."""
+        self._ingest_deferred()
+        images = []
+        for config_bytes, entries, tags, manifest_bytes in self._images:
+            layers = []
+            for e in entries:
+                if isinstance(e, str):
+                    res = self._pending[e]
+                    e = NewLayer(res.digest, e, OCI_TYPE_FOR[res.compression], res.compressed_size)
+                layers.append(e)
+            images.append(NewImage(config_bytes, layers, tags, manifest_bytes=manifest_bytes))
         pending = list(self._pending.values())
         self._pending = {}
         done = 0
@@ -262,15 +322,28 @@ class ImportBatch:
             for res in pending[done:]:
                 res.writer.abort()
             raise
-        return [self.store.add_image(config_bytes, new_layers, tags, manifest_bytes=manifest_bytes)
-                for config_bytes, new_layers, tags, manifest_bytes in self._images]
+        return self.store.add_images(images) if images else []
 
     def abort(self) -> None:
         """Drop every temporary blob of the batch."""
         for res in self._pending.values():
             res.writer.abort()
         self._pending = {}
+        self._deferred = {}
         self._images = []
+
+
+def _store_layers(store: Store) -> tuple[dict[str, tuple[str, str, int]], dict[str, tuple[str, int]]]:
+    """What :meth:`Store.known_layers` and :meth:`Store.layer_blobs` say, from one pass over the store's
+    images (each call reads every manifest and config of the store)."""
+    known: dict[str, tuple[str, str, int]] = {}
+    blobs: dict[str, tuple[str, int]] = {}
+    for img in store.images():
+        for layer in img.layers:
+            blobs[layer.digest] = (layer.media_type, layer.compressed_size)
+            if layer.diff_id not in known and store.checked_diff_id(layer.digest) == layer.diff_id:
+                known[layer.diff_id] = (layer.digest, layer.media_type, layer.compressed_size)
+    return known, blobs
 
 
 def import_image(

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import shutil
-import tempfile
 from pathlib import Path
 
 from ..engine.store import Store
@@ -12,7 +9,7 @@ from ..errors import InvalidArchive, NotFound
 from .docker_archive import load_docker_archive
 from .importer import LoadedImage
 from .oci import load_oci
-from .sources import DirSource, Source, TarSource, sniff_file
+from .sources import DirSource, Source, open_archive
 
 
 def split_layout_tag(path: str) -> tuple[str, str | None]:
@@ -35,31 +32,23 @@ def split_layout_tag(path: str) -> tuple[str, str | None]:
 
 
 def open_source(store: Store, path: str) -> tuple[Source, str | None, Path | None]:
-    """Open PATH as a source; returns (source, tag filter, temporary file to delete afterwards)."""
+    """Open PATH as a source; returns (source, tag filter, temporary file to delete afterwards).
+
+    A gzipped archive is streamed (:class:`~.sources.GzipTarSource`), never expanded to disk, so there is
+    no temporary file any more; the third item stays for callers that still expect it (always None).
+    """
     real, tag = split_layout_tag(path)
     p = Path(real)
     if not p.exists():
         raise NotFound(f"{path}: no such file or directory")
     if p.is_dir():
         return DirSource(p, str(path)), tag, None
-    head = sniff_file(p)
-    if head[:2] == b"\x1f\x8b":
-        # `docker save | gzip`: tar needs random access, so expand it beside the store's temp blobs
-        store.blobs.ensure()
-        fd, tmp = tempfile.mkstemp(dir=store.blobs.tmp_dir, prefix="load-", suffix=".tar")
-        try:
-            with gzip.open(p, "rb") as src, open(fd, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-        except (OSError, EOFError) as exc:
-            Path(tmp).unlink(missing_ok=True)
-            raise InvalidArchive(f"{path}: cannot decompress ({exc})") from None
-        return TarSource(Path(tmp), str(path)), tag, Path(tmp)
-    return TarSource(p, str(path)), tag, None
+    return open_archive(p, str(path)), tag, None
 
 
 def load_path(store: Store, path: str, progress=None) -> list[LoadedImage]:
     """Import every image at ``path``; see the module docstring for what is recognised."""
-    src, tag, tmp = open_source(store, path)
+    src, tag, _ = open_source(store, path)
     try:
         if src.has("manifest.json"):
             return load_docker_archive(store, src, progress=progress)
@@ -69,5 +58,3 @@ def load_path(store: Store, path: str, progress=None) -> list[LoadedImage]:
                              f"(no index.json and oci-layout)")
     finally:
         src.close()
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)

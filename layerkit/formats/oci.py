@@ -16,7 +16,15 @@ from ..engine.image import Image
 from ..engine.layer import media_type_compression
 from ..engine.reference import Reference, parse_reference
 from ..engine.store import OCI_INDEX, REF_NAME, Store
-from ..errors import DigestMismatch, ImageNotFound, InvalidManifest, InvalidReference, UnsupportedMediaType
+from ..errors import (
+    DigestMismatch,
+    ImageNotFound,
+    InvalidArchive,
+    InvalidManifest,
+    InvalidReference,
+    UnsupportedMediaType,
+)
+from .documents import parse_json, str_map, want_list, want_object
 from .importer import ImportBatch, LayerSource, LoadedImage
 from .sources import Source, blob_name
 
@@ -43,15 +51,39 @@ def host_platform() -> tuple[str, str]:
 
 
 def _descriptor(d: object, where: str) -> dict:
+    """A content descriptor checked for shape: digest, mediaType, size (REQUIRED by the image spec),
+    annotations and platform of the right JSON types."""
     if not isinstance(d, dict) or not isinstance(d.get("digest"), str) or not is_digest(d["digest"]):
         raise InvalidManifest(f"{where}: descriptor lacks a valid digest")
     if not isinstance(d.get("mediaType", ""), str):
-        raise InvalidManifest(f"{where}: descriptor has an invalid mediaType")
+        raise InvalidManifest(f"{where}: descriptor {d['digest']} has an invalid mediaType")
+    size = d.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise InvalidManifest(f"{where}: descriptor {d['digest']} lacks a valid size")
+    str_map(d.get("annotations"), f"{where}: descriptor {d['digest']} annotations")
+    platform = d.get("platform")
+    if platform is not None and not (isinstance(platform, dict) and
+                                     all(isinstance(platform.get(k, ""), str) for k in ("os", "architecture"))):
+        raise InvalidManifest(f"{where}: descriptor {d['digest']} has an invalid platform")
     return d
 
 
+def check_size(src: Source, desc: dict, what: str) -> str:
+    """The member name of the descriptor's blob, once its size is what the descriptor says.
+
+    The image spec: "If the length of the retrieved content does not match the specified length, the
+    content SHOULD NOT be trusted"; checked before a byte of it is read.
+    """
+    name = blob_name(desc["digest"])
+    actual = src.size(name)
+    if actual != desc["size"]:
+        raise InvalidArchive(f"{src.label}: {what} {desc['digest']} has {actual} bytes, but its descriptor "
+                             f"says {desc['size']}")
+    return name
+
+
 def _read_blob(src: Source, desc: dict, what: str) -> bytes:
-    data = src.read(blob_name(desc["digest"]))
+    data = src.read(check_size(src, desc, what))
     got = sha256_bytes(data)
     if got != desc["digest"]:
         raise DigestMismatch(f"{src.label}: {what} {desc['digest']} hashes to {got}")
@@ -59,13 +91,15 @@ def _read_blob(src: Source, desc: dict, what: str) -> bytes:
 
 
 def _json(data: bytes, label: str, what: str) -> dict:
-    try:
-        doc = json.loads(data)
-    except ValueError as exc:
-        raise InvalidManifest(f"{label}: {what} is not valid JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise InvalidManifest(f"{label}: {what} is not a JSON object")
-    return doc
+    return want_object(parse_json(data, f"{label}: {what}"), f"{label}: {what}")
+
+
+def _manifests(index: dict, where: str) -> list[dict]:
+    """The checked descriptors of an index's ``manifests``."""
+    descs = index.get("manifests")
+    if descs is None:
+        raise InvalidManifest(f"{where} lacks manifests")
+    return [_descriptor(d, where) for d in want_list(descs, f"{where} manifests")]
 
 
 def _pick_manifest(src: Source, desc: dict, depth: int = 0) -> dict:
@@ -77,7 +111,7 @@ def _pick_manifest(src: Source, desc: dict, depth: int = 0) -> dict:
         raise UnsupportedMediaType(f"{src.label}: unsupported manifest media type {mt!r} for {desc['digest']}")
     index = _json(_read_blob(src, desc, "index"), src.label, f"index {desc['digest']}")
     want_os, want_arch = host_platform()
-    candidates = [_descriptor(d, src.label) for d in index.get("manifests", [])]
+    candidates = _manifests(index, f"{src.label}: index {desc['digest']}")
     for d in candidates:
         p = d.get("platform") or {}
         if p.get("os") == want_os and p.get("architecture") == want_arch:
@@ -85,6 +119,39 @@ def _pick_manifest(src: Source, desc: dict, depth: int = 0) -> dict:
     if len(candidates) == 1:
         return _pick_manifest(src, candidates[0], depth + 1)
     raise InvalidManifest(f"{src.label}: index {desc['digest']} has no manifest for {want_os}/{want_arch}")
+
+
+def check_layout_sizes(src: Source) -> None:
+    """Check every descriptor of an OCI layout inside an archive against the blob it names, where the blob
+    is there: index.json's manifests, nested indexes, and each manifest's config and layers.
+
+    For the form ``docker save`` writes since Docker 25, which is loaded through ``manifest.json`` but
+    also carries the layout; a descriptor that lies about its blob's size is refused there too.
+    """
+    _, layout = src.read_json("oci-layout", "oci-layout")
+    want_object(layout, f"{src.label}: oci-layout")
+    todo = [(d, 0) for d in _manifests(_json(src.read("index.json"), src.label, "index.json"),
+                                         f"{src.label}: index.json")]
+    seen: set[str] = set()
+    while todo:
+        desc, depth = todo.pop()
+        if desc["digest"] in seen or not src.has(blob_name(desc["digest"])):
+            continue  # another platform's manifest a single-platform save leaves out
+        seen.add(desc["digest"])
+        mt = desc.get("mediaType", "")
+        if mt in INDEX_TYPES and depth < 4:
+            index = _json(_read_blob(src, desc, "index"), src.label, f"index {desc['digest']}")
+            todo.extend((d, depth + 1) for d in _manifests(index, f"{src.label}: index {desc['digest']}"))
+        elif mt in MANIFEST_TYPES:
+            manifest = _json(_read_blob(src, desc, "manifest"), src.label, f"manifest {desc['digest']}")
+            where = f"{src.label}: manifest {desc['digest']}"
+            check_size(src, _descriptor(manifest.get("config"), f"{where} config"), "config")
+            for ld in want_list(manifest.get("layers") or [], f"{where} layers"):
+                ld = _descriptor(ld, f"{where} layer")
+                if src.has(blob_name(ld["digest"])):
+                    check_size(src, ld, "layer")
+        else:
+            check_size(src, desc, "blob")
 
 
 def _name_of(desc: dict) -> Reference | None:
@@ -105,10 +172,7 @@ def load_oci(store: Store, src: Source, tag: str | None = None, progress=None) -
     if not isinstance(layout, dict) or "imageLayoutVersion" not in layout:
         raise InvalidManifest(f"{src.label}: oci-layout lacks imageLayoutVersion")
     index = _json(src.read("index.json"), src.label, "index.json")
-    descs = index.get("manifests")
-    if not isinstance(descs, list):
-        raise InvalidManifest(f"{src.label}: index.json lacks manifests")
-    descs = [_descriptor(d, f"{src.label}: index.json") for d in descs]
+    descs = _manifests(index, f"{src.label}: index.json")
     if tag is not None:
         chosen = []
         for d in descs:
@@ -123,11 +187,12 @@ def load_oci(store: Store, src: Source, tag: str | None = None, progress=None) -
     # group descriptors by manifest so an image with several names loads once with all its tags
     groups: dict[str, tuple[dict, list[Reference]]] = {}
     for d in descs:
+        check_size(src, d, "manifest")  # each entry: the group below reads the blob through its first
         ref = _name_of(d)
         g = groups.setdefault(d["digest"], (d, []))
         if ref is not None:
             g[1].append(ref)
-    with ImportBatch(store) as batch:
+    with ImportBatch(store, defer=True) as batch:
         for desc, tags in groups.values():
             _add_image(batch, src, desc, tags, progress)
         # nothing is recorded until every image of the layout has been verified
@@ -140,24 +205,25 @@ def _add_image(batch: ImportBatch, src: Source, desc: dict, tags: list[Reference
     mdesc = _pick_manifest(src, desc)
     manifest_bytes = _read_blob(src, mdesc, "manifest")
     manifest = _json(manifest_bytes, src.label, f"manifest {mdesc['digest']}")
+    where = f"{src.label}: manifest {mdesc['digest']}"
     cdesc = manifest.get("config")
     if not isinstance(manifest.get("layers"), list) or cdesc is None:
-        raise InvalidManifest(f"{src.label}: manifest {mdesc['digest']} lacks config or layers")
-    cdesc = _descriptor(cdesc, f"{src.label}: manifest {mdesc['digest']} config")
+        raise InvalidManifest(f"{where} lacks config or layers")
+    cdesc = _descriptor(cdesc, f"{where} config")
     if cdesc.get("mediaType") and cdesc["mediaType"] not in CONFIG_TYPES:
         raise UnsupportedMediaType(f"{src.label}: unsupported config media type {cdesc['mediaType']!r}")
     config_bytes = _read_blob(src, cdesc, "config")
     layers = []
     for ld in manifest["layers"]:
-        ld = _descriptor(ld, f"{src.label}: manifest {mdesc['digest']} layer")
+        ld = _descriptor(ld, f"{where} layer")
         try:
             media_type_compression(ld.get("mediaType", ""))  # raises on an unknown layer type
         except UnsupportedMediaType as exc:
             raise UnsupportedMediaType(f"{src.label}: layer {ld['digest']}: {exc}") from None
-        name = blob_name(ld["digest"])
+        name = check_size(src, ld, "layer")
         layers.append(LayerSource(open=lambda n=name: src.open(n),
                                   label=f"{src.label}: layer {ld['digest']}",
-                                  size=src.size(name), digest=ld["digest"]))
+                                  size=ld["size"], digest=ld["digest"], offset=src.offset(name)))
     batch.add(config_bytes, layers, tags, f"{src.label}: {mdesc['digest']}", progress=progress,
               manifest_bytes=manifest_bytes)
 
@@ -209,8 +275,8 @@ def save_oci_layout(store: Store, images: list[tuple[Image, list[Reference]]], o
     if idx_path.exists():
         old = _json(idx_path.read_bytes(), str(out), "index.json")
         new_names = {(m.get("annotations") or {}).get(REF_NAME) for m in index["manifests"]} - {None}
-        kept = [m for m in old.get("manifests", [])
-                if (m.get("annotations") or {}).get(REF_NAME) not in new_names]
+        kept = [m for m in _manifests(old, f"{out}: index.json")
+                if str_map(m.get("annotations"), f"{out}: index.json").get(REF_NAME) not in new_names]
         index["manifests"] = kept + index["manifests"]
     tmp = idx_path.with_name(".index.json.tmp")
     tmp.write_text(json.dumps(index, separators=(",", ":")))

@@ -821,7 +821,7 @@ def _get_manifest(client: RegistryClient, ref: Reference, reference: str, verify
                              f"expected {verify_digest}")
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidManifest(f"{what}: manifest {reference} from registry {client.domain} is not valid JSON "
                               f"({_one_line(exc, 120)})") from None
     if not isinstance(doc, dict):
@@ -841,10 +841,19 @@ def _get_config(store: Store, client: RegistryClient, repo: str, desc: dict) -> 
         raise client.error_for(resp, not_found=f"registry {client.domain} has no config blob {digest} in "
                                                f"repository {repo}")
     data = client.read_small(resp, MAX_CONFIG, f"config {digest}")
+    _check_size(client.what, "config", desc, data)
     got = sha256_bytes(data)
     if got != digest:
         raise DigestMismatch(f"{client.what}: config blob {digest} from registry {client.domain} hashes to {got}")
     return data
+
+
+def _check_size(what: str, kind: str, desc: dict, data: bytes) -> None:
+    """A manifest or config whose length is not its descriptor's size is not trusted (image spec,
+    descriptor.md); layers are checked as they stream (their size is the read limit)."""
+    if len(data) != desc["size"]:
+        raise InvalidManifest(f"{what}: {kind} {desc['digest']} has {len(data)} bytes, but its descriptor says "
+                              f"{desc['size']}")
 
 
 def pull(store: Store, ref: str, platform: str | None = None, insecure: bool = False,
@@ -878,6 +887,7 @@ def pull(store: Store, ref: str, platform: str | None = None, insecure: bool = F
             _descriptor(d, what, f"index {digest} entry")
             chosen = _platform_str(d["platform"])
             data, doc, mtype, digest = _get_manifest(client, r, d["digest"], d["digest"])
+            _check_size(what, "manifest", d, data)
         if mtype in DOCKER_SCHEMA1:
             raise UnsupportedMediaType(f"{what}: registry {client.domain} serves a Docker schema 1 manifest, "
                                        f"which layerkit does not support")
@@ -921,7 +931,7 @@ def pull(store: Store, ref: str, platform: str | None = None, insecure: bool = F
             cfg = json.loads(config_bytes)
             diff_to_digest = dict(zip([d[7:19] for d in cfg["rootfs"]["diff_ids"]],
                                       [ld["digest"] for ld in layer_descs], strict=False))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             pass  # the importer refuses a bad config with its own message
 
         def relay(message: str, nbytes: int) -> None:
