@@ -435,6 +435,7 @@ def ls(store: Store, target: str, path: str = "/", recursive: bool = False) -> T
     """``ls TARGET [PATH] [-R]``: entries of the union view of an image or a container."""
     from datetime import datetime
 
+    from .engine.tree import entry_size
     from .engine.union import mode_string
 
     obj, view, top = _target(store, target)
@@ -447,7 +448,10 @@ def ls(store: Store, target: str, path: str = "/", recursive: bool = False) -> T
     for u in items:
         e = u.entry
         layer = None if (top is not None and u.layer == top) or u.layer < 0 else view.diff_ids[u.layer]
-        rows.append({"path": e.path, "type": e.type, "size": e.size, "mode": e.mode, "uid": e.uid, "gid": e.gid,
+        # sizes as lstat shows them in a mounted root filesystem: a symlink's is its target's length, a
+        # hardlink's its file's (the tar's size field says 0 for both)
+        rows.append({"path": e.path, "type": e.type, "size": entry_size(u, view), "mode": e.mode, "uid": e.uid,
+                     "gid": e.gid,
                      "mtime": datetime.fromtimestamp(e.mtime, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                      "link": e.link or None, "layer": layer, "_mode": mode_string(e)})
     cols = [Column("_mode", "MODE"), Column("uid", "UID"), Column("gid", "GID"), Column("size", "SIZE", fmt_size),

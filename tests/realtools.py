@@ -300,7 +300,8 @@ KINDS = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink", sta
 
 
 def rootfs_tree(rootfs: Path) -> dict[str, tuple]:
-    """path -> (type, size of a regular file, mode, uid, gid, symlink target) of an unpacked rootfs."""
+    """path -> (type, size as lstat gives it for a file or symlink (a symlink's is its target's length), mode,
+    uid, gid, symlink target) of an unpacked rootfs."""
     out = {}
     for dirpath, dirnames, filenames in os.walk(rootfs):
         for n in dirnames + filenames:
@@ -308,14 +309,16 @@ def rootfs_tree(rootfs: Path) -> dict[str, tuple]:
             st = os.lstat(p)
             kind = KINDS[stat.S_IFMT(st.st_mode)]
             out["/" + os.path.relpath(p, rootfs)] = (
-                kind, st.st_size if kind == "file" else None, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
+                kind, st.st_size if kind in ("file", "symlink") else None, stat.S_IMODE(st.st_mode), st.st_uid,
+                st.st_gid,
                 os.readlink(p) if kind == "symlink" else None)
     return out
 
 
 def ls_tree(rows: list[dict]) -> dict[str, tuple]:
     """The same from ``ls -R --format json``. A hardlink is the regular file it links to (followed through
-    links to links): on disk both names are one inode, with that file's size, mode and owner."""
+    links to links): on disk both names are one inode, with that file's mode and owner; its ``size`` in
+    the listing must already be that file's, as lstat says."""
     by_path = {r["path"]: r for r in rows}
     out = {}
     for r in rows:
@@ -323,6 +326,6 @@ def ls_tree(rows: list[dict]) -> dict[str, tuple]:
         while t["type"] == "hardlink":
             t = by_path[t["link"]]
         kind = t["type"]
-        out[r["path"]] = (kind, t["size"] if kind == "file" else None, t["mode"], t["uid"], t["gid"],
+        out[r["path"]] = (kind, r["size"] if kind in ("file", "symlink") else None, t["mode"], t["uid"], t["gid"],
                           t["link"] if kind == "symlink" else None)
     return out

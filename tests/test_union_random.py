@@ -148,12 +148,13 @@ def random_stack(seed: int, layers: int = 6) -> list[bytes]:
 
 
 def view_tree(view: UnionView) -> dict[str, tuple]:
-    """path -> (type, size, mode, uid, gid, symlink target), a hardlink as the file it shares an inode with."""
+    """path -> (type, size as lstat gives it, mode, uid, gid, symlink target), a hardlink as the file it shares
+    an inode with."""
     out = {}
     for ue in view.walk("/"):
         e = view.data_entry(ue).entry
-        out[ue.path] = (e.type, e.size if e.type == "file" else None, e.mode, e.uid, e.gid,
-                        e.link if e.type == "symlink" else None)
+        size = len(e.link.encode()) if e.type == "symlink" else e.size if e.type == "file" else None
+        out[ue.path] = (e.type, size, e.mode, e.uid, e.gid, e.link if e.type == "symlink" else None)
     return out
 
 

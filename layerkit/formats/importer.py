@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from ..engine.digests import sha256_bytes
-from ..engine.image import MAX_LAYERS, Image
+from ..engine.image import Image
 from ..engine.layer import OCI_TYPE_FOR, IngestResult, fetch_layer, ingest_layer
 from ..engine.reference import Reference
 from ..engine.shapes import check_config  # the same rules check what the store reads back
@@ -73,6 +73,7 @@ def parse_config(config_bytes: bytes, label: str) -> dict:
 # ~1 KB of memory per tag from the archive's document to index.json (150,000 short tags: 174 MB peak RSS);
 # the limit keeps a load under 200 MB with the longest tags the 16 MiB document cap allows
 MAX_TAGS = 100_000
+MAX_STORED_LAYERS = 1000
 
 
 class _Cancelled(BaseException):  # noqa: N818 - not an error: another layer failed first
@@ -157,8 +158,12 @@ class ImportBatch:
         if len(diff_ids) != len(layers):
             raise InvalidManifest(f"{label}: config lists {len(diff_ids)} diff_ids but the manifest has "
                                   f"{len(layers)} layers")
-        if len(layers) > MAX_LAYERS:
-            raise MaxDepthExceeded(f"{label}: max depth exceeded ({len(layers)} layers, at most {MAX_LAYERS})")
+        # Docker's 127 limits what mounts an image (create, run, commit), not what is stored: Podman, skopeo
+        # and dive read deeper images and the OCI spec sets no limit. A bound still holds hostile input: a
+        # union view costs time per layer.
+        if len(layers) > MAX_STORED_LAYERS:
+            raise MaxDepthExceeded(f"{label}: {len(layers)} layers, layerkit reads images of at most "
+                                   f"{MAX_STORED_LAYERS}")
         entries: list[NewLayer | str] = []  # a str is the diff_id of a layer ingested below
         todo: dict[str, LayerSource] = {}
         for src, diff_id in zip(layers, diff_ids, strict=True):

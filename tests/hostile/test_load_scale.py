@@ -216,3 +216,15 @@ def test_tags_move_between_images_of_one_archive(tmp_path, capsys, order):
     else:
         tagged = {(r["tag"], r["id"][7:]) for r in rows}
         assert ("t0", ids[1]) in tagged and ("<none>", ids[0]) in tagged and len(rows) == 2
+
+
+def test_absurdly_deep_image_is_refused(capsys, tmp_path):
+    """Docker's 127 limits what mounts an image; loading reads deeper ones (as Podman and skopeo do), up to a
+    bound that keeps a hostile image's union views cheap."""
+    import builders
+
+    from layerkit.formats.importer import MAX_STORED_LAYERS
+
+    layers = [builders.layer_tar([builders.F(f"l{i}", b"x")]) for i in range(MAX_STORED_LAYERS + 1)]
+    layout = builders.write_layout(tmp_path / "deep", layers, "deep:1")
+    check_load_refused(capsys, tmp_path / "store", layout, errors.MaxDepthExceeded, ["1001 layers"])
