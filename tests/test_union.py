@@ -383,8 +383,8 @@ def test_ls_recursive_json_of_loaded_stack(capsys, stack_store) -> None:
     assert got["/r"] == ("file", len(b"r is a file again"), None, ids[2])
     assert "/r/in" not in got
     assert sorted(p for p in got if p.startswith("/o/")) == ["/o/new"]
-    assert got["/hl"] == ("hardlink", 0, "/h/target", ids[1])
-    assert got["/lnk"] == ("symlink", 0, "a", ids[2])
+    assert got["/hl"] == ("hardlink", len(b"hard data"), "/h/target", ids[1])  # its file's size, as lstat
+    assert got["/lnk"] == ("symlink", 1, "a", ids[2])  # the length of its target
     assert got["/" + LONG][0] == "file"
     for r in rows:
         assert set(r) == {"path", "type", "size", "mode", "uid", "gid", "mtime", "link", "layer"}
