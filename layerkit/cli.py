@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("target", metavar="TARGET")
     s.add_argument("path", nargs="?", default="/")
     s.add_argument("-R", "--recursive", action="store_true")
+    s.add_argument("--whiteouts", action="store_true", help="also list the layers' whiteout and opaque markers")
     _fmt(s)
 
     s = sub.add_parser("tree", help="dive's layer tree: directory sizes, what a layer added, modified, removed")
@@ -192,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("files", help="every file of an image with the layer that provides it")
     s.add_argument("image")
+    s.add_argument("--whiteouts", action="store_true", help="also list the layers' whiteout and opaque markers")
     _fmt(s)
 
     s = sub.add_parser("compare", help="compare two images layer by layer and file by file")
@@ -332,13 +334,13 @@ def run(args: argparse.Namespace) -> Any:
     if v == "logout":
         return commands.logout(store, args.registry)
     if v == "files":
-        return commands.files(store, args.image)
+        return commands.files(store, args.image, whiteouts=args.whiteouts)
     if v == "compare":
         return commands.compare(store, args.image_a, args.image_b)
     if v == "report":
         return commands.report(store, args.targets, args.output)
     if v == "ls":
-        return commands.ls(store, args.target, args.path, recursive=args.recursive)
+        return commands.ls(store, args.target, args.path, recursive=args.recursive, whiteouts=args.whiteouts)
     if v == "tree":
         res = commands.tree(store, args.target, args.path, layer=args.layer, changes=args.changes,
                             aggregate=args.aggregate, max_depth=args.max_depth)

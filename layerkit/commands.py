@@ -197,7 +197,7 @@ def _layer_created_by(img: Image) -> list[str]:
 
 
 LAYER_KEYS = ["index", "diff_id", "digest", "media_type", "size", "tar_size", "compressed_size", "files",
-              "created_by", "shared_by"]
+              "whiteouts", "created_by", "shared_by"]
 
 
 def layers(store: Store, name: str) -> Table:
@@ -210,11 +210,12 @@ def layers(store: Store, name: str) -> Table:
         others = [o.name for o in users.get(layer.diff_id, []) if o.id != img.id]
         rows.append({"index": layer.index_in_image, "diff_id": layer.diff_id, "digest": layer.digest,
                      "media_type": layer.media_type, "size": layer.size, "tar_size": layer.tar_size,
-                     "compressed_size": layer.compressed_size, "files": layer.files, "created_by": cb,
-                     "shared_by": others})
+                     "compressed_size": layer.compressed_size, "files": layer.files,
+                     "whiteouts": _marker_count(layer.index()), "created_by": cb, "shared_by": others})
     cols = [Column("index", "#"), Column("diff_id", "DIFF ID", short), Column("size", "SIZE", fmt_size),
             Column("tar_size", "TAR SIZE", fmt_size), Column("compressed_size", "COMPRESSED", fmt_size),
-            Column("files", "FILES"), Column("created_by", "CREATED BY", ellipsis(45)),
+            Column("files", "FILES"), Column("whiteouts", "WHITEOUTS"),
+            Column("created_by", "CREATED BY", ellipsis(45)),
             Column("shared_by", "SHARED BY", lambda v: ", ".join(v) if v else "-")]
     return Table(cols, rows, LAYER_KEYS)
 
@@ -431,10 +432,46 @@ def _target(store: Store, name: str):
 LS_KEYS = ["path", "type", "size", "mode", "uid", "gid", "mtime", "link", "layer"]
 
 
-def ls(store: Store, target: str, path: str = "/", recursive: bool = False) -> Table:
-    """``ls TARGET [PATH] [-R]``: entries of the union view of an image or a container."""
+def _marker_count(index) -> int:
+    """How many whiteouts and opaque markers a layer holds (entries of the layer that delete)."""
+    types = index.columns.types
+    return types.count("w") + types.count("o")
+
+
+def _markers(view, top: int | None, under: str, recursive: bool) -> list[dict]:
+    """The whiteout and opaque-marker entries of every layer of ``view`` in directory ``under`` (or below
+    it), as ``ls --whiteouts`` and ``files --whiteouts`` list them: the marker's own tar path, type
+    ``whiteout`` or ``opaque``, the layer that holds it."""
+    import posixpath
+
+    from .engine.layerindex import marker_path
+
+    under = posixpath.normpath(under)
+    prefix = under.rstrip("/") + "/"
+    rows = []
+    for i, li in enumerate(view.layers):
+        for e in li.entries:
+            if e.type not in ("whiteout", "opaque"):
+                continue
+            p = marker_path(e.path, e.type)
+            if not (p.startswith(prefix) if recursive else posixpath.dirname(p) == under):
+                continue
+            rows.append({"path": p, "type": e.type, "size": 0, "mode": 0, "uid": 0, "gid": 0, "link": None,
+                         "layer_index": i, "layer": None if i == top else view.diff_ids[i],
+                         "mtime": _rfc3339_utc(e.mtime), "_mode": "----------"})
+    return rows
+
+
+def _rfc3339_utc(t: float) -> str:
     from datetime import datetime
 
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def ls(store: Store, target: str, path: str = "/", recursive: bool = False, whiteouts: bool = False) -> Table:
+    """``ls TARGET [PATH] [-R] [--whiteouts]``: entries of the union view of an image or a container;
+    ``whiteouts`` adds each layer's whiteout and opaque markers in the directory (they are entries of the
+    layers, not of the view)."""
     from .engine.tree import entry_size
     from .engine.union import mode_string
 
@@ -452,8 +489,11 @@ def ls(store: Store, target: str, path: str = "/", recursive: bool = False) -> T
         # hardlink's its file's (the tar's size field says 0 for both)
         rows.append({"path": e.path, "type": e.type, "size": entry_size(u, view), "mode": e.mode, "uid": e.uid,
                      "gid": e.gid,
-                     "mtime": datetime.fromtimestamp(e.mtime, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                     "link": e.link or None, "layer": layer, "_mode": mode_string(e)})
+                     "mtime": _rfc3339_utc(e.mtime), "link": e.link or None, "layer": layer,
+                     "_mode": mode_string(e)})
+    if whiteouts and (ue is None or ue.entry.type == "dir"):
+        rows += _markers(view, top, view.resolve(path) if path not in ("", "/") else "/", recursive)
+        rows.sort(key=lambda r: r["path"])
     cols = [Column("_mode", "MODE"), Column("uid", "UID"), Column("gid", "GID"), Column("size", "SIZE", fmt_size),
             Column("mtime", "MODIFIED", lambda v: str(v).replace("T", " ").rstrip("Z")),
             Column("layer", "LAYER", lambda v: short(v) if v else "writable"),
@@ -795,12 +835,16 @@ def _copy_in(c, src: str, target: str) -> None:
 FILES_KEYS = ["path", "type", "size", "mode", "uid", "gid", "link", "layer_index", "layer"]
 
 
-def files(store: Store, name: str) -> Table:
-    """``files IMAGE``: every path of the union view with the layer that provides it."""
+def files(store: Store, name: str, whiteouts: bool = False) -> Table:
+    """``files IMAGE [--whiteouts]``: every path of the union view with the layer that provides it;
+    ``whiteouts`` adds every layer's whiteout and opaque markers."""
     from .engine.analysis import files as union_files
 
     img = store.image(name)
     rows = union_files(store, img)
+    if whiteouts:
+        rows += _markers(store.image_view(img), None, "/", True)
+        rows.sort(key=lambda r: r["path"])
     cols = [Column("layer_index", "LAYER"), Column("type", "TYPE"), Column("size", "SIZE", fmt_size),
             Column("path", "PATH"), Column("link", "LINK", lambda v: f"-> {v}" if v else "")]
     return Table(cols, rows, FILES_KEYS)

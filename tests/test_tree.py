@@ -191,3 +191,26 @@ def test_errors(capsys, world):
     assert main(["--store", store_dir, "tree", "t", "--layer", "7"]) == 1
     assert "no layer 7" in capsys.readouterr().err
     assert main(["--store", store_dir, "tree", "nope:1"]) == 1
+
+
+def test_whiteouts_are_entries_of_their_layer(capsys, world, tmp_path):
+    store, store_dir, _ = world
+    rows = {r["index"]: r for r in commands.layers(store, "t").to_json()}
+    assert [rows[i]["whiteouts"] for i in range(3)] == [0, 2, 1]  # .wh.old and .wh.thing; the opaque marker
+    # a layer whose only content is a whiteout: no files, one whiteout
+    only = builders.write_layout(tmp_path / "only", [layer_tar(LAYERS[0]), layer_tar([WH("etc/motd")])], "only")
+    commands.load(store, str(only))
+    top = commands.layers(store, "only").to_json()[1]
+    assert (top["files"], top["whiteouts"]) == (0, 1)
+
+    assert main(["--store", store_dir, "ls", "t", "/opt", "--whiteouts", "--format", "json"]) == 0
+    listed = {r["path"]: r for r in json.loads(capsys.readouterr().out)}
+    assert listed["/opt/.wh.old"]["type"] == "whiteout" and listed["/opt/.wh.old"]["layer"] == \
+        store.image("t").diff_ids[1]
+    assert main(["--store", store_dir, "ls", "t", "/opt", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []  # without --whiteouts the view alone: /opt is empty
+    assert main(["--store", store_dir, "files", "t", "--whiteouts", "--format", "json"]) == 0
+    markers = {r["path"]: r["type"] for r in json.loads(capsys.readouterr().out) if r["type"] in ("whiteout",
+                                                                                                  "opaque")}
+    assert markers == {"/opt/.wh.old": "whiteout", "/var/.wh.thing": "whiteout",
+                       "/var/cache/.wh..wh..opq": "opaque"}
