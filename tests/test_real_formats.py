@@ -55,7 +55,7 @@ MULTI_EXPORTS = [
 HISTORY_KEYS = ["id", "created", "created_by", "size", "comment", "empty_layer", "diff_id"]
 IMAGES_KEYS = ["repository", "tag", "id", "digest", "created", "size", "shared_size", "unique_size",
                "containers", "layers"]
-LAYERS_KEYS = ["index", "diff_id", "digest", "media_type", "size", "tar_size", "compressed_size", "files",
+LAYERS_KEYS = ["index", "diff_id", "digest", "media_type", "size", "tar_size", "compressed_size", "files", "whiteouts",
                "created_by", "shared_by"]
 AGO = re.compile(r"^(Less than a second|About an? \w+|\d+ \w+) ago$")
 
