@@ -339,6 +339,10 @@ def extract_layer(store: Store, layer: Layer, dest: Path, image: Image | None = 
                 path, code, link = c
                 try:
                     job.apply(h, path, code, link, tr)
+                except LayerFormatError as exc:
+                    if repr(h.name) in str(exc):
+                        raise
+                    raise LayerFormatError(f"tar entry {h.name!r} {exc}") from None
                 except OSError as exc:
                     if exc.errno in _HOST_ERRNOS:
                         raise

@@ -9,8 +9,10 @@ the two can never disagree about what a layer holds.
 
 What it accepts follows Go's ``archive/tar`` (what Docker, containerd and skopeo read layers with):
 
-- the ustar prefix field is joined to the name only with the POSIX magic ``ustar\\0`` (and star's, whose
-  prefix is shorter); GNU's ``ustar  `` magic keeps access and change times there, and V7 headers have none;
+- the ustar prefix field is joined to the name with the POSIX magic ``ustar\\0`` (star's, with a ``tar\\0``
+  trailer, is shorter); V7 headers have none; GNU's ``ustar  `` magic keeps access and change times
+  there, read as a prefix only when they are not numbers and the field is ASCII (old Go wrote GNU
+  headers with a prefix; Go reads them back so, and so must layerkit, to see the names Docker sees);
 - a PAX ``path``/``linkpath`` overrides the header's fields, and a GNU long name overrides both; an empty
   PAX value keeps the header's; PAX global (``g``) records are read and checked but, as in Docker and
   containerd, never applied to later members;
@@ -243,6 +245,17 @@ def _num(field: bytes) -> int:
     return _octal(field)
 
 
+def _gnu_times(field: bytes) -> bool:
+    """Whether the GNU access and change time fields (where ustar has its prefix) hold numbers or nothing."""
+    for f in (field[:12], field[12:24]):
+        if f[0]:
+            try:
+                _num(f)
+            except TarFormatError:
+                return False
+    return True
+
+
 def _str(field: bytes) -> str:
     i = field.find(0)
     return (field if i < 0 else field[:i]).decode("utf-8", "surrogateescape")
@@ -461,8 +474,16 @@ class TarReader:
                         longlink = _path(raw, "GNU long link name")
                 continue
             name = _str(f_name)
-            if magic == b"ustar\x00" and f_prefix[0]:  # POSIX ustar (star: a shorter prefix, then times)
-                name = (_str(f_prefix[:131]) if block[508:512] == b"tar\x00" else _str(f_prefix)) + "/" + name
+            if f_prefix[0]:
+                if magic == b"ustar\x00":  # POSIX ustar (star: a shorter prefix, then times)
+                    name = (_str(f_prefix[:131]) if block[508:512] == b"tar\x00" else _str(f_prefix)) + "/" + name
+                elif magic == b"ustar " and version == b" \x00" and not _gnu_times(f_prefix):
+                    # GNU keeps access and change times there; Go reads them as a prefix (which Go before
+                    # 1.8 wrote there) when they are not numbers and the field is ASCII
+                    i = f_prefix.find(0)
+                    p = f_prefix if i < 0 else f_prefix[:i]
+                    if p.isascii():
+                        name = p.decode("ascii") + "/" + name
             linkname = _str(f_link) if f_link[0] else ""
             uid = _num(f_uid)
             gid = _num(f_gid)

@@ -20,7 +20,9 @@ from layerkit.errors import InvalidArchive, LayerkitError
 
 from .tarcraft import (
     BLOCK,
+    EPOCH,
     GNU,
+    POSIX,
     V7,
     b256,
     dir_,
@@ -244,29 +246,42 @@ def gnu_tar_names(data: bytes, tmp_path) -> list[str]:
     return subprocess.run(["tar", "-tf", str(p)], capture_output=True, text=True, check=True).stdout.splitlines()
 
 
-def test_prefix_only_with_posix_magic(tmp_path) -> None:
+def test_prefix_rule_of_each_magic(tmp_path) -> None:
     """Issue 11 item 5: the index applied the ustar prefix only with the POSIX magic, ``tarfile`` always.
-    Go (and GNU tar) join the prefix with ``ustar\\0`` only; GNU's ``ustar  `` keeps times there."""
+    The one rule now is Go's: the prefix is joined with ``ustar\\0``; V7 headers have none; GNU's
+    ``ustar  `` keeps access and change times there, which GNU tar never reads as a name either."""
+    times = (b"%011o\x00" % EPOCH) * 2
     data = tar(member("file", prefix="posix/dir"),
-               member("file2", prefix="\x01\x02gnu-times", fmt=GNU),
+               member("file2", prefix=times, fmt=GNU),
                member("file3", prefix="v7-junk", fmt=V7))
     names = [h.name for h in headers(data)]
     assert names == ["posix/dir/file", "file2", "file3"]
     assert names == gnu_tar_names(data, tmp_path)
 
 
-def test_gnu_magic_whiteout_prefix_is_the_root_not_a_whiteout_of_dotdot() -> None:
-    """The reproduced attack: GNU magic, name ``.``, prefix ``.wh..``. One rule: with GNU magic it is the
-    root directory (skipped by index and extraction alike); with POSIX magic it is ``.wh../.``, a
-    whiteout of ``..``, refused by both."""
-    gnu = headers(tar(dir_(".", prefix=".wh..", fmt=GNU)))
-    assert gnu[0].name == "." and classify(gnu[0]) is None
-    posix = headers(tar(dir_(".", prefix=".wh..")))
-    assert posix[0].name == ".wh../."
-    with pytest.raises(LayerFormatError, match="malformed whiteout entry"):
-        classify(posix[0])
-    with pytest.raises(LayerFormatError, match=r"^layer x: malformed whiteout entry '\.wh\.\./\.'$"):
-        index_tar_columns(chunked(tar(dir_(".", prefix=".wh.."))), "layer x")
+def test_gnu_magic_prefix_fallback_of_go() -> None:
+    """Where a GNU header's time fields are not numbers, Go (so Docker, containerd, umoci) reads the field
+    as a prefix when it is ASCII, for tars written by Go before 1.8; GNU tar does not. layerkit reads what
+    Docker reads (umoci agrees: test_extract.test_header_rules_match_umoci)."""
+    hs = headers(tar(member("a", prefix="not-times", fmt=GNU), member("b", prefix=b"\xffnot-ascii", fmt=GNU),
+                     member("c", prefix=b"\x00" * 12 + b"junk", fmt=GNU)))
+    assert [h.name for h in hs] == ["not-times/a", "b", "c"]
+
+
+def test_gnu_magic_whiteout_prefix_is_refused_by_one_rule() -> None:
+    """The reproduced attack: GNU magic, name ``.``, prefix ``.wh...``: invisible to the old index (no
+    prefix), a whiteout of ``..`` for ``tarfile`` at extraction. With Go's rule it is ``.wh.../.``, a
+    whiteout of ``..``, for the index and extraction alike, and both refuse it; with times in the field
+    it is the root directory, skipped by both."""
+    for fmt in (GNU, POSIX):
+        h = headers(tar(dir_(".", prefix=".wh...", fmt=fmt)))[0]
+        assert h.name == ".wh.../."
+        with pytest.raises(LayerFormatError, match="malformed whiteout entry"):
+            classify(h)
+    with pytest.raises(LayerFormatError, match=r"^layer x: malformed whiteout entry '\.wh\.\.\./\.'$"):
+        index_tar_columns(chunked(tar(dir_(".", prefix=".wh...", fmt=GNU))), "layer x")
+    root = headers(tar(dir_(".", prefix=(b"%011o\x00" % EPOCH) * 2, fmt=GNU)))[0]
+    assert root.name == "." and classify(root) is None
 
 
 def test_star_prefix_is_131_bytes() -> None:
