@@ -215,9 +215,10 @@ def case_dotdot_inside(h: Path) -> bytes:
 
 
 def case_long_names(h: Path) -> bytes:
-    """Long names through PAX and GNU records, within the kernel's limits."""
+    """Long names through PAX and GNU records, within the kernel's limits, and names that are not UTF-8."""
     deep = "/".join(["d" * 200] * 15) + "/file"
-    return tar(pax({"path": deep}), member("short", b"deep"), gnu_long("l" * 255), member("x", b"long"))
+    return tar(pax({"path": deep}), member("short", b"deep"), gnu_long("l" * 255), member("x", b"long"),
+               member(b"caf\xe9", b"latin-1"), symlink("lnk", "caf\udce9"))
 
 
 def case_base256_and_pax_numbers(h: Path) -> bytes:
@@ -344,6 +345,7 @@ def _check_dotdot(dest: Path, host: Path) -> None:
 def _check_long(dest: Path, host: Path) -> None:
     deep = dest.joinpath(*(["d" * 200] * 15), "file")
     assert deep.read_bytes() == b"deep" and (dest / ("l" * 255)).read_bytes() == b"long"
+    assert os.path.exists(os.fsencode(dest) + b"/caf\xe9") and os.readlink(os.fsencode(dest) + b"/lnk") == b"caf\xe9"
 
 
 def _check_numbers(dest: Path, host: Path) -> None:

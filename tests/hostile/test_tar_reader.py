@@ -166,7 +166,7 @@ def test_extended_headers_over_1_mib_are_refused(kind: bytes) -> None:
     ({"size": " 12"}, ["is not an integer"]),
     ({"size": "9" * 30}, ["is not an integer"]),
     ({"uid": str(10 ** 20)}, ["PAX uid"]),
-    ({"uid": "4294967296"}, ["out of range"]),
+    ({"uid": "4294967295"}, ["out of range"]),  # (uid_t)-1: chown would leave the owner as it is
     ({"gid": "-1"}, ["out of range"]),
     ({"gid": "1_000"}, ["is not an integer"]),
     ({"mtime": "inf"}, ["is not a time"]),
@@ -205,7 +205,7 @@ def test_pax_overrides_and_go_precedence() -> None:
     """PAX path/linkpath/size/uid/gid/mtime override the header; an empty value keeps the header's; a GNU
     long name overrides a PAX path (Go applies the long name last)."""
     hs = headers(tar(
-        pax({"path": "pax/name", "size": "3", "uid": "4294967295", "gid": "7", "mtime": "1704067200.25"}),
+        pax({"path": "pax/name", "size": "3", "uid": "4294967294", "gid": "7", "mtime": "1704067200.25"}),
         member("ustar-name", b"abc", size=0),
         pax({"path": ""}),
         member("kept"),
@@ -215,7 +215,7 @@ def test_pax_overrides_and_go_precedence() -> None:
         pax({"linkpath": "long/target"}),
         symlink("l", "short-target"),
     ))
-    assert [(h.name, h.size, h.uid, h.gid) for h in hs[:2]] == [("pax/name", 3, 4294967295, 7), ("kept", 0, 0, 0)]
+    assert [(h.name, h.size, h.uid, h.gid) for h in hs[:2]] == [("pax/name", 3, 4294967294, 7), ("kept", 0, 0, 0)]
     assert hs[0].mtime == 1704067200.25
     assert (hs[2].name, hs[2].mtime) == ("from-gnu", -1.5)
     assert hs[3].linkname == "long/target"
