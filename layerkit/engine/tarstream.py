@@ -455,7 +455,7 @@ class TarReader:
                 raise TarFormatError(f"bad header checksum at byte {at}")
             size = _num(f_size)
             if size < 0:
-                raise TarFormatError(f"negative size {size} in the tar header at byte {at}")
+                raise TarFormatError(f"tar entry {_str(f_name)!r} (header at byte {at}) has a negative size {size}")
             if typ in b"xgLK":
                 # extended headers: read whole, so bounded first
                 if size > MAX_SPECIAL:
