@@ -15,7 +15,8 @@ What it accepts follows Go's ``archive/tar`` (what Docker, containerd and skopeo
   headers with a prefix; Go reads them back so, and so must layerkit, to see the names Docker sees);
 - a PAX ``path``/``linkpath`` overrides the header's fields, and a GNU long name overrides both; an empty
   PAX value keeps the header's; PAX global (``g``) records are read and checked but, as in Docker and
-  containerd, never applied to later members;
+  containerd, never applied to later members (and, as in Go, extended headers pending before one are
+  dropped);
 - a zero block must be followed by another zero block (or the end of the stream); both end the archive,
   and what follows is left to the caller (it still counts for the diff_id);
 - a NUL ends a header's string field; a PAX ``path``, ``linkpath``, ``uname`` or ``gname`` holding a NUL
@@ -470,8 +471,12 @@ class TarReader:
                 where = f"tar header at byte {at}"
                 if typ == b"x":
                     pax = _pax_records(data, where)
-                elif typ == b"g":  # checked as Go checks it, then ignored as Docker and containerd do
-                    _merge_pax(_pax_records(data, where), "", "", 0, 0, 0, 0, where)
+                elif typ == b"g":
+                    # Go parses the records (refusing malformed ones) and returns the global header as a
+                    # member of its own, which Docker and containerd skip; the extended headers pending
+                    # before it are dropped with it
+                    _pax_records(data, where)
+                    pax, longname, longlink = {}, "", ""
                 else:
                     i = data.find(0)
                     raw = data if i < 0 else data[:i]
