@@ -22,10 +22,12 @@ the tar in order.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import shutil
 import stat
+import sys
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,6 +48,47 @@ _CACHED_DIRS = 64  # directory descriptors kept open (consecutive entries mostly
 # failures of the machine, not of the layer: passed on as they are
 _HOST_ERRNOS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM, errno.EMFILE,
                           errno.ENFILE))
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+_SYS_OPENAT2 = 437  # the same number on every architecture that has it (added after the unified table)
+_RESOLVE = 0x01 | 0x04 | 0x08  # RESOLVE_NO_XDEV | RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH
+_openat2_works: bool | None = None if sys.platform.startswith("linux") else False
+
+
+def _openat2_dir(dirfd: int, rel: str) -> int | None:
+    """A descriptor of directory ``rel`` below ``dirfd`` in one ``openat2`` call that fails rather than
+    follow a symlink or leave ``dirfd`` (Linux 5.6+); None when that fails for any reason, and the
+    caller walks the path component by component. One call instead of one per component: a layer of
+    20,000 entries 256 directories deep, spread over 100 trees so that no cached directory helps, took
+    33 s to extract by walking alone."""
+    global _openat2_works
+    if _openat2_works is False:
+        return None
+    how = _OpenHow(_DIR, 0, _RESOLVE)
+    fd = _syscall(_SYS_OPENAT2, dirfd, os.fsencode(rel), ctypes.byref(how), ctypes.sizeof(how))
+    if fd >= 0:
+        _openat2_works = True
+        return fd
+    if _openat2_works is None and ctypes.get_errno() in (errno.ENOSYS, errno.EPERM, errno.EINVAL):
+        _openat2_works = False  # an old kernel, or a seccomp filter that refuses it
+    return None
+
+
+def _libc_syscall():
+    try:
+        f = ctypes.CDLL(None, use_errno=True).syscall
+    except (OSError, AttributeError):  # pragma: no cover - not glibc/musl
+        return lambda *a: -1
+    f.restype = ctypes.c_long
+    f.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
+    return f
+
+
+_syscall = _libc_syscall()
 
 
 class _Tree:
@@ -87,23 +130,32 @@ class _Tree:
         if fd is not None:
             self._fds.move_to_end(rel)
             return fd
+        start, cur, best = 0, self.root, ""
+        for k, kfd in self._fds.items():  # the deepest cached ancestor (at most _CACHED_DIRS tests)
+            if len(k) > len(best) and rel.startswith(k) and rel[len(k)] == "/":
+                best, cur = k, kfd
+        if best:
+            start = best.count("/") + 1
+        fd = _openat2_dir(cur, rel[len(best) + 1:] if best else rel)
+        if fd is not None:
+            return self._keep(rel, fd)
         parts = rel.split("/")
-        start, cur = 0, self.root
-        for i in range(len(parts) - 1, 0, -1):  # the deepest cached ancestor
-            fd = self._fds.get("/".join(parts[:i]))
-            if fd is not None:
-                start, cur = i, fd
-                break
+        kept = set(self._fds.values())
+        kept.add(self.root)
         for i in range(start, len(parts)):
-            nxt = self._open_dir(cur, parts[i], "/".join(parts[:i + 1]), create)
-            if cur != self.root and cur not in self._fds.values():
-                os.close(cur)
+            try:
+                nxt = self._open_dir(cur, parts, i, create)
+            finally:
+                if cur not in kept:  # an intermediate directory: closed once the next one is open
+                    os.close(cur)
             if nxt is None:
                 return None
             cur = nxt
         return self._keep(rel, cur)
 
-    def _open_dir(self, parent: int, name: str, rel: str, create: bool) -> int | None:
+    def _open_dir(self, parent: int, parts: list[str], i: int, create: bool) -> int | None:
+        """Open ``parts[i]`` in ``parent`` as a directory (see :meth:`dir`)."""
+        name = parts[i]
         try:
             return os.open(name, _DIR, dir_fd=parent)
         except FileNotFoundError:
@@ -115,6 +167,7 @@ class _Tree:
             if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
                 raise
         st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        rel = "/".join(parts[:i + 1])
         if stat.S_ISLNK(st.st_mode):
             if not create:
                 return None

@@ -199,6 +199,10 @@ def _hashed(chunks: Iterator[bytes], h, count: _Counter) -> Iterator[bytes]:
 # tar type flags -> the type codes of the index columns (layerindex.TYPE_CODES)
 _CODES_B = {b"0": "f", b"7": "f", b"5": "d", b"2": "l", b"1": "h", b"3": "c", b"4": "b", b"6": "p"}
 _NO_FILE = frozenset((b"V", b"M", b"N"))  # GNU volume labels and multi-volume markers carry no file
+# The deepest path a layer may hold. Linux's PATH_MAX allows 2048 levels, but a tree deeper than about
+# 900 breaks every recursive walk in Python (shutil.rmtree of an extracted layer raises RecursionError),
+# and real images stay far below this (deep node_modules trees reach a few dozen levels).
+MAX_DEPTH = 256
 
 
 def whiteout_target(base: str, name: str) -> str:
@@ -217,10 +221,12 @@ def classify(h: Header) -> tuple[str, str, str] | None:
     The one rule both the index and extraction follow, so they always agree: ``path`` is the member's
     clean absolute path (a whiteout or opaque marker keeps its own path), the code is one of
     ``layerindex.TYPE_CODES``, ``link`` is a symlink's target as written or a hardlink's clean path.
-    Raises :class:`LayerFormatError` for paths that climb out of the root, malformed whiteouts and types
-    no layer can hold.
+    Raises :class:`LayerFormatError` for paths that climb out of the root or nest deeper than
+    :data:`MAX_DEPTH`, malformed whiteouts and types no layer can hold.
     """
     path = normalize_member_path(h.name)
+    if path.count("/") > MAX_DEPTH:
+        raise LayerFormatError(f"tar entry {h.name[:200]!r}... is more than {MAX_DEPTH} directories deep")
     base = path[path.rfind("/") + 1:]
     if base.startswith(WHITEOUT_PREFIX):
         if base == OPAQUE_MARKER:

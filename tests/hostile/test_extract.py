@@ -218,7 +218,8 @@ def case_long_names(h: Path) -> bytes:
     """Long names through PAX and GNU records, within the kernel's limits, and names that are not UTF-8."""
     deep = "/".join(["d" * 200] * 15) + "/file"
     return tar(pax({"path": deep}), member("short", b"deep"), gnu_long("l" * 255), member("x", b"long"),
-               member(b"caf\xe9", b"latin-1"), symlink("lnk", "caf\udce9"))
+               member(b"caf\xe9", b"latin-1"), symlink("lnk", "caf\udce9"),
+               pax({"path": "e/" * 255 + "bottom"}), member("y", b"deep"))
 
 
 def case_base256_and_pax_numbers(h: Path) -> bytes:
@@ -264,6 +265,8 @@ REFUSED_CASES: dict[str, tuple[Callable[[Path], bytes], list[str]]] = {
     "name-over-255-bytes": (lambda h: tar(pax({"path": "n" * 300}), member("x", b"x")),
                             ["cannot extract tar entry '" + "n" * 300 + "'", "longer than 255 bytes"]),
     "path-over-path-max": (lambda h: tar(pax({"path": "p/" * 2100}), member("x", b"x")), ["more than 4096"]),
+    "path-too-deep": (lambda h: tar(pax({"path": "d/" * 300 + "f"}), member("x", b"x")),
+                      ["more than 256 directories deep"]),
     "negative-size": (lambda h: tar(member("n", size=b256(-512, 12))), ["tar entry 'n'", "negative size -512"]),
     "pax-negative-size": (lambda h: tar(pax({"size": "-512"}), member("n", b"x")), ["PAX size=-512"]),
     "pax-mtime-inf": (lambda h: tar(pax({"mtime": "inf"}), member("n", b"x")), ["PAX mtime='inf'"]),
@@ -477,7 +480,8 @@ def test_run_refuses_a_layer_writing_through_its_symlink(capsys, tmp_path: Path,
 
 
 @pytest.mark.parametrize("name", ["whiteout-of-dotdot", "gnu-prefix-whiteout-of-dotdot", "dotdot-escape",
-                                  "negative-size", "pax-negative-size", "pax-mtime-inf", "path-over-path-max"])
+                                  "negative-size", "pax-negative-size", "pax-mtime-inf", "path-over-path-max",
+                                  "path-too-deep"])
 def test_load_refuses_what_extraction_refuses(capsys, tmp_path: Path, host: Path, name: str) -> None:
     """The index (load) and extraction read with one reader: what one refuses, so does the other,
     with a one-line error, leaving the store as it was."""
