@@ -32,6 +32,8 @@ container tool writes them, and Docker refuses the old format too.
 
 from __future__ import annotations
 
+import io
+import os
 import re
 import struct
 import zlib
@@ -163,6 +165,14 @@ class FileReader:
     def __init__(self, f: BinaryIO) -> None:
         self._f = f
         self.offset = f.tell()
+        # a plain file's length bounds every skip without reading; any other reader that can seek (a
+        # GzipFile's fileno is its compressed file's) has the last byte of each skip read instead
+        self._size: int | None = None
+        if type(f) in (io.BufferedReader, io.FileIO):
+            try:
+                self._size = os.fstat(f.fileno()).st_size
+            except (OSError, ValueError):
+                pass
 
     def read(self, n: int) -> bytes:
         """At most ``n`` bytes (fewer only at the end of the file)."""
@@ -179,6 +189,11 @@ class FileReader:
         ``archive/tar`` does, to tell a truncated member from a complete one."""
         if n <= 0:
             return 0
+        if self._size is not None:
+            done = max(0, min(n, self._size - self.offset))
+            self._f.seek(done, 1)
+            self.offset += done
+            return done
         try:
             self._f.seek(n - 1, 1)
             last = self._f.read(1)
@@ -203,6 +218,8 @@ _HDR = struct.Struct("100s8s8s8s12s12s8sc100s6s2s32x32x8s8s155s")
 _PAX_INT = re.compile(r"[+-]?[0-9]+")
 _PAX_TIME = re.compile(r"([+-]?[0-9]+)(?:\.([0-9]*))?")
 _HIGH = bytes(range(128, 256))
+# mode, uid, gid (7 octal digits and a NUL each), size and mtime (11 and a NUL): one C call checks them all
+_PLAIN_NUMBERS = re.compile(rb"[0-7]{7}\x00[0-7]{7}\x00[0-7]{7}\x00[0-7]{11}\x00[0-7]{11}\x00").match
 _ZERO_DEV = frozenset((b"0000000\x00", b"\x00" * 8, b"0000000 ", b"000000 \x00"))  # what writers put there
 _adler32 = zlib.adler32
 
@@ -454,7 +471,12 @@ class TarReader:
              f_dmin, f_prefix) = unpack(block)
             if verify and not _checksum_ok(block, f_chk):
                 raise TarFormatError(f"bad header checksum at byte {at}")
-            size = _num(f_size)
+            if _PLAIN_NUMBERS(block, 100):  # mode, uid, gid, size, mtime as every common writer puts them
+                mode, uid, gid = int(f_mode[:7], 8), int(f_uid[:7], 8), int(f_gid[:7], 8)
+                size, mtime = int(f_size[:11], 8), int(f_mtime[:11], 8)
+            else:
+                size = _num(f_size)
+                mode, uid, gid, mtime = None, None, None, None
             if size < 0:
                 raise TarFormatError(f"tar entry {_str(f_name)!r} (header at byte {at}) has a negative size {size}")
             if typ in b"xgLK":
@@ -497,9 +519,8 @@ class TarReader:
                     if p.isascii():
                         name = p.decode("ascii") + "/" + name
             linkname = _str(f_link) if f_link[0] else ""
-            uid = _num(f_uid)
-            gid = _num(f_gid)
-            mtime: float = _num(f_mtime)
+            if mode is None:
+                uid, gid, mtime = _num(f_uid), _num(f_gid), _num(f_mtime)
             if pax:
                 where = f"tar entry {pax.get('path') or longname or name!r}"
                 name, linkname, size, uid, gid, mtime = _merge_pax(pax, name, linkname, size, uid, gid, mtime,
@@ -522,7 +543,8 @@ class TarReader:
                 raise TarFormatError(f"tar entry {name!r} has an owner out of range ({uid}:{gid})")
             if not MIN_MTIME <= mtime <= MAX_MTIME:
                 raise TarFormatError(f"tar entry {name!r} has a modification time out of range ({mtime})")
-            mode = _num(f_mode)
+            if mode is None:
+                mode = _num(f_mode)
             if mode < 0:
                 raise TarFormatError(f"tar entry {name!r} has a negative mode")
             devmajor = devminor = 0

@@ -374,3 +374,15 @@ def test_pax_record_lengths_are_self_consistent() -> None:
 
 def test_tar_format_error_is_an_invalid_archive() -> None:
     assert issubclass(TarFormatError, InvalidArchive)
+
+
+def test_truncation_in_a_plain_file_is_found_from_its_length(tmp_path) -> None:
+    """Over a plain file the reader bounds skips by the file's length (no read); over any other seekable
+    reader it reads the last byte skipped. Both find the same truncation."""
+    p = tmp_path / "cut.tar"
+    p.write_bytes(member("huge", size=1 << 40)[:BLOCK] + b"x" * 100)
+    with open(p, "rb") as f, pytest.raises(TarFormatError, match="truncated data of 'huge'"):
+        list(iter_headers(FileReader(f)))
+    p.write_bytes(tar(member("a", b"x" * 700), member("b", b"y")))
+    with open(p, "rb") as f:
+        assert [h.name for h in iter_headers(FileReader(f))] == ["a", "b"]
