@@ -54,6 +54,7 @@ MAX_MTIME = 253402300799  # 9999-12-31T23:59:59Z
 
 # type flags of members that carry no data whatever their size field says (Go's isHeaderOnlyType)
 HEADER_ONLY = frozenset((b"1", b"2", b"3", b"4", b"5", b"6"))
+_DEVICES = frozenset((b"3", b"4"))
 
 
 class TarFormatError(InvalidArchive):
@@ -460,7 +461,7 @@ class TarReader:
                 return
             if len(block) < BLOCK:
                 raise TarFormatError(f"truncated tar header at byte {at}")
-            if block.count(0) == BLOCK:
+            if not block[0] and block.count(0) == BLOCK:  # (a header's name never starts with a NUL)
                 second = r.read(BLOCK)
                 if not second or second.count(0) == BLOCK == len(second):
                     return  # end-of-archive marker (or one zero block and the end of the stream)
@@ -472,9 +473,12 @@ class TarReader:
             if verify and not _checksum_ok(block, f_chk):
                 raise TarFormatError(f"bad header checksum at byte {at}")
             if _PLAIN_NUMBERS(block, 100):  # mode, uid, gid, size, mtime as every common writer puts them
+                # (seven and eleven octal digits: never negative, never beyond the ranges checked below)
                 mode, uid, gid = int(f_mode[:7], 8), int(f_uid[:7], 8), int(f_gid[:7], 8)
                 size, mtime = int(f_size[:11], 8), int(f_mtime[:11], 8)
+                plain = True
             else:
+                plain = False
                 size = _num(f_size)
                 mode, uid, gid, mtime = None, None, None, None
             if size < 0:
@@ -522,6 +526,7 @@ class TarReader:
             if mode is None:
                 uid, gid, mtime = _num(f_uid), _num(f_gid), _num(f_mtime)
             if pax:
+                plain = False
                 where = f"tar entry {pax.get('path') or longname or name!r}"
                 name, linkname, size, uid, gid, mtime = _merge_pax(pax, name, linkname, size, uid, gid, mtime,
                                                                     where)
@@ -539,20 +544,21 @@ class TarReader:
             elif typ == b"S":
                 raise TarFormatError(f"tar entry {name!r} is a sparse file (old GNU format), "
                                      "which layerkit does not support")
-            if not 0 <= uid < MAX_ID or not 0 <= gid < MAX_ID:
-                raise TarFormatError(f"tar entry {name!r} has an owner out of range ({uid}:{gid})")
-            if not MIN_MTIME <= mtime <= MAX_MTIME:
-                raise TarFormatError(f"tar entry {name!r} has a modification time out of range ({mtime})")
-            if mode is None:
-                mode = _num(f_mode)
-            if mode < 0:
-                raise TarFormatError(f"tar entry {name!r} has a negative mode")
+            if not plain:
+                if not 0 <= uid < MAX_ID or not 0 <= gid < MAX_ID:
+                    raise TarFormatError(f"tar entry {name!r} has an owner out of range ({uid}:{gid})")
+                if not MIN_MTIME <= mtime <= MAX_MTIME:
+                    raise TarFormatError(f"tar entry {name!r} has a modification time out of range ({mtime})")
+                if mode is None:
+                    mode = _num(f_mode)
+                if mode < 0:
+                    raise TarFormatError(f"tar entry {name!r} has a negative mode")
             devmajor = devminor = 0
-            if (magic == b"ustar\x00" or (magic == b"ustar " and version == b" \x00")) and (
-                    typ in (b"3", b"4") or f_dmaj not in _ZERO_DEV or f_dmin not in _ZERO_DEV):
+            if (typ in _DEVICES or f_dmaj not in _ZERO_DEV or f_dmin not in _ZERO_DEV) and (
+                    magic == b"ustar\x00" or (magic == b"ustar " and version == b" \x00")):
                 # V7 headers have no device fields; Go parses (and so checks) them in every other format
                 devmajor, devminor = _num(f_dmaj), _num(f_dmin)
-                if typ not in (b"3", b"4"):
+                if typ not in _DEVICES:
                     devmajor = devminor = 0
                 elif not 0 <= devmajor < MAX_DEV or not 0 <= devminor < MAX_DEV:
                     raise TarFormatError(f"tar entry {name!r} has a device number out of range")

@@ -504,3 +504,18 @@ def test_run_keeps_devices_and_setuid_inside(capsys, tmp_path: Path, host: Path,
     rc, out, err = cli(capsys, store, "run", "--rm", "dev:1", "sh", "-c", "stat -c '%A %t,%T' /bin/su /fifo")
     assert rc == 0, err
     assert out.split("\n")[:2] == ["-rwsr-xr-x 0,0", "prw-r----- 0,0"]
+
+
+def test_stored_plain_blob_index_and_extraction_accept_the_same(tmp_path: Path, host: Path) -> None:
+    """A stored plain tar is read in place without header checksums (its digest rules out corruption);
+    index and extraction follow the same setting, so a bad checksum is accepted or refused by both, and
+    load (which reads every layer as a stream) refuses it."""
+    good = tar(member("a", b"a"), member("b", b"b"))
+    bad = bytearray(good)
+    bad[1024 + 148:1024 + 156] = b"0000001\x00"  # the checksum of b's header (after a's header and data)
+    bad = bytes(bad)
+    dest, layer, store = extract(tmp_path, bad)
+    agree(store, layer, dest)
+    assert sorted(os.listdir(dest)) == ["a", "b"]
+    layout = write_layout(tmp_path / "layout", [bad], "cksum:1")
+    assert main(["--store", str(tmp_path / "store2"), "load", str(layout)]) == 1
