@@ -8,9 +8,10 @@ A layer is hostile until applied, so extraction never leaves its destination:
   ``linkat`` without ``AT_SYMLINK_FOLLOW``): a symlink is never followed, so a layer that writes through
   one (``x -> /etc`` then ``x/passwd``) is refused, and a hardlink to a symlink links the symlink itself;
 - metadata is applied to the descriptor of the very object created (``fchown``, ``fchmod``, ``futimens``)
-  or by name in its directory without following links; directories' times, which later entries would
-  change, are applied last to the same directory, re-opened the same way and checked to be the same inode,
-  so a later entry that replaces ``x/`` by a symlink ``x -> /host/file`` cannot reach the host file;
+  or by name in its directory without following links; directories' modes and times (a read-only
+  directory must still take its entries, which would change its time) are applied last to the same
+  directory, re-opened the same way and checked to be the same inode, so a later entry that replaces
+  ``x/`` by a symlink ``x -> /host/file`` cannot reach the host file;
 - members are read with the one tar reader that also indexed the layer (:func:`~.layer.classify` decides
   what each is), so extraction and the index agree on every path and type.
 
@@ -222,7 +223,7 @@ class _Extraction:
 
     def __init__(self, store: Store, layer: Layer, image: Image | None, tree: _Tree) -> None:
         self.store, self.layer, self.image, self.tree = store, layer, image, tree
-        self.dirs: dict[str, tuple[float, int, int]] = {}  # rel -> (mtime, st_dev, st_ino)
+        self.dirs: dict[str, tuple[int, float, int, int]] = {}  # rel -> (mode, mtime, st_dev, st_ino)
         self.copies: dict[str, tuple[str, int, int]] = {}  # lower file -> (rel of its copy, dev, ino)
 
     def apply(self, h: Header, path: str, code: str, link: str, tr) -> None:
@@ -302,9 +303,8 @@ class _Extraction:
             if was is not None:  # a whiteout or non-directory of this layer stood here: hide what is below
                 os.setxattr(fd, OPAQUE_XATTR, b"y")
         os.fchown(fd, h.uid, h.gid)
-        os.fchmod(fd, h.mode & 0o7777)
         st = os.fstat(fd)
-        self.dirs[rel] = (h.mtime, st.st_dev, st.st_ino)
+        self.dirs[rel] = (h.mode & 0o7777, h.mtime, st.st_dev, st.st_ino)
         tree.forget(rel)
         tree._keep(rel, fd)
 
@@ -362,14 +362,16 @@ class _Extraction:
         self.copies[link] = (rel, st.st_dev, st.st_ino)
 
     def finish(self) -> None:
-        """Directories' times, after every entry below them was written, on the very directories made."""
+        """Directories' modes and times, after every entry below them was written (a read-only directory
+        can still be filled, its time is not changed by its entries), on the very directories made."""
         tree = self.tree
-        for rel, (mtime, dev, ino) in self.dirs.items():
+        for rel, (mode, mtime, dev, ino) in reversed(self.dirs.items()):
             fd = tree.dir(rel, create=False)
             if fd is None:
                 continue  # replaced by a later entry: its metadata no longer applies
             st = os.fstat(fd)
             if (st.st_dev, st.st_ino) == (dev, ino):
+                os.fchmod(fd, mode)
                 os.utime(fd, (mtime, mtime))
 
 

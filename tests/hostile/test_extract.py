@@ -368,8 +368,11 @@ def test_dir_swap_leaves_directory_metadata_on_the_directory(tmp_path: Path, hos
     """The recorded directory's times and mode go to the directory itself when it survives, and to
     nothing when a later entry replaced it."""
     data = tar(dir_("keep", mode=0o750, uid=3, mtime=1000), member("keep/f", b"f", mtime=2000),
-               dir_("gone", mode=0o4777, mtime=3000), member("gone", b"now a file", mode=0o644, mtime=4000))
+               dir_("gone", mode=0o4777, mtime=3000), member("gone", b"now a file", mode=0o644, mtime=4000),
+               dir_("ro", mode=0o500, mtime=5000), member("ro/inside", b"written after its directory"))
     dest, layer, store = extract(tmp_path, data)
+    st = os.lstat(dest / "ro")
+    assert (stat.S_IMODE(st.st_mode), st.st_mtime) == (0o500, 5000) and (dest / "ro" / "inside").exists()
     st = os.lstat(dest / "keep")
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_mtime) == (0o750, 3, 1000)
     st = os.lstat(dest / "gone")
