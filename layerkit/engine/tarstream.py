@@ -14,7 +14,7 @@ What it accepts follows Go's ``archive/tar`` (what Docker, containerd and skopeo
   there, read as a prefix only when they are not numbers and the field is ASCII (old Go wrote GNU
   headers with a prefix; Go reads them back so, and so must layerkit, to see the names Docker sees);
 - a PAX ``path``/``linkpath`` overrides the header's fields, and a GNU long name overrides both; an empty
-  PAX value keeps the header's; PAX global (``g``) records are read and checked but, as in Docker and
+  PAX value keeps the header's; PAX global (``g``) records are read and their syntax checked but, as in Docker and
   containerd, never applied to later members (and, as in Go, extended headers pending before one are
   dropped);
 - a zero block must be followed by another zero block (or the end of the stream); both end the archive,
