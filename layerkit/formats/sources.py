@@ -170,10 +170,15 @@ class _Headers:
         return data
 
     def seek(self, n: int, whence: int = 0) -> int:
+        if whence == 2:  # where the stream ends: the reader asks to tell a cut member from a whole one
+            return self._end()
         if whence != 1 or n < 0:
             raise InvalidArchive(f"{self.label}: tar member before byte {self.pos} has a negative size")
         self.pos += self._skip(n)
         return self.pos
+
+    def _end(self) -> int:
+        raise io.UnsupportedOperation("the end of a forward-only stream is not known")
 
     def _read(self, n: int) -> bytes:  # pragma: no cover - interface
         raise NotImplementedError
@@ -194,6 +199,10 @@ class _FileHeaders(_Headers):
 
     def _skip(self, n: int) -> int:
         return n
+
+    def _end(self) -> int:
+        self.pos = os.fstat(self._fd).st_size
+        return self.pos
 
 
 class _Inflated(_Headers):
