@@ -1,11 +1,11 @@
 """Bombs: inputs that claim or inflate to far more than they weigh (issue 11 item 7).
 
-Each runs in a child process (``layerkit load``, indexing a stored blob, extraction) whose own peak RSS
-is read from ``wait4``; it must stay under the README's 200 MB and finish in bounded time. Before this,
-a PAX header claiming 3 GiB cost 6.3 GB RSS, a 131 KB zstd layer 8.4 GB, a truncated 65 KB one 4.2 GB,
-a 20 MB gzip one 1.1 GB, and a base-256 size of -512 looped forever. The valid bombs here inflate to
-512 MiB (every old path held all of it at once); the invalid ones must fail with one line.
-"""
+Each runs in a child process (``layerkit load``, indexing a stored blob, extraction) whose own peak RSS is
+what the child reports of itself (``VmHWM``, see :mod:`peak`); it must stay under the README's 200 MB and
+finish in bounded time. Before this, a PAX header claiming 3 GiB cost 6.3 GB RSS, a 131 KB zstd layer 8.4 GB,
+a truncated 65 KB one 4.2 GB, a 20 MB gzip one 1.1 GB, and a base-256 size of -512 looped forever. The valid
+bombs here inflate to 512 MiB (every old path held all of it at once); the invalid ones must fail with one
+line."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import pytest
 
 import layerkit
 
+from . import peak
 from .tarcraft import BLOCK, b256, end, header, member, tar, write_layout
 
 LIMIT_RSS = 200 << 20
@@ -41,12 +42,13 @@ class Outcome:
 
 
 def measured(argv: list[str], tmp: Path, timeout: float = LIMIT_SECONDS) -> Outcome:
-    """Run ``argv``; its exit status, output, own peak RSS (``wait4``) and wall time. Killed at ``timeout``."""
-    out, err = tmp / "stdout", tmp / "stderr"
+    """Run ``argv``; its exit status, output, own peak RSS (``VmHWM``, see :mod:`peak`) and wall time.
+    Killed at ``timeout``."""
+    out, err, hwm = tmp / "stdout", tmp / "stderr", tmp / "hwm"
     env = {**os.environ, "PYTHONPATH": SRC}
     t = time.monotonic()
     with open(out, "wb") as o, open(err, "wb") as e:
-        proc = subprocess.Popen(argv, stdout=o, stderr=e, stdin=subprocess.DEVNULL, env=env)
+        proc = subprocess.Popen(peak.reporting(argv, hwm), stdout=o, stderr=e, stdin=subprocess.DEVNULL, env=env)
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
@@ -58,7 +60,7 @@ def measured(argv: list[str], tmp: Path, timeout: float = LIMIT_SECONDS) -> Outc
         time.sleep(0.05)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return Outcome(proc.returncode, out.read_text(errors="replace"), err.read_text(errors="replace"),
-                   usage.ru_maxrss * 1024, time.monotonic() - t)
+                   peak.peak_bytes(hwm), time.monotonic() - t)
 
 
 def bounded(o: Outcome) -> None:
