@@ -373,6 +373,18 @@ def top_changes(tree_df: pd.DataFrame, n: int = 5) -> tuple[pd.DataFrame, int, i
             sum(x["size"] for x in rest))
 
 
+def efficiency_text(eff: dict, n_layers: int) -> str:
+    """dive's figures in a sentence, from ``commands.efficiency(...).to_json()``: never ``nan%`` (an image
+    with no bytes above its first layer has no user-wasted percentage: it says so)."""
+    uwp = eff.get("user_wasted_percent")
+    if uwp is None:
+        of_user = "no user layers" if n_layers <= 1 else "the user layers hold no bytes"
+    else:
+        of_user = f"{uwp:.2%} of the user layers"
+    return (f"dive efficiency {eff['efficiency']:.2%}, wasted {human_size(eff['wasted_bytes'])} ({of_user}), "
+            f"reclaimable {human_size(eff['reclaimable_bytes'])}")
+
+
 # ---- display -----------------------------------------------------------------------------------
 
 def _isna(v: Any) -> bool:

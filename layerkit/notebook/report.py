@@ -77,17 +77,6 @@ def _head(df: pd.DataFrame, n: int, what: str = "rows", size_column: str | None 
     return df.iloc[:n], line
 
 
-def efficiency_text(eff: dict, n_layers: int) -> str:
-    """dive's figures in a sentence, from ``commands.efficiency(...).to_json()``: never ``nan%``."""
-    uwp = eff.get("user_wasted_percent")
-    if uwp is None:
-        of_user = "no user layers" if n_layers <= 1 else "the user layers hold no bytes"
-    else:
-        of_user = f"{uwp:.2%} of the user layers"
-    return (f"dive efficiency {eff['efficiency']:.2%}, wasted {human_size(eff['wasted_bytes'])} ({of_user}), "
-            f"reclaimable {human_size(eff['reclaimable_bytes'])}")
-
-
 def layer_changes(store: Store, name: str, lay: pd.DataFrame, top: int = TOP_CHANGES) -> pd.DataFrame:
     """Per layer of an image (``lay``: :func:`frames.layers`), what it added, modified and removed as dive's
     layer tree marks it (``commands.tree --changes``): entries and bytes by kind, and the largest changes
@@ -120,7 +109,7 @@ def image_sections(store: Store, name: str) -> list[Section]:
     eff = commands.efficiency(store, name).to_json()
     s = Section(f"Image {img.name}",
                 f"ID {img.id}, {len(img.diff_ids)} layers, {human_size(img.size)} of files "
-                f"({len(files):,} paths in the union view). {efficiency_text(eff, len(img.diff_ids))}.")
+                f"({len(files):,} paths in the union view). {frames.efficiency_text(eff, len(img.diff_ids))}.")
     h, more = _head(hist[["id", "created", "created_by", "size", "comment"]], HISTORY_ROWS, "entries")
     s.tables.append(Block("History (newest first)", h, more))
     per_layer = layer_changes(store, name, lay)
