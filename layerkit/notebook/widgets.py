@@ -293,7 +293,7 @@ class LayerTree(widgets.VBox):
         self.caption = widgets.HTML()
         self.caption.add_class("lk-tree-caption")
         self.pager = Pager(self._render, page_size)
-        self.list = widgets.Select(rows=TREE_ROWS, layout=widgets.Layout(width="100%"))
+        self.list = widgets.Select(rows=TREE_ROWS, layout=widgets.Layout(width="auto", max_width="100%"))
         self.list.add_class("lk-tree-list")
         self.style_html = widgets.HTML()  # colours of the lines shown (nth-child rules)
         self.preview = widgets.Output()
@@ -419,6 +419,7 @@ class LayerTree(widgets.VBox):
         rows = self.visible[start:start + self.pager.page_size]
         sub = df.loc[rows] if rows else df.iloc[:0]
         labels = [_tree_label(r, p, p in self.expanded) for p, r in zip(sub.index, sub.itertuples(), strict=True)]
+        self.list.rows = min(TREE_ROWS, max(4, len(rows)))  # no empty box under a short tree
         self._set_options(list(zip(labels, rows, strict=True)))
         css = [f".lk-layertree .lk-tree-list select option:nth-child({i + 1}) {{ color: {CHANGE_COLOURS[c]} }}"
                for i, c in enumerate(sub["change"]) if c in CHANGE_COLOURS]
