@@ -217,3 +217,10 @@ def test_format_json_and_no_trunc_are_honoured_or_refused(shell, store_dir, caps
             res = shell.run_cell(f"%lk {line}")
         assert res.error_in_exec is not None and words in cap.stderr and "Traceback" not in cap.stderr, line
     assert "x:1" not in {t.familiar for i in Store(store_dir).images() for t in i.tags}  # refused before running
+
+
+def test_efficiency_line_has_no_nan(shell):
+    with capture_output() as cap:
+        df = shell.run_line_magic("lk", "efficiency busybox")
+    assert "no user layers" in cap.stdout and "nan" not in cap.stdout.lower()  # dive says NaN % here
+    assert df.index.name == "path" and len(df) == 0

@@ -396,6 +396,15 @@ def human(v: Any) -> str:
     return "" if _isna(v) else human_size(int(v))
 
 
+def _short_id(v: Any) -> str:
+    """12 hex, as the docker CLI prints an image, layer or container ID in a table."""
+    if isinstance(v, str) and v.startswith("sha256:"):
+        return short(v)
+    if isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v):  # a container ID
+        return v[:12]
+    return str(v)
+
+
 def _cell(column: str, no_trunc: bool):
     """How a value of ``column`` shows (escaped HTML)."""
     if column in SIZE_COLUMNS:
@@ -403,8 +412,9 @@ def _cell(column: str, no_trunc: bool):
     if column in TIME_COLUMNS:
         return lambda v: "" if _isna(v) else html.escape(v.strftime("%Y-%m-%d %H:%M:%S UTC"))
     if column in ID_COLUMNS and not no_trunc:
-        return lambda v: "" if _isna(v) else html.escape(short(v) if isinstance(v, str) and v.startswith("sha256:")
-                                                         else str(v))
+        return lambda v: "" if _isna(v) else html.escape(_short_id(v))
+    if column == "mode":
+        return lambda v: "" if _isna(v) else f"{int(v):04o}"  # as ls and stat print permission bits
     if column in TEXT_COLUMNS and not no_trunc:
         def cut(v: Any) -> str:
             s = "" if _isna(v) else " ".join(str(v).split())
@@ -421,8 +431,7 @@ def style(df: pd.DataFrame, no_trunc: bool | None = None):
     if no_trunc is None:
         no_trunc = bool(df.attrs.get("layerkit", {}).get("no_trunc"))
     st = df.style.format({c: _cell(str(c), no_trunc) for c in df.columns})
-    st = st.format_index(lambda v: html.escape(short(v) if not no_trunc and isinstance(v, str)
-                                               and v.startswith("sha256:") and len(v) == 71 else str(v)), axis=0)
+    st = st.format_index(lambda v: html.escape(str(v) if no_trunc else _short_id(v)), axis=0)
     # ids stable across runs; two tables in one page share styles only when their display rules agree
     ends = [df.index[0], df.index[-1]] if len(df) else []
     seed = "|".join(map(str, [*df.columns, *df.index.names, len(df), no_trunc, *ends]))
@@ -430,7 +439,10 @@ def style(df: pd.DataFrame, no_trunc: bool | None = None):
     styles = [{"selector": "td", "props": "text-align: left; vertical-align: top"}]
     if no_trunc:
         styles.append({"selector": "td", "props": "white-space: pre-wrap"})
-    return st.set_table_styles(styles)
+    numbers = [c for c in df.columns if c in SIZE_COLUMNS or (c != "mode" and pd.api.types.is_integer_dtype(df[c])
+                                                              and not pd.api.types.is_bool_dtype(df[c]))]
+    st = st.set_table_styles(styles)
+    return st.set_properties(subset=numbers, **{"text-align": "right"}) if numbers else st
 
 
 def to_html(df: pd.DataFrame, max_rows: int | None = None) -> str:

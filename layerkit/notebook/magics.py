@@ -45,10 +45,11 @@ FRAME_VERBS = ("images", "history", "layers", "ls", "files", "tree", "versions",
                "load", "efficiency")
 
 
-def to_frame(verb: str, result: Any, no_trunc: bool = False) -> Any:
+def to_frame(verb: str, result: Any, no_trunc: bool = False, layers: int | None = None) -> Any:
     """Turn a command's result into what a notebook user wants back for that verb: a DataFrame (or a
     :class:`~layerkit.notebook.frames.FrameSet`) for a listing verb, printed lines for a message, the
-    file's text for ``cat``. ``no_trunc`` (``--no-trunc``): the frame shows IDs and commands whole."""
+    file's text for ``cat``. ``no_trunc`` (``--no-trunc``): the frame shows IDs and commands whole.
+    ``layers``: the image's layer count, for ``efficiency``'s line (``no user layers`` rather than NaN)."""
     from . import frames
 
     def done(df):
@@ -70,8 +71,10 @@ def to_frame(verb: str, result: Any, no_trunc: bool = False) -> Any:
         return done(frames.FrameSet({t.title or str(i): frames.table(t) for i, t in enumerate(result.tables)}))
     if isinstance(result, Document):
         if verb == "efficiency":
-            print(result.text.split("\n\nInefficient files:")[0])
-            return done(frames.efficiency(result.to_json()))
+            data = result.to_json()
+            print(frames.efficiency_text(data, layers) if layers is not None
+                  else result.text.split("\n\nInefficient files:")[0])
+            return done(frames.efficiency(data))
         return result.to_json()
     if isinstance(result, Stream):
         data = b"".join(result.chunks)
@@ -257,7 +260,8 @@ class LayerkitMagics(Magics):
         result = run(args)
         if json_:  # what `layerkit VERB --format json` prints, as Python data
             return result.to_json() if result is not None else None
-        return to_frame(args.verb, result, no_trunc)
+        layers = len(store.image(args.image).diff_ids) if args.verb == "efficiency" else None
+        return to_frame(args.verb, result, no_trunc, layers)
 
     def _versions(self, store, words: list[str]) -> Any:
         """``%lk versions TARGET PATH [--format json]``: each layer's entry for a path (a notebook verb;
