@@ -97,8 +97,9 @@ def layer_changes(store: Store, name: str, lay: pd.DataFrame, top: int = TOP_CHA
     return df
 
 
-def image_sections(store: Store, name: str) -> list[Section]:
-    """One image: history, layers with their changes, figures, and dive's inefficient files."""
+def image_sections(store: Store, name: str, eff: dict | None = None) -> list[Section]:
+    """One image: history, layers with their changes, figures, and dive's inefficient files (``eff``:
+    ``commands.efficiency(store, name).to_json()`` when the caller has it already)."""
     img = store.image(name)
     hist = frames.history(commands.history(store, name))
     lay = frames.layers(commands.layers(store, name))
@@ -106,7 +107,7 @@ def image_sections(store: Store, name: str) -> list[Section]:
     changes = [frames.layer_files(analysis.layer_files(store, img, i)).assign(layer=i)
                for i in range(len(img.diff_ids))]
     ch = pd.concat(changes) if changes else frames.layer_files([]).assign(layer=0)
-    eff = commands.efficiency(store, name).to_json()
+    eff = eff if eff is not None else commands.efficiency(store, name).to_json()
     s = Section(f"Image {img.name}",
                 f"ID {img.id}, {len(img.diff_ids)} layers, {human_size(img.size)} of files "
                 f"({len(files):,} paths in the union view). {frames.efficiency_text(eff, len(img.diff_ids))}.")
@@ -153,14 +154,16 @@ def container_sections(store: Store, name: str) -> list[Section]:
     return [s]
 
 
-def summary_section(store: Store, images: list[str], containers: list[str]) -> Section:
+def summary_section(store: Store, images: list[str], containers: list[str],
+                    effs: dict[str, dict] | None = None) -> Section:
     """The table that opens the report: every target with its size, layers, dive's efficiency, wasted and
-    reclaimable bytes, and the bytes it shares with the other images of the report."""
+    reclaimable bytes, and the bytes it shares with the other images of the report (``effs``: each
+    image's ``commands.efficiency`` JSON, when the caller has it already)."""
     shared = frames.sharing_summary(analysis.shared_layers([store.image(n) for n in images])) if images else None
     rows = []
     for n in images:
         img = store.image(n)
-        eff = commands.efficiency(store, n).to_json()
+        eff = (effs or {}).get(n) or commands.efficiency(store, n).to_json()
         rows.append({"target": n, "kind": "image", "id": img.id, "size": img.size, "layers": len(img.diff_ids),
                      "efficiency": eff["efficiency"], "wasted_bytes": eff["wasted_bytes"],
                      "reclaimable_bytes": eff["reclaimable_bytes"],
@@ -197,11 +200,12 @@ def build(store: Store, targets: list[str]) -> list[Section]:
                 images.append(t)
     if not images and not containers:
         raise LayerkitError("nothing to report: name an image or a container")
-    sections = [summary_section(store, images, containers)]
+    effs = {n: commands.efficiency(store, n).to_json() for n in images}  # dive's analysis, once per image
+    sections = [summary_section(store, images, containers, effs)]
     if len(images) > 1:
         sections += images_sections(store, images)
     for n in images:
-        sections += image_sections(store, n)
+        sections += image_sections(store, n, effs[n])
     for n in containers:
         sections += container_sections(store, n)
     return sections

@@ -662,7 +662,8 @@ class ImageExplorer(widgets.VBox):
             hist[["id", "created", "created_by", "size", "comment", "empty_layer"]],
             caption=f"History of {img.name} (newest first)", max_height=None, wrap=("created_by", "comment"),
             formatters={"id": _short_id, "created": _time}))
-        opts = [(f"{i}: {human_size(r['size'])} · {r['files']} files · {_cut(r['created_by'], 70)}", int(i))
+        opts = [(f"{i}: {short(r['diff_id'])} · {human_size(r['size'])} · {r['files']} files · "
+                 f"{_cut(r['created_by'], 60)}", int(i))
                 for i, r in self._layers.sort_index().iterrows()]
         self._busy = True
         try:
@@ -920,9 +921,10 @@ class SharedLayersPanel(widgets.VBox):
         shared = long[long["shared_by"] > 1]
         show(self.table_out,
              table_html(summary, caption="Size, shared size and unique size (as docker system df -v)"),
-             table_html(long[["chain_id", "size", "compressed_size", "shared_by", "shared_with", "created_by"]],
+             table_html(long[["diff_id", "size", "compressed_size", "shared_by", "shared_with", "created_by",
+                              "chain_id"]],
                         caption=f"Layers ({len(shared):,} of {len(long):,} shared with another selected image)",
-                        formatters={"chain_id": _short_id, "created_by": lambda v: _cut(v, 60),
+                        formatters={"diff_id": _short_id, "chain_id": _short_id, "created_by": lambda v: _cut(v, 60),
                                     "shared_with": lambda v: ", ".join(v) if v else "-"}))
 
 
@@ -1040,9 +1042,9 @@ class ContainerPanel(widgets.VBox):
         self.status.value = (f"Committed <b>{html.escape(name)}</b> as {html.escape(new_id)}"
                              + (f" tagged <b>{html.escape(tag)}</b>" if tag else ""))
         show(self.result_out, table_html(hist[["id", "created", "created_by", "size", "comment"]],
-                                         caption="History of the new image (newest first)",
-                                         formatters={"id": _short_id, "created": _time,
-                                                     "created_by": lambda v: _cut(v, 70)}))
+                                         caption="History of the new image (newest first)", max_height=None,
+                                         wrap=("created_by", "comment"),
+                                         formatters={"id": _short_id, "created": _time}))
         return new_id
 
 
