@@ -171,8 +171,9 @@ def test_file_preview_text_hex_and_versions(store):
     ex.file_path.value = "/etc/passwd"
     text = html_of(ex.file_out)
     assert "root:x:0:0" in text and "www:x:33" in text and "from layer 1" in text
-    versions = [r[:2] for r in rows_of(text)]
-    assert versions == [["0", "added"], ["1", "modified"]]
+    versions = [r[:3] + r[5:6] for r in rows_of(text)]
+    web = store.image("web:v2")
+    assert versions == [["0", web.diff_ids[0][7:19], "file", "hidden"], ["1", web.diff_ids[1][7:19], "file", "shown"]]
 
     ex.layer.value = 0  # the union view up to layer 0 has busybox's /etc/passwd
     assert ex.file_out.outputs == ()  # the old preview does not linger
@@ -187,7 +188,9 @@ def test_file_preview_text_hex_and_versions(store):
     assert "binary: first 4,096 bytes of 20,000" in text and "|.ELF" in text
     ex.show_file("/www/old.txt")
     text = html_of(ex.file_out)
-    assert "no such file" in text and [r[:2] for r in rows_of(text)] == [["1", "added"], ["2", "deleted"]]
+    assert "no such file" in text
+    assert [(r[0], r[2], r[5], r[6]) for r in rows_of(text)] == [("1", "file", "hidden", "/www/old.txt"),
+                                                               ("2", "whiteout", "deleted", "/www/.wh.old.txt")]
     ex.show_file("/bin/sh")
     assert "symbolic link to busybox" in html_of(ex.file_out)
 

@@ -799,10 +799,9 @@ class ImageExplorer(widgets.VBox):
             self.show_file(change["new"])
 
     def versions(self, path: str) -> pd.DataFrame:
-        """The layers of the shown image that add, modify or delete ``path`` (from the layer frames)."""
-        parts = [self.layer_changes(i).assign(layer=i) for i in range(len(self.img.layers))]
-        ch = pd.concat(parts) if parts else frames.layer_files([]).assign(layer=0)
-        return ch[ch.index == path].set_index("layer")
+        """What each layer of the shown image holds for ``path`` (:func:`frames.versions` of
+        ``commands.versions``: entries, whiteouts, opaque markers, and where the union lookup stops)."""
+        return frames.versions(commands.versions(self.store, self.img.id, path))
 
     def show_file(self, path: str) -> None:
         """Show ``path`` as the union view up to the selected layer has it (its bytes through
@@ -841,10 +840,12 @@ class ImageExplorer(widgets.VBox):
                     parts.append(_content_html(data, size))
         vers = self.versions(path)
         if len(vers):
-            vers = vers.assign(in_view=vers.index <= self.k)
-            parts.append(table_html(vers[["kind", "type", "size", "below_size", "in_view"]],
-                                    caption=f"Layers of {self.img.name} holding a version of {path}",
-                                    max_height=240, formatters={"in_view": lambda v: "yes" if v else "no"}))
+            vers = vers.assign(up_to_layer=vers.index <= self.k)
+            parts.append(table_html(vers[["layer", "entry", "size", "permissions", "union", "tar_path", "up_to_layer"]],
+                                    caption=f"Layers of {self.img.name} holding a version of {path} (the union "
+                                            f"view of the image shows the top one, unless it is a whiteout)",
+                                    max_height=None, formatters={"layer": _short_id,
+                                                                 "up_to_layer": lambda v: "yes" if v else "no"}))
         else:
             parts.append(_note(f"No layer of {self.img.name} has an entry for {path} (an implied directory "
                                f"or a path outside the image)."))
