@@ -182,8 +182,9 @@ def history(store: Store, name: str, no_trunc: bool = False) -> Table:
     img = store.image(name)
     rows = []
     for h in img.history():
-        rows.append({"id": h.id, "created": rfc3339(h.created), "created_by": h.created_by, "size": h.size,
-                     "comment": h.comment, "empty_layer": h.empty_layer, "diff_id": h.diff_id})
+        # docker history --format json prints "ID":"<missing>" for a row no local image names
+        rows.append({"id": h.id or "<missing>", "created": rfc3339(h.created), "created_by": h.created_by,
+                     "size": h.size, "comment": h.comment, "empty_layer": h.empty_layer, "diff_id": h.diff_id})
     idfmt = (lambda v: v or "<missing>") if no_trunc else fmt_id
     cols = [Column("id", "IMAGE", idfmt), Column("created", "CREATED", fmt_ago),
             Column("created_by", "CREATED BY", (lambda v: str(v or "")) if no_trunc else ellipsis(45)),
@@ -501,6 +502,22 @@ def ls(store: Store, target: str, path: str = "/", recursive: bool = False, whit
     return Table(cols, rows, LS_KEYS)
 
 
+def _layer_indexes(store: Store, target: str) -> tuple[list, list[str | None]]:
+    """The layer indexes of an image, or of a container (its image's layers and then its writable layer),
+    bottom first, with their diff_ids (None for the writable layer)."""
+    c = store.find_container(target, missing_ok=True)
+    if c is not None:
+        from .engine.upper import upper_index
+
+        img = c.image
+        store.index_layers(img.layers)
+        return ([la.index() for la in img.layers] + [upper_index(c.upper)],
+                [la.diff_id for la in img.layers] + [None])
+    img = store.image(target)
+    store.index_layers(img.layers)
+    return [la.index() for la in img.layers], [la.diff_id for la in img.layers]
+
+
 def tree(store: Store, target: str, path: str = "/", layer: int | None = None, changes: bool = False,
          aggregate: bool = False, max_depth: int | None = None) -> TreeListing:
     """``tree TARGET [PATH] [--layer N] [--changes] [--aggregate] [--max-depth D]``: dive's layer tree.
@@ -510,19 +527,7 @@ def tree(store: Store, target: str, path: str = "/", layer: int | None = None, c
     from .engine.tree import layer_tree, only_changes
     from .engine.union import mode_string
 
-    c = store.find_container(target, missing_ok=True)
-    if c is not None:
-        from .engine.upper import upper_index
-
-        img = c.image
-        store.index_layers(img.layers)
-        indexes = [la.index() for la in img.layers] + [upper_index(c.upper)]
-        names = [la.diff_id for la in img.layers] + [None]
-    else:
-        img = store.image(target)
-        store.index_layers(img.layers)
-        indexes = [la.index() for la in img.layers]
-        names = [la.diff_id for la in img.layers]
+    indexes, names = _layer_indexes(store, target)
     if not indexes:
         raise LayerkitError(f"{target} has no layers")
     n = len(indexes) - 1 if layer is None else layer
@@ -544,16 +549,28 @@ def tree(store: Store, target: str, path: str = "/", layer: int | None = None, c
     return TreeListing(out, title=f"[{what}: {label} of {target}]")
 
 
-def cat(store: Store, target: str, path: str) -> Stream:
-    """``cat TARGET PATH``: a file's bytes from the union view (symlinks followed inside the image)."""
+def cat(store: Store, target: str, path: str, layer: int | None = None) -> Stream:
+    """``cat TARGET PATH``: a file's bytes from the union view (symlinks followed inside the image).
+
+    ``layer`` (0 at the bottom): read the union view of the layers up to that one instead of the whole
+    image, as dive's tree of that layer shows it (for a container, its writable layer is the one above
+    the image's)."""
     from .engine.content import iter_entry_bytes
 
     c = store.find_container(target, missing_ok=True)
-    if c is not None:
+    if c is not None and (layer is None or layer >= len(c.image.layers)):
         f = c.open(path)
         return Stream(iter(lambda: f.read(1 << 20), b""))
-    img = store.image(target)
-    view = store.image_view(img)
+    img = c.image if c is not None else store.image(target)
+    if layer is None or layer == len(img.layers) - 1:
+        view = store.image_view(img)
+    else:
+        from .engine.union import UnionView
+
+        if not 0 <= layer < len(img.layers):
+            raise LayerkitError(f"{target} has no layer {layer}: its layers are 0 to {len(img.layers) - 1}")
+        store.index_layers(img.layers)
+        view = UnionView([la.index() for la in img.layers[:layer + 1]])
     ue = view.lookup(path)
     ue = view.data_entry(ue)  # a hardlink reads the file it was linked to, even if that path changed later
     if ue.entry.type == "dir":
@@ -562,6 +579,70 @@ def cat(store: Store, target: str, path: str) -> Stream:
         raise LayerkitError(f"{path}: not a regular file ({ue.entry.type})")
     layer = img.layers[ue.layer]
     return Stream(iter_entry_bytes(store.blobs, layer.digest, ue.entry))
+
+
+VERSIONS_KEYS = ["layer_index", "layer", "entry", "tar_path", "type", "size", "mode", "union"]
+
+
+def versions(store: Store, target: str, path: str) -> Table:
+    """``versions TARGET PATH``: what each layer's tar holds for ``PATH``, bottom first, and which of them
+    the union view shows (lookup goes from the top layer down and stops at the first entry or whiteout).
+
+    Per row: ``entry`` is the path's own entry type (``file``, ``dir``, ...), ``whiteout`` (a ``.wh.NAME``
+    marker deleting it from the layers below), ``whiteout of DIR`` (an ancestor deleted) or ``opaque DIR``
+    (an ancestor's ``.wh..wh..opq`` hiding the layers below); ``tar_path`` the member's name in the tar;
+    ``union`` is ``shown`` (lookup stops at this entry), ``deleted`` (lookup stops at this whiteout: the
+    path is absent) or ``hidden`` (below the row the lookup stopped at). A container's writable layer is
+    the top row, ``layer`` None."""
+    import posixpath
+
+    from .engine.layerindex import marker_path
+
+    p = posixpath.normpath("/" + path.strip().lstrip("/"))
+    if p == "/":
+        raise LayerkitError("versions: name a path below /")
+    indexes, names = _layer_indexes(store, target)
+    ancestors = []
+    a = posixpath.dirname(p)
+    while a != "/":
+        ancestors.append(a)
+        a = posixpath.dirname(a)
+    rows: list[dict] = []
+    for i, li in enumerate(indexes):
+        cols = li.columns
+        pos = cols.position()
+        k = pos.get(p)
+        if k is not None and cols.types[k] not in "wo":
+            e = cols.entry(k)
+            rows.append({"layer_index": i, "layer": names[i], "entry": e.type, "tar_path": p, "type": e.type,
+                         "size": e.size, "mode": e.mode})
+            continue
+        found = None
+        wh = marker_path(p, "whiteout")
+        if wh in pos:
+            found = ("whiteout", wh)
+        else:
+            for anc in ancestors:
+                if marker_path(anc, "whiteout") in pos:
+                    found = (f"whiteout of {anc}", marker_path(anc, "whiteout"))
+                    break
+                if marker_path(anc, "opaque") in pos:
+                    found = (f"opaque {anc}", marker_path(anc, "opaque"))
+                    break
+        if found is not None:
+            rows.append({"layer_index": i, "layer": names[i], "entry": found[0], "tar_path": found[1],
+                         "type": None, "size": None, "mode": None})
+    stopped = False
+    for r in reversed(rows):  # the lookup, from the top layer down
+        if stopped:
+            r["union"] = "hidden"
+        else:
+            r["union"] = "deleted" if r["type"] is None else "shown"
+            stopped = True
+    cols_ = [Column("layer_index", "LAYER"), Column("layer", "DIFF ID", lambda v: short(v) if v else "writable"),
+             Column("entry", "ENTRY"), Column("size", "SIZE", fmt_size),
+             Column("union", "UNION VIEW"), Column("tar_path", "TAR PATH")]
+    return Table(cols_, rows, VERSIONS_KEYS, title=f"{p} in the layers of {target} (bottom first)")
 
 
 # ---- containers ---------------------------------------------------------------------------------

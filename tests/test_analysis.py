@@ -95,12 +95,11 @@ def lab(tmp_path_factory) -> Lab:
 
 
 def assert_sizes(df: pd.DataFrame, cols: list[str], nullable: bool = False) -> None:
-    """Size columns are 64-bit integers (nullable Int64 only where a value can be missing)."""
+    """Size columns are nullable Int64 bytes in every frame (never float, never a dtype that depends on
+    whether a value happens to be missing); ``nullable``: this column has missing values here."""
     for c in cols:
-        allowed = {"int64", "Int64"} if nullable else {"int64"}
-        assert str(df[c].dtype) in allowed, f"{c}: {df[c].dtype}"
-        if str(df[c].dtype) == "Int64":
-            assert df[c].isna().any(), f"{c} is nullable Int64 without a missing value"
+        assert str(df[c].dtype) == "Int64", f"{c}: {df[c].dtype}"
+        assert df[c].isna().any() == nullable, f"{c}: missing values {df[c].isna().sum()}"
 
 
 def assert_utc(s: pd.Series, allow_missing: bool = False) -> None:
@@ -126,6 +125,7 @@ def test_images_and_history_frames(lab: Lab):
     h = frames.history(commands.history(lab.store, "app:v2"))
     assert list(h.columns) == ["id", "created", "created_by", "size", "comment", "empty_layer", "diff_id"]
     assert h.index.name == "step" and list(h.index) == [3, 2, 1, 0]
+    assert h.loc[0, "id"] == "<missing>"  # as docker history prints a row no local image names
     assert_utc(h["created"])
     assert h.loc[0, "created"] == pd.Timestamp("2024-01-01", tz="UTC")
     assert h["created"].is_monotonic_decreasing
@@ -139,8 +139,9 @@ def test_layers_frame(lab: Lab):
     img = lab.images["app:v2"]
     df = frames.layers(commands.layers(lab.store, "app:v2"))
     assert list(df.columns) == [k for k in commands.LAYER_KEYS if k != "index"]
-    assert df.index.name == "index" and list(df.index) == [0, 1, 2]
-    assert_sizes(df, ["size", "tar_size", "compressed_size", "files"])
+    assert df.index.name == "layer_index" and list(df.index) == [0, 1, 2]
+    assert_sizes(df, ["size", "tar_size", "compressed_size"])
+    assert str(df["files"].dtype) == "int64"  # a count
     assert list(df["diff_id"]) == img.diff_ids
     assert list(df["size"]) == [la.size for la in img.layers]
     assert (df["tar_size"] >= df["size"]).all()
@@ -155,23 +156,24 @@ def test_shared_long_and_matrix(lab: Lab):
     long = frames.shared_long(rows)
     assert list(long.columns) == ["image_id", "diff_id", "chain_id", "size", "compressed_size", "created_by",
                                   "shared_by", "shared_with"]
-    assert long.index.names == ["image", "index"] and long.index.is_unique
+    assert long.index.names == ["image", "layer_index"] and long.index.is_unique
     assert len(long) == sum(len(i.diff_ids) for i in imgs) == 8
     assert_sizes(long, ["size", "compressed_size"])
     base = lab.images["busybox:latest"].chain_ids[0]
-    assert (long.xs(0, level="index")["chain_id"] == base).all()
-    assert (long.xs(0, level="index")["shared_by"] == 4).all()
+    assert (long.xs(0, level="layer_index")["chain_id"] == base).all()
+    assert (long.xs(0, level="layer_index")["shared_by"] == 4).all()
     assert long.loc[("app:v1", 1), "shared_by"] == 2 and long.loc[("app:v1", 1), "shared_with"] == ["app:v2"]
     assert long.loc[("app:v2", 2), "shared_by"] == 1 and long.loc[("other:v1", 1), "shared_by"] == 1
 
     m = frames.shared_matrix(rows)
-    assert set(m.index) == set(NAMES) and m.columns.name == "layer"
-    assert all(str(t) == "int64" for t in m.dtypes)
+    assert list(m.index) == NAMES and m.index.name == "image" and m.columns.name == "layer"  # order given
+    assert all(str(t) == "Int64" for t in m.dtypes)
     assert m.shape == (4, 4)  # four distinct chains
-    assert m.columns[0] == base.split(":")[1][:12]  # most shared first
+    assert m.columns[0] == lab.images["busybox:latest"].diff_ids[0]  # most shared first, named by diff_id
     for (image, _), r in long.iterrows():
-        assert m.loc[image, r["chain_id"].split(":")[1][:12]] == r["size"]
-    assert (m > 0).sum(axis=1).to_dict() == {n: len(lab.images[n].diff_ids) for n in NAMES}
+        assert m.loc[image, r["diff_id"]] == r["size"]
+    # present is a size (even 0), absent is <NA>
+    assert m.notna().sum(axis=1).to_dict() == {n: len(lab.images[n].diff_ids) for n in NAMES}
 
 
 def test_sharing_summary_equals_docker_df(lab: Lab):
@@ -201,13 +203,13 @@ def test_an_image_named_twice_counts_once(lab: Lab):
     assert summary.loc["app:v1", "size"] == lab.images["app:v1"].size
     assert summary.loc["app:v1", "unique_size"] == lab.images["app:v1"].layers[1].size
     titles = [s.title for s in report.build(lab.store, ["app:v1", "app:v1"])]
-    assert titles == ["Image app:v1"]
+    assert titles == ["Summary", "Image app:v1"]
 
 
 def test_files_frame_is_the_union_view(lab: Lab):
     img = lab.images["app:v2"]
     df = frames.files(analysis.files(lab.store, img))
-    assert list(df.columns) == ["type", "size", "mode", "uid", "gid", "link", "layer_index", "layer"]
+    assert list(df.columns) == ["type", "size", "mode", "permissions", "uid", "gid", "link", "layer_index", "layer"]
     assert df.index.name == "path" and df.index.is_unique
     assert_sizes(df, ["size"])
     assert str(df["mode"].dtype) == "int64" and str(df["layer_index"].dtype) == "int64"
@@ -301,10 +303,11 @@ def test_compare_parent_and_child(lab: Lab):
     assert f.loc["/app/a.txt", ["size_a", "size_b"]].tolist() == [6, 8]
     la = frames.compare_layers(res)
     assert list(la.columns) == ["diff_id_a", "diff_id_b", "size_a", "size_b", "shared"]
-    assert la.index.name == "index" and list(la.index) == [0, 1, 2]
+    assert la.index.name == "layer_index" and list(la.index) == [0, 1, 2]
     assert la["shared"].tolist() == [True, True, False]
     assert pd.isna(la.loc[2, "diff_id_a"]) and la.loc[2, "diff_id_b"] == lab.images["app:v2"].diff_ids[2]
-    assert_sizes(la, ["size_a", "size_b"], nullable=True)
+    assert_sizes(la, ["size_a"], nullable=True)  # app:v1 has no layer 2
+    assert_sizes(la, ["size_b"])
 
 
 def test_compare_siblings_both_ways(lab: Lab):
@@ -433,11 +436,14 @@ def test_plots_of_the_lab(lab: Lab):
     assert_human_ticks(ax[1], "x")
     # layer_sizes: one colour per layer in every image that has it, one bar per image
     ax = plot_axes(figs["lab-layer-sizes"][0])[0]
-    by_size = long.groupby(level="image", sort=False)["size"].sum().sort_values(ascending=False)
-    assert [t.get_text() for t in ax.get_xticklabels()] == list(by_size.index)
+    assert [t.get_text() for t in ax.get_xticklabels()] == NAMES  # in the order given
     base_colour = {tuple(p.get_facecolor()) for p in ax.patches if p.get_y() == 0}
     assert len(base_colour) == 1  # the busybox layer is at the bottom of every bar, in one colour
-    assert {t.get_text()[:12] for t in ax.get_legend().get_texts()} == {c[7:19] for c in long["chain_id"]}
+    # layers are named by diff_id, as in the layers table; the lab's own layers (a few kB) are under
+    # 1.2% of busybox's 2MB: drawn at a visible height, and the legend says so
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert {t[:12] for t in legend if not t.startswith("outlined")} == {d[7:19] for d in long["diff_id"]}
+    assert any(t.startswith("outlined: under") for t in legend)
     # largest files: the two copies of the sequence come first
     ax = plot_axes(figs["lab-largest-files"][0])[0]
     top = [t.get_text() for t in ax.get_yticklabels()][-3:]
@@ -446,12 +452,12 @@ def test_plots_of_the_lab(lab: Lab):
     bb = lab.images["busybox:latest"]
     fig = plots.cumulative_size(frames.layers(commands.layers(lab.store, "busybox")))
     save(fig, "lab-cumulative-one-layer")
-    assert [t.get_text() for t in plot_axes(fig)[0].get_xticklabels() if t.get_text()] == ["0"]
-    fig = plots.wasted_by_layer(frames.layer_files(analysis.layer_files(lab.store, bb, 0)).assign(layer=0))
-    save(fig, "lab-wasted-nothing")
-    ax = plot_axes(fig)[0]
-    assert not ax.patches and "no layer" in " ".join(t.get_text() for t in ax.texts)
-    assert not [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert [t.get_text() for t in plot_axes(fig)[0].get_xticklabels() if t.get_text()] == [
+        f"0\n{bb.diff_ids[0][7:19]}"]  # the layer's position and diff_id, as the layers table names it
+    # nothing wasted: one line of text, no empty chart
+    nothing = plots.wasted_by_layer(frames.layer_files(analysis.layer_files(lab.store, bb, 0)).assign(layer=0))
+    assert isinstance(nothing, plots.NothingToShow) and "no layer overrides" in nothing.message
+    assert "nothing to show" in nothing._repr_html_() and not hasattr(nothing, "savefig")
     # the colorbar of the heatmap shows human sizes too
     cbar = [a for a in figs["lab-shared-heatmap"][0].axes if hasattr(a, "_colorbar")]
     assert cbar and cbar[0].get_ylabel()
@@ -608,3 +614,114 @@ def test_plot_labels_taken_from_images_are_literal():
     save(fig, "literal-labels-layers")  # raised ValueError (mathtext) before
     diff = frames.diff(Table([], [{"kind": "A", "path": "/$x$/y", "size": 10}], ["kind", "path", "size"]))
     save(plots.diff_bytes(diff), "literal-labels-diff")
+
+
+# ---- plots that do not mislead (issue 12, item 5) -----------------------------------------------------
+
+def _rows(stacks: dict[str, list[tuple[str, int]]]) -> list[dict]:
+    """shared_layers-like rows for images given as [(layer name, size), ...] bottom first."""
+    def h(*parts) -> str:
+        return "sha256:" + hashlib.sha256("/".join(parts).encode()).hexdigest()
+
+    users: dict[str, list[str]] = {}
+    chains = {}
+    for img, layers in stacks.items():
+        chains[img] = [h(*[n for n, _ in layers[:k + 1]]) for k in range(len(layers))]
+        for c in chains[img]:
+            users.setdefault(c, []).append(img)
+    return [{"image": img, "image_id": h("img", img), "index": k, "diff_id": h("diff", name), "chain_id": cid,
+             "size": size, "compressed_size": size, "created_by": f"RUN {name}", "shared_by": len(users[cid]),
+             "shared_with": [u for u in users[cid] if u != img]}
+            for img, layers in stacks.items()
+            for k, ((name, size), cid) in enumerate(zip(layers, chains[img], strict=True))]
+
+
+STACKS = {"zeta:1": [("base", 5_000_000), ("env", 0), ("tiny", 12)],
+          "alpha:1": [("base", 5_000_000), ("big", 3_000_000)],
+          "mid:1": [("base", 5_000_000), ("env", 0)]}
+
+
+def test_zero_byte_and_tiny_layers_are_drawn_present():
+    rows = _rows(STACKS)
+    long = frames.shared_long(rows)
+    fig = plots.layer_sizes(long)
+    save(fig, "honest-layer-sizes")
+    ax = plot_axes(fig)[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(STACKS)  # the order given, not by size
+    tallest = max(sum(s for _, s in layers) for layers in STACKS.values())
+    floor = plots.MIN_VISIBLE * tallest
+    hatched = [p for p in ax.patches if p.get_hatch()]
+    assert len(hatched) == 2  # env in zeta:1 and in mid:1
+    assert all(p.get_facecolor()[:3] == (1.0, 1.0, 1.0) and p.get_height() >= floor * 0.999 for p in hatched)
+    visible = [p for p in ax.patches if p.get_height() > 0]
+    assert len(visible) == len(ax.patches) == sum(len(v) for v in STACKS.values())  # nothing invisible
+    tiny = [p for p in ax.patches if not p.get_hatch() and p.get_edgecolor()[:3] == (0.0, 0.0, 0.0)]
+    assert len(tiny) == 1 and tiny[0].get_height() >= floor * 0.999  # the 12-byte layer, raised and outlined
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any("(0B)" in t for t in legend) and any(t.startswith("hatched") for t in legend)
+    assert any(t.startswith("outlined: under") for t in legend)
+    env = [r["diff_id"] for r in rows if r["created_by"] == "RUN env"][0]
+    assert any(t.startswith(env[7:19]) for t in legend)  # named by diff_id
+
+    # the heatmap: a 0-byte layer that is there is a hatched cell, absent is blank; images in the order given
+    m = frames.shared_matrix(rows)
+    assert pd.isna(m.loc["alpha:1", env]) and m.loc["mid:1", env] == 0
+    fig = plots.shared_heatmap(m)
+    save(fig, "honest-heatmap")
+    ax = plot_axes(fig)[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(STACKS)
+    cells = [p for p in ax.patches if p.get_hatch()]
+    col = list(m.columns).index(env)
+    assert sorted((round(p.get_y() + 0.5), round(p.get_x() + 0.5)) for p in cells) == [(0, col), (2, col)]
+    data = ax.images[0].get_array()
+    assert data.mask[1, col] and data.mask[0, col]  # neither absent nor 0 takes a colour of the scale
+
+    fig = plots.shared_vs_unique(frames.sharing_summary(rows))
+    save(fig, "honest-shared-vs-unique")
+    ax = plot_axes(fig)[0]
+    assert [t.get_text() for t in ax.get_yticklabels()][::-1] == list(STACKS)  # top to bottom as given
+    assert sum(1 for t in ax.texts if "unique" in t.get_text()) == 3  # every bar says its parts
+
+    lay = frames.layers(Table([], [{"index": i, "diff_id": r["diff_id"], "digest": r["diff_id"], "media_type": "",
+                                    "size": r["size"], "tar_size": r["size"], "compressed_size": r["size"],
+                                    "files": 1, "created_by": r["created_by"], "shared_by": []}
+                                   for i, r in enumerate(r for r in rows if r["image"] == "zeta:1")],
+                              commands.LAYER_KEYS))
+    fig = plots.cumulative_size(lay)
+    save(fig, "honest-cumulative")
+    ax = plot_axes(fig)[0]
+    bars = ax.patches
+    assert [bool(p.get_hatch()) for p in bars] == [False, True, False]
+    assert all(p.get_height() >= plots.MIN_VISIBLE * 5_000_000 * 0.999 for p in bars)
+    assert {t.get_text() for t in ax.texts} == {"0B", "12B"}  # the raised bars say their real size
+    assert ax.lines[0].get_ydata()[-1] == 5_000_012  # the running total is exact
+
+
+def test_largest_files_leaves_out_directories_and_empty_entries():
+    files = frames.files([{"path": p, "type": t, "size": s, "mode": 0o644, "uid": 0, "gid": 0, "link": None,
+                           "layer_index": 0, "layer": "sha256:" + "0" * 64}
+                          for p, t, s in (("/d", "dir", 4096), ("/d/a", "file", 300), ("/d/empty", "file", 0),
+                                          ("/d/l", "symlink", 1), ("/e", "dir", 0))])
+    fig = plots.largest_files(files, image="demo:v1")
+    save(fig, "honest-largest")
+    ax = plot_axes(fig)[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["/d/l", "/d/a"]
+    assert "demo:v1" in ax.get_title()
+    assert {t.get_text().strip() for t in ax.texts} == {"300B", "1B"}
+    only_dirs = files[files["type"] == "dir"]
+    nothing = plots.largest_files(only_dirs, image="demo:v1")
+    assert isinstance(nothing, plots.NothingToShow) and "demo:v1" in nothing.message
+
+
+def test_nothing_to_show_is_one_line_not_an_empty_chart():
+    empty_long = frames.shared_long([])
+    assert isinstance(plots.layer_sizes(empty_long), plots.NothingToShow)
+    assert isinstance(plots.shared_heatmap(frames.shared_matrix([])), plots.NothingToShow)
+    assert isinstance(plots.shared_vs_unique(frames.sharing_summary([])), plots.NothingToShow)
+    empty_diff = frames.diff(Table([], [], ["kind", "path", "size"]))
+    assert isinstance(plots.diff_bytes(empty_diff), plots.NothingToShow)
+    deletions = frames.diff(Table([], [{"kind": "D", "path": "/x", "size": 0}], ["kind", "path", "size"]))
+    assert "no bytes" in plots.diff_bytes(deletions).message
+    assert isinstance(plots.cumulative_size(frames.layers(Table([], [], commands.LAYER_KEYS))), plots.NothingToShow)
+    for obj in (plots.layer_sizes(empty_long), plots.diff_bytes(empty_diff)):
+        assert "\n" not in obj.message and obj.message.startswith("nothing to show")

@@ -150,6 +150,51 @@ def test_explorer_in_voila_and_chromium(voila):
             history = page.locator(".lk-history").inner_html()
             assert "site v2" in history and "<table" in history
 
+            # the history table: every column on the page, no inner scroll; a multi-line command keeps its lines
+            scrolls = page.evaluate("""() => [...document.querySelectorAll('.lk-history *')].filter(e =>
+                e.scrollHeight > e.clientHeight + 1 && getComputedStyle(e).overflowY !== 'visible'
+                || e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible').length""")
+            assert scrolls == 0, "the history table scrolls inside the page"
+            cells = page.locator(".lk-history td").all_inner_texts()
+            assert any("mkdir -p /www\necho" in c for c in cells), "the site script lost its lines"
+            assert page.locator(".lk-history th").count() == 7
+
+            # dive's layer tree of the top layer: marks and colours, fold a directory, preview a file
+            tree = page.locator(".lk-layertree .lk-tree-list select")
+            page.wait_for_selector(".lk-layertree .lk-tree-list select option", timeout=60_000)
+            t0 = time.monotonic()
+            page.locator(".lk-layertree .lk-tree-changes input").check()  # only what layer 2 changed
+            page.wait_for_function("() => document.querySelectorAll('.lk-layertree select option').length < 20")
+            changed_ms = round(1000 * (time.monotonic() - t0))
+            lines = tree.locator("option").all_inner_texts()
+            marks = {line.split("\u00a0", 1)[0] for line in lines}
+            assert marks == {"A", "M", "R"}, lines
+            colour = {line.replace("\u00a0", " ").split()[-1].rstrip("/"): c for line, c in zip(lines, tree.locator(
+                "option").evaluate_all("os => os.map(o => getComputedStyle(o).color)"), strict=True)}
+            assert colour["old.txt"] == "rgb(198, 40, 40)" and colour["app.bin"] == "rgb(46, 125, 50)"
+            assert colour["index.html"] == "rgb(160, 109, 0)"  # dive's red, green, yellow
+            www = next(i for i, line in enumerate(lines) if line.endswith("www/"))
+            assert "20kB" in lines[www]  # the directory's size rolled up (app.bin and index.html)
+            t0 = time.monotonic()
+            tree.select_option(index=www)  # fold /www
+            page.wait_for_function("() => [...document.querySelectorAll('.lk-layertree select option')]"
+                                   ".some(o => o.textContent.endsWith('\u25b8\u00a0www/'))")
+            fold_ms = round(1000 * (time.monotonic() - t0))
+            assert not [x for x in tree.locator("option").all_inner_texts() if x.endswith("index.html")]
+            tree.select_option(index=www)  # unfold it
+            page.wait_for_function("() => [...document.querySelectorAll('.lk-layertree select option')]"
+                                   ".some(o => o.textContent.endsWith('index.html'))")
+            lines = tree.locator("option").all_inner_texts()
+            t0 = time.monotonic()
+            tree.select_option(index=next(i for i, x in enumerate(lines) if x.endswith("index.html")))
+            page.wait_for_selector(".lk-tree-preview pre", timeout=30_000)
+            preview_ms = round(1000 * (time.monotonic() - t0))
+            assert "hello from v2" in page.locator(".lk-tree-preview").inner_text()
+            print(f"explorer in chromium (ms): only changes {changed_ms}, fold {fold_ms}, preview {preview_ms}")
+            page.locator(".lk-layertree").screenshot(path=str(SHOTS / "explorer-layer-tree.png"))
+            page.locator(".lk-layertree .lk-tree-changes input").uncheck()
+            page.wait_for_function("() => document.querySelectorAll('.lk-layertree select option').length > 100")
+
             # another image: the history table and the layer-size chart follow
             values = image.locator("option").evaluate_all("os => os.map(o => o.value)")
             v1 = next(v for v in values if v.startswith("web:v1"))
@@ -174,6 +219,8 @@ def test_explorer_in_voila_and_chromium(voila):
             _wait_changed(page, ".lk-tree", "innerHTML", tree)
             _wait_changed(page, ".lk-tree-chart img", "src", tree_chart)
             assert "Layer 0 of web:v1" in page.locator(".lk-changes").inner_html()
+            page.wait_for_function("() => document.querySelector('.lk-tree-caption').innerText.includes("
+                                   "'Layer 0 of web:v1')")  # the layer tree follows the layer
             assert "/www/index.html" not in page.locator(".lk-tree").inner_html()
 
             # filter the union view by path, pick a file: its content as layer 0 has it

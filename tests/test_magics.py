@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
@@ -9,6 +11,7 @@ from IPython.utils.capture import capture_output
 from traitlets.config import Config
 
 from layerkit.cli import main
+from layerkit.engine.store import Store
 from layerkit.examples import busybox_archive
 
 
@@ -44,7 +47,7 @@ def test_history_returns_frame_like_cli(shell, store_dir, capsys):
     hist = shell.user_ns["hist"]
     assert isinstance(hist, pd.DataFrame)
     assert list(hist.columns) == ["id", "created", "created_by", "size", "comment", "empty_layer", "diff_id"]
-    assert str(hist["created"].dt.tz) == "UTC" and hist["size"].dtype == "int64"
+    assert str(hist["created"].dt.tz) == "UTC" and str(hist["size"].dtype) == "Int64"
     import json
 
     main(["--store", str(store_dir), "history", "busybox", "--format", "json"])
@@ -97,5 +100,127 @@ def test_tree_returns_frame(shell):
     df = shell.run_line_magic("lk", "tree busybox --max-depth 1")
     assert df.index.name == "path" and "/bin" in df.index
     assert {"depth", "dir_size", "change"} <= set(df.columns)
-    assert str(df["dir_size"].dtype) == "int64" and (df["depth"] == 0).all()
+    assert str(df["dir_size"].dtype) == "Int64" and (df["depth"] == 0).all()
     assert df.loc["/bin", "dir_size"] > 1_000_000 and df.loc["/bin", "permissions"] == "drwxr-xr-x"
+
+
+# ---- every verb's frame follows the same rules (issue 12, item 4) -----------------------------------------
+
+ID = re.compile(r"sha256:[0-9a-f]{64}")
+PERMS = re.compile(r"[-dlcbps][-r][-w][-xsS][-r][-w][-xsS][-r][-w][-xtT]")
+INDEX = {"images": "reference", "history": "step", "layers": "layer_index", "ls": "path", "files": "path",
+         "tree": "path", "versions": "layer_index", "diff": "path", "ps": "container", "load": "reference",
+         "efficiency": "path", "df/summary": "type", "df/images": "reference", "df/layers": "diff_id",
+         "df/containers": "container", "compare/layers": "layer_index", "compare/files": "path"}
+
+
+def assert_rules(name: str, df: pd.DataFrame) -> None:
+    """The rules of layerkit.notebook.frames: a named index, no column or index named "index", sizes
+    nullable Int64, times UTC, mode an integer with a permissions string beside it, full IDs."""
+    from layerkit.notebook import frames
+
+    assert isinstance(df, pd.DataFrame), (name, type(df))
+    assert list(df.index.names) == [INDEX[name]], (name, df.index.names)
+    assert "index" not in df.columns and "index" not in df.index.names, name
+    assert "layerkit" in df.attrs, name
+    for c in df.columns:
+        if c in frames.SIZE_COLUMNS:
+            assert str(df[c].dtype) == "Int64", (name, c, df[c].dtype)
+        if c in frames.TIME_COLUMNS:
+            assert isinstance(df[c].dtype, pd.DatetimeTZDtype) and str(df[c].dt.tz) == "UTC", (name, c, df[c].dtype)
+        if c in ("id", "diff_id", "layer", "digest", "image_id") and len(df):
+            vals = [v for v in df[c] if isinstance(v, str)]
+            # a container ID is 64 hex without an algorithm, as Docker's
+            want = re.compile(r"[0-9a-f]{64}") if name in ("ps", "df/containers") and c == "id" else ID
+            assert all(want.fullmatch(v) or v == "<missing>" for v in vals), (name, c, vals[:3])
+    if "mode" in df.columns:
+        assert str(df["mode"].dtype) in ("int64", "Int64"), (name, df["mode"].dtype)
+        cols = list(df.columns)
+        assert cols[cols.index("mode") + 1] == "permissions", name
+        perms = [v for v in df["permissions"] if isinstance(v, str)]
+        assert perms and all(PERMS.fullmatch(v) for v in perms), (name, perms[:3])
+        assert all(pd.isna(m) == (not isinstance(p, str)) for m, p in zip(df["mode"], df["permissions"], strict=True))
+
+
+def test_every_verbs_frame_follows_the_rules(shell, store_dir, tmp_path):
+    s = str(store_dir)
+    assert main(["--store", s, "run", "--name", "framer", "busybox", "sh", "-c",
+                 "echo x > /x.txt && rm /bin/vi && chmod 4755 /bin/busybox"]) == 0
+    assert main(["--store", s, "commit", "-m", "framed", "framer", "framed:v1"]) == 0
+    archive = busybox_archive(tmp_path / "bb.tar")
+    got = {}
+    for verb, line in (("images", "images"), ("history", "history framed:v1"), ("layers", "layers framed:v1"),
+                       ("ls", "ls framed:v1 /bin"), ("files", "files framed:v1"), ("tree", "tree framed:v1"),
+                       ("versions", "versions framed:v1 /bin/vi"), ("diff", "diff framer"), ("ps", "ps -a"),
+                       ("load", f"load {archive}"), ("efficiency", "efficiency framed:v1"), ("df", "df -v"),
+                       ("compare", "compare busybox framed:v1")):
+        with capture_output():
+            got[verb] = shell.run_line_magic("lk", line)
+    for verb, res in got.items():
+        if isinstance(res, dict):
+            assert set(res) == {k.split("/")[1] for k in INDEX if k.startswith(verb + "/")}, verb
+            for key, df in res.items():
+                assert_rules(f"{verb}/{key}", df)
+        else:
+            assert_rules(verb, res)
+    # what each frame says, checked against the store
+    assert got["history"].loc[0, "id"] == "<missing>"
+    busybox = got["ls"].loc["/bin/busybox"]
+    assert busybox["permissions"] == "-rwsr-xr-x" and busybox["mode"] == 0o4755
+    assert got["versions"]["union"].tolist() == ["hidden", "deleted"]
+    assert got["versions"].loc[1, "entry"] == "whiteout" and got["versions"].loc[1, "tar_path"] == "/bin/.wh.vi"
+    assert pd.isna(got["versions"].loc[1, "size"]) and pd.isna(got["versions"].loc[1, "permissions"])
+    assert got["tree"].loc["/x.txt", "change"] == "added" and got["tree"].loc["/bin/vi", "change"] == "removed"
+    assert got["df"]["images"].loc["framed:v1", "containers"] == 0
+    assert pd.isna(got["compare"]["files"].loc["/x.txt", "size_a"])
+    assert got["load"].index.tolist() == ["busybox:latest"]
+
+
+def test_frames_display_human_sizes_and_honour_no_trunc(shell, store_dir):
+    hist = shell.run_line_magic("lk", "history busybox")
+    data, _ = shell.display_formatter.format(hist)
+    page = data["text/html"]
+    assert "1.98MB" in page and str(int(hist["size"].max())) not in page  # Docker's units shown ...
+    assert hist["size"].max() > 1_000_000  # ... the values stay bytes
+    assert "&lt;missing&gt;" in page and "2024-01-01 00:00:00 UTC" in page
+    busybox_id = Store(store_dir).image("busybox").id
+    assert busybox_id[7:19] in page and busybox_id not in page  # short IDs, as docker history prints them
+    full = shell.run_line_magic("lk", "history busybox --no-trunc")
+    assert full.attrs["layerkit"]["no_trunc"] and full.equals(hist)  # the same values ...
+    page = shell.display_formatter.format(full)[0]["text/html"]
+    assert busybox_id in page and "white-space: pre-wrap" in page  # ... shown whole, lines kept
+    # --no-trunc applies to the display of any verb that returns a frame
+    imgs = shell.run_line_magic("lk", "images --no-trunc")
+    assert busybox_id in shell.display_formatter.format(imgs)[0]["text/html"]
+    # a frame the user builds from a layerkit frame keeps the display; any other frame is pandas' own
+    sub = hist[hist["size"] > 0]
+    assert "1.98MB" in shell.display_formatter.format(sub)[0]["text/html"]
+    plain = pd.DataFrame({"size": [1984233]})
+    assert "1984233" in shell.display_formatter.format(plain)[0]["text/html"]
+
+
+def test_format_json_and_no_trunc_are_honoured_or_refused(shell, store_dir, capsys):
+    import json
+
+    rows = shell.run_line_magic("lk", "history busybox --format json")
+    main(["--store", str(store_dir), "history", "busybox", "--format", "json"])
+    assert rows == json.loads(capsys.readouterr().out)
+    assert rows[-1]["id"] == "<missing>"  # docker history --format json: "ID":"<missing>"
+    tree = shell.run_line_magic("lk", "tree busybox --max-depth 2 --format json")
+    assert isinstance(tree, list) and any(n.get("children") for n in tree)  # nested, as the CLI prints it
+    versions = shell.run_line_magic("lk", "versions busybox /bin/sh --format json")
+    assert versions[0]["entry"] == "symlink" and versions[0]["union"] == "shown"
+    for line, words in (("inspect busybox --no-trunc", "--no-trunc does not apply to %lk inspect"),
+                        ("cat busybox /etc/passwd --format json", "--format does not apply to %lk cat"),
+                        ("tag busybox x:1 --format json", "--format does not apply to %lk tag")):
+        with capture_output() as cap:
+            res = shell.run_cell(f"%lk {line}")
+        assert res.error_in_exec is not None and words in cap.stderr and "Traceback" not in cap.stderr, line
+    assert "x:1" not in {t.familiar for i in Store(store_dir).images() for t in i.tags}  # refused before running
+
+
+def test_efficiency_line_has_no_nan(shell):
+    with capture_output() as cap:
+        df = shell.run_line_magic("lk", "efficiency busybox")
+    assert "no user layers" in cap.stdout and "nan" not in cap.stdout.lower()  # dive says NaN % here
+    assert df.index.name == "path" and len(df) == 0

@@ -193,6 +193,29 @@ def test_tour_tells_the_story(demo):
     assert "Untagged: demo:v1" in rmi and "Deleted: sha256:" in rmi
     still = "".join(o.get("text", "") for o in outputs["%lk run --rm busybox echo busybox still runs"])
     assert "busybox still runs" in still
+
+    def html_of(first_line: str) -> str:
+        return "".join(o["data"].get("text/html", "") for o in outputs[first_line] if "data" in o)
+
+    def text_of(first_line: str) -> str:
+        return "".join(o.get("text", "") for o in outputs[first_line])
+
+    # union lookup: app:v2's /app/VERSION hides app:v1's copy
+    lookup = html_of("%lk versions app:v2 /app/VERSION")
+    assert lookup.index(">hidden<") < lookup.index(">shown<")  # layer 1 hidden, layer 2 shown
+    assert text_of("%lk cat app:v2 /app/VERSION").strip() == "v2"
+    # the whiteout of the deleted file, under its own name in the clean-up layer
+    wh = html_of("%lk versions bloated:v1 /tmp/build-cache")
+    assert "/tmp/.wh.build-cache" in wh and ">whiteout<" in wh and ">deleted<" in wh and "1.98MB" in wh
+    assert ">removed<" in html_of("%lk tree bloated:v1 --changes")
+    # /tmp after the fix: in two layers, as directories, no bytes
+    tmp = html_of("%lk versions slim:v1 /tmp")
+    assert tmp.count(">dir<") >= 2 and ">drwxrwxrwt<" in tmp
+    assert "nan" not in text_of("%lk efficiency slim:v1").lower()
+    # the <none> parent: image prune keeps it and reclaims nothing
+    prune = text_of("%lk rm bloat1 bloat2")
+    assert "Total reclaimed space: 0B" in prune and "Deleted Images" not in prune
+    assert "&lt;none&gt;:&lt;none&gt;" in html_of("%lk rm bloat1 bloat2")
     report = out / "tour-report.html"
     assert report.is_file() and report.stat().st_size > 10_000
     html = report.read_text()

@@ -164,12 +164,16 @@ def test_html_report_in_chromium(reports):
 def test_markdown_report_escapes(reports):
     md = reports["md"]
     text = md.read_text(encoding="utf-8")
-    assert "<script" not in text and "<img" not in text and "<b>" not in text and "<i>" not in text
-    assert "&lt;script&gt;alert\\(1\\)&lt;/script&gt;" in text
-    assert "\\[click\\]\\(javascript:alert\\(1\\)\\)" in text
-    assert "\\!\\[pixel\\]\\(http:127\\.0\\.0\\.1:9\\)" in text
-    assert "&amp;amp; &amp;lt;i&amp;gt;" in text  # the name as written, not "& <i>"
-    assert "line1\\\\n\\# heading" in text  # one table row, not a heading
+    assert not re.search(r"(?<!\\)<", text), "a < that Markdown may take as HTML"  # every < is \<
+    # only what Markdown would interpret is escaped, so the raw text stays readable
+    assert "\\<script>alert(1)\\</script>" in text
+    assert "\\[click\\](javascript:alert(1))" in text  # no link
+    assert "!\\[pixel\\](http:127.0.0.1:9)" in text  # no image
+    assert "\\&amp; \\&lt;i\\&gt;" in text  # the name as written, not "& <i>"
+    assert "a\\|b \\*em\\* \\`code\\`" in text
+    assert "line1\\\\n# heading" in text  # one table row, not a heading
+    assert "&& done" in text and "#(nop)" in text
+    assert "1.98MB" in text and "\\." not in text  # sizes and IDs as they are
     for line in text.splitlines():
         assert not line.startswith("# heading")
         if line.startswith("|"):
@@ -194,3 +198,84 @@ def test_markdown_report_escapes(reports):
     for name in NAMES:
         assert name in shown, f"{name!r} not shown as text by a Markdown renderer"
     assert COMMENT in shown
+
+
+# ---- a report of four images: summary first, compact, honest (issue 12, items 3 and 5) ---------------------
+
+FOUR = ["busybox", "app:v1", "app:v2", "bloated:v1"]
+MAX_HEIGHT = 7000  # px at 1280 wide; the report before these changes was 12,557 px tall
+SHOTS = OUT / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def four(tmp_path_factory) -> dict[str, Path]:
+    """The tour's images: two apps on busybox, and an image whose second commit deletes what the first
+    added (1.98 MB wasted). Their HTML and Markdown reports."""
+    root = tmp_path_factory.mktemp("report-four")
+    store = root / "store"
+    cli(store, "load", str(busybox_archive(root / "busybox.tar")))
+    cli(store, "run", "--name", "app1", "busybox", "sh", "-c",
+        "mkdir -p /app && head -c 400000 /bin/busybox > /app/lib.bin && echo v1 > /app/VERSION")
+    cli(store, "commit", "-m", "app v1", "app1", "app:v1")
+    cli(store, "run", "--name", "app2", "app:v1", "sh", "-c", "echo v2 > /app/VERSION && echo f > /app/f.txt")
+    cli(store, "commit", "-m", "app v2", "app2", "app:v2")
+    cli(store, "run", "--name", "bloat1", "busybox", "sh", "-c", "cp /bin/busybox /tmp/build-cache")
+    cli(store, "commit", "-m", "download", "bloat1", "bloated:v1")
+    cli(store, "run", "--name", "bloat2", "bloated:v1", "sh", "-c", "rm /tmp/build-cache")
+    cli(store, "commit", "-m", "clean up", "bloat2", "bloated:v1")
+    out = {"html": root / "four.html", "md": root / "four.md"}
+    for path in out.values():
+        cli(store, "report", *FOUR, "-o", str(path))
+    return out
+
+
+def test_four_image_report_in_chromium(four):
+    sync_playwright = _playwright()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(four["html"].resolve().as_uri(), wait_until="load")
+            height = page.evaluate("document.documentElement.scrollHeight")
+            print(f"4-image report: {height} px tall at 1280 px wide")
+            page.screenshot(path=str(SHOTS / "report-4-images.png"), full_page=True)
+            summary = page.locator("section").first
+            summary.screenshot(path=str(SHOTS / "report-summary.png"))
+            assert height < MAX_HEIGHT, f"{height} px (see {SHOTS / 'report-4-images.png'})"
+
+            # the summary opens the report: every target with its numbers
+            assert page.locator("h2").first.inner_text() == "Summary"
+            rows = summary.locator("tbody tr").evaluate_all(
+                "rs => rs.map(r => [...r.cells].map(c => c.innerText.trim()))")
+            head = summary.locator("thead th").evaluate_all("hs => hs.map(h => h.innerText.trim())")
+            assert head == ["target", "kind", "id", "size", "layers", "efficiency", "wasted", "reclaimable", "shared"]
+            by = {r[0]: dict(zip(head, r, strict=True)) for r in rows}
+            assert list(by) == FOUR
+            assert by["bloated:v1"]["wasted"] == "1.98MB" and by["bloated:v1"]["reclaimable"] == "1.98MB"
+            assert by["bloated:v1"]["efficiency"] == "50.00%" and by["bloated:v1"]["layers"] == "3"
+            assert by["busybox"]["efficiency"] == "100.00%" and by["busybox"]["wasted"] == "0B"
+            assert by["app:v2"]["shared"] == by["app:v1"]["size"]  # app:v2 shares app:v1's stack
+            text = page.inner_text("body")
+            assert not re.search(r"\bnan\b|nan%|NaN", text), "nan in the report"
+            assert "no user layers" in text  # busybox: dive's user wasted percent is not a number
+            assert "<missing>" in text  # history rows no local image names
+            assert page.locator("p.none").filter(has_text="none").count() >= 2  # busybox, app:v1: no inefficient files
+            # dive's layer changes: bloated:v1's top layer removed the 1.98MB file, in dive's red
+            removed = page.locator("section", has_text="Image bloated:v1").locator("div.ch-removed")
+            assert removed.count() == 2 and "/tmp/build-cache 1.98MB" in removed.last.inner_text()
+            assert removed.first.evaluate("e => getComputedStyle(e).color") == "rgb(198, 40, 40)"
+            added = page.locator("section", has_text="Image app:v1").locator("div.ch-added")
+            assert "/app 400kB" in " ".join(added.all_inner_texts())  # the added directory, folded
+        finally:
+            browser.close()
+
+
+def test_four_image_markdown(four):
+    text = four["md"].read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert lines[2] == "## Summary" and "| target | kind | id |" in text
+    assert "| bloated:v1 | image |" in text and "1.98MB" in text
+    assert "\\<missing>" in text and "nan" not in text.lower().replace("nothing", "")
+    assert lines.count("none") >= 2
+    assert "R 1 removed (1.98MB)" in text and "R /tmp/build-cache 1.98MB" in text

@@ -171,8 +171,9 @@ def test_file_preview_text_hex_and_versions(store):
     ex.file_path.value = "/etc/passwd"
     text = html_of(ex.file_out)
     assert "root:x:0:0" in text and "www:x:33" in text and "from layer 1" in text
-    versions = [r[:2] for r in rows_of(text)]
-    assert versions == [["0", "added"], ["1", "modified"]]
+    versions = [r[:3] + r[5:6] for r in rows_of(text)]
+    web = store.image("web:v2")
+    assert versions == [["0", web.diff_ids[0][7:19], "file", "hidden"], ["1", web.diff_ids[1][7:19], "file", "shown"]]
 
     ex.layer.value = 0  # the union view up to layer 0 has busybox's /etc/passwd
     assert ex.file_out.outputs == ()  # the old preview does not linger
@@ -187,7 +188,9 @@ def test_file_preview_text_hex_and_versions(store):
     assert "binary: first 4,096 bytes of 20,000" in text and "|.ELF" in text
     ex.show_file("/www/old.txt")
     text = html_of(ex.file_out)
-    assert "no such file" in text and [r[:2] for r in rows_of(text)] == [["1", "added"], ["2", "deleted"]]
+    assert "no such file" in text
+    assert [(r[0], r[2], r[5], r[6]) for r in rows_of(text)] == [("1", "file", "hidden", "/www/old.txt"),
+                                                               ("2", "whiteout", "deleted", "/www/.wh.old.txt")]
     ex.show_file("/bin/sh")
     assert "symbolic link to busybox" in html_of(ex.file_out)
 
@@ -322,3 +325,168 @@ def test_file_preview_of_a_hardlink(store_dir):
     ex.show_file("/www/hl")
     text = html_of(ex.file_out)
     assert "&lt;h1&gt;v2&lt;/h1&gt;" in text, text  # the linked file's bytes, escaped
+
+
+# ---- dive's layer tree in the explorer (issue 12, item 3) ----------------------------------------------------
+
+def _row_of(lt, path: str) -> int:
+    """The line number (0-based) of ``path`` on the tree's current page."""
+    return [v for _, v in lt.list.options].index(path)
+
+
+def test_layer_tree_marks_sizes_and_colours(store):
+    ex = lkw.image_explorer(store, "web:v2")
+    lt = ex.layer_tree
+    assert lt.target == store.image("web:v2").id and lt.layer == 2 and not lt.mode.value
+    assert len(lt.list.options) == lkw.PAGE_SIZE < len(lt.frame)  # busybox's applets: two pages
+    lt.reveal("/www/index.html")  # the page with /www (names sorted: after /bin, /etc, /tmp ...)
+    assert lt.pager.page == 1
+    labels = {}
+    for page in range(lt.pager.pages):
+        lt.pager.go(page)
+        labels.update((v, k) for k, v in lt.list.options)
+    assert set(labels) == set(lt.frame.index)
+    # dive's marks: what layer 2 did (SITE_V2)
+    assert labels["/www/index.html"].startswith("M\u00a0") and labels["/www/app.bin"].startswith("A\u00a0")
+    assert labels["/www/old.txt"].startswith("R\u00a0") and labels["/bin/vi"].startswith("R\u00a0")
+    assert labels["/bin/busybox"].startswith("\u00a0") and labels["/etc/passwd"].startswith("\u00a0")
+    # a directory's size rolled up: what ls -R says /www holds now (old.txt is gone)
+    www = [r for r in json.loads(_cli_json(store, "ls", "web:v2", "/www", "-R")) if r["type"] == "file"]
+    assert "\u00a0".join(["", "20kB", ""]) in labels["/www"] and sum(r["size"] for r in www) == 20_000 + len(
+        "<h1>v2</h1>\n")
+    assert "▾\u00a0www/" in labels["/www"] and "-rw-r--r--" in labels["/www/index.html"]
+    # dive's colours, line by line: green added, yellow modified, red removed, nothing for the rest
+    for path, colour in (("/www/app.bin", "#2e7d32"), ("/www/index.html", "#a06d00"), ("/www/old.txt", "#c62828"),
+                         ("/bin/vi", "#c62828")):
+        lt.reveal(path)
+        assert f"option:nth-child({_row_of(lt, path) + 1}) {{ color: {colour} }}" in lt.style_html.value, path
+    lt.reveal("/bin/busybox")
+    assert f"option:nth-child({_row_of(lt, '/bin/busybox') + 1}) " not in lt.style_html.value
+    assert "1 added" in lt.caption.value and "2 removed" in lt.caption.value  # files: app.bin; old.txt, vi
+
+
+def _cli_json(store, *argv) -> str:
+    out = io.StringIO()
+    import contextlib
+
+    with contextlib.redirect_stdout(out):
+        assert main(["--store", str(store.root), *argv, "--format", "json"]) == 0
+    return out.getvalue()
+
+
+def test_layer_tree_expand_collapse_modes_and_preview(store):
+    ex = lkw.ImageExplorer(store, "web:v2", page_size=50)
+    lt = ex.layer_tree
+    assert "/www/index.html" in lt.visible  # a small tree opens expanded
+    lt.reveal("/www")
+    lt.list.value = "/www"  # a click on a directory collapses it ...
+    assert "/www/index.html" not in lt.visible and "/www" in lt.visible and lt.list.value is None
+    assert "▸\u00a0www/" in dict((v, k) for k, v in lt.list.options)["/www"]
+    lt.list.value = "/www"  # ... and expands it again
+    assert "/www/index.html" in lt.visible
+    lt.collapse_all.click()
+    assert all("/" not in p[1:] for p in lt.visible)  # only the top level
+    lt.expand_all.click()
+    assert lt.pager.total == len(lt.frame) > 250 and len(lt.list.options) == 50  # paged
+    first = [v for _, v in lt.list.options]
+    lt.pager.next.click()
+    assert not set(first) & {v for _, v in lt.list.options}
+
+    lt.only_changes.value = True  # what layer 2 changed and the directories leading there
+    assert set(lt.frame.index) == {"/bin", "/bin/vi", "/www", "/www/app.bin", "/www/index.html", "/www/old.txt"}
+    assert set(lt.visible) == set(lt.frame.index)
+    lt.mode.value = True  # aggregate: everything above busybox's layer
+    assert {"/etc/passwd", "/www", "/www/index.html", "/www/app.bin"} <= set(lt.frame.index)
+    assert lt.frame.loc["/www", "change"] == "added" and lt.frame.loc["/etc/passwd", "change"] == "modified"
+    assert "/www/old.txt" not in lt.frame.index  # added by web:v1, removed by web:v2: never in the aggregate
+    lt.mode.value = False
+    lt.only_changes.value = False
+
+    # a click on a file previews it as this layer has it; a removed file as the layer below had it
+    lt.reveal("/www/index.html")
+    lt.list.value = "/www/index.html"
+    text = html_of(lt.preview)
+    assert "&lt;h1&gt;v2&lt;/h1&gt;" in text and "modified in this layer" in text and lt.list.value is None
+    lt.list.value = "/www/old.txt"
+    text = html_of(lt.preview)
+    assert "bye" in text and "removed here; as layer 1 had it" in text
+    lt.list.value = "/www/app.bin"
+    assert "binary: first 4,096 bytes of 20,000" in html_of(lt.preview)
+    ex.layer.value = 1  # the explorer's layer drives the tree
+    assert lt.layer == 1 and lt.frame.loc["/www/index.html", "change"] == "added"
+    lt.reveal("/www/index.html")
+    lt.list.value = "/www/index.html"
+    assert "&lt;h1&gt;v1&lt;/h1&gt;" in html_of(lt.preview)
+    lt.reveal("/bin/sh")
+    lt.list.value = "/bin/sh"
+    assert "symbolic link to busybox" in html_of(lt.preview)
+
+
+def test_layer_tree_of_a_container(store):
+    lt = lkw.LayerTree(store)
+    lt.show("site2", 2)  # the writable layer, above web:v1's two
+    assert lt.frame.loc["/www/app.bin", "change"] == "added" and pd_isna(lt.frame.loc["/www/app.bin", "layer"])
+    assert lt.frame.loc["/www/old.txt", "change"] == "removed"
+    lt.reveal("/www/index.html")
+    lt.list.value = "/www/index.html"
+    assert "&lt;h1&gt;v2&lt;/h1&gt;" in html_of(lt.preview)
+
+
+def pd_isna(v) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(v))
+
+
+def test_history_shows_every_column_and_keeps_lines(store_dir):
+    s = str(store_dir)
+    assert main(["--store", s, "run", "--name", "lines", "busybox", "sh", "-c", "echo one\necho two > /two"]) == 0
+    assert main(["--store", s, "commit", "-m", "two\nlines", "lines", "web:lines"]) == 0
+    ex = lkw.image_explorer(Store(store_dir), "web:lines")
+    page = html_of(ex.history_out)
+    assert "max-height" not in page  # no inner scroll box
+    header = re.findall(r"<th style=[^>]*>(.*?)</th>", page)
+    assert header == ["step", "id", "created", "created_by", "size", "comment", "empty_layer"]
+    cells = rows_of(page)[0]
+    assert cells[3] == "sh -c echo one\necho two > /two" and cells[5] == "two\nlines"  # whole, lines kept
+    assert re.search(r'<td style="[^"]*white-space:pre-wrap[^"]*">sh -c echo one\n', page)
+
+
+def test_file_picker_reaches_every_path(store):
+    ex = lkw.ImageExplorer(store, "web:v2", page_size=50)
+    every = list(ex.view_files(2)[1].index)
+    seen = []
+    while True:
+        seen += list(ex.file.options)
+        if ex.tree_pager.next.disabled:
+            break
+        ex.tree_pager.next.click()
+    assert seen == every and len(every) > 250  # page by page, the picker offers every path once
+    ex.path_filter.value = every[-1]
+    assert every[-1] in ex.file.options  # or a search finds it on the first page
+
+
+def test_layer_tree_of_100k_files_is_built_on_request(tmp_path):
+    _big_archive(tmp_path / "big.tar", 100_000)
+    assert main(["--store", str(tmp_path / "store"), "load", str(tmp_path / "big.tar")]) == 0
+    ex = lkw.image_explorer(Store(tmp_path / "store"), "big")
+    lt = ex.layer_tree
+    assert lt.frame is None and lt.build.layout.display is None and "100,000 paths" in lt.caption.value
+    t = time.perf_counter()
+    lt.build.click()
+    built = time.perf_counter() - t
+    assert len(lt.frame) == 100_101 and lt.visible == ["/data"]  # a big tree opens collapsed
+    assert lt.frame.loc["/data", "dir_size"] == sum(i % 97 for i in range(100_000))
+    timings = {"build": round(built, 2)}
+    for name, action in (("expand /data", lambda: lt.toggle("/data")),
+                         ("expand one directory", lambda: lt.toggle("/data/d042")),
+                         ("expand all", lambda: lt.set_expanded(True)),
+                         ("next page", lambda: lt.pager.next.click()),
+                         ("preview a file", lambda: setattr(lt.list, "value", lt.list.options[3][1])),
+                         ("collapse all", lambda: lt.set_expanded(False))):
+        t = time.perf_counter()
+        action()
+        timings[name] = round(time.perf_counter() - t, 3)
+    print("layer tree of 100,000 files (s):", timings)
+    assert built < 15 and max(v for k, v in timings.items() if k != "build") < 2, timings
+    assert "xxxx" in html_of(lt.preview)  # the file's bytes (x * (i % 97))

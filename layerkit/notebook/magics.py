@@ -1,7 +1,10 @@
 """``%lk`` and ``%%lk``: the CLI's words in a notebook, going through the same :mod:`layerkit.commands`.
 
-Listing verbs return DataFrames (``hist = %lk history demo:v1``), ``%lk plot KIND TARGET...`` returns a
-Figure, ``%%lk run IMAGE`` / ``%%lk exec CONTAINER`` run the cell as a shell script in a container.
+Listing verbs return DataFrames (``hist = %lk history demo:v1``; ``--format json`` returns the CLI's JSON
+as Python data, ``--no-trunc`` shows IDs and commands whole; both are refused by name where they do not
+apply), ``%lk plot KIND TARGET...`` returns a Figure (or one line when there is nothing to draw),
+``%lk versions TARGET PATH`` each layer's entry for a path, ``%%lk run IMAGE`` / ``%%lk exec CONTAINER``
+run the cell as a shell script in a container.
 Errors show as one short line (``--debug`` shows the traceback).
 """
 
@@ -21,6 +24,7 @@ from ..cli import UsageError as CliUsageError
 from ..cli import _Exit, build_parser, run
 from ..errors import EXPECTED, LayerkitError, one_line
 from ..results import Document, Message, Sections, Stream, Table, TreeListing
+from .frames import FrameSet  # noqa: F401  (re-exported: it used to live here)
 
 PLOT_KINDS = ("layers", "shared", "sharing", "cumulative", "wasted", "largest", "directories", "diff")
 
@@ -28,6 +32,7 @@ USAGE = """%lk VERB ARGS      the layerkit CLI's verbs, results as DataFrames / 
 %lk plot KIND TARGET...   KIND: layers shared sharing (images); cumulative wasted largest directories (an image);
                           diff (a container)
 %lk panel [explorer|shared|container] [TARGET...]   an interactive panel (ipywidgets)
+%lk versions TARGET PATH   what each layer holds for PATH and which one the union view shows
 %lk store [DIR]    show or switch the store for this session (also: %lk --store DIR VERB ...)
 %%lk run IMAGE     run the cell as a shell script in a new container (options as `run`: --name, --rm)
 %%lk exec CONTAINER   run the cell in an existing container
@@ -35,48 +40,41 @@ USAGE = """%lk VERB ARGS      the layerkit CLI's verbs, results as DataFrames / 
 """
 
 
-class FrameSet(dict):
-    """Several named DataFrames (``df``, ``compare``), shown one after the other."""
-
-    def _repr_html_(self) -> str:
-        from html import escape
-
-        return "".join(f"<h4>{escape(str(k))}</h4>{v.to_html()}" for k, v in self.items())
+# the frame each listing verb returns (layerkit.notebook.frames); other verbs print or return their data
+FRAME_VERBS = ("images", "history", "layers", "ls", "files", "tree", "versions", "diff", "ps", "df", "compare",
+               "load", "efficiency")
 
 
-def to_frame(verb: str, result: Any) -> Any:
-    """Turn a command's result into what a notebook user wants back for that verb."""
+def to_frame(verb: str, result: Any, no_trunc: bool = False, layers: int | None = None) -> Any:
+    """Turn a command's result into what a notebook user wants back for that verb: a DataFrame (or a
+    :class:`~layerkit.notebook.frames.FrameSet`) for a listing verb, printed lines for a message, the
+    file's text for ``cat``. ``no_trunc`` (``--no-trunc``): the frame shows IDs and commands whole.
+    ``layers``: the image's layer count, for ``efficiency``'s line (``no user layers`` rather than NaN)."""
     from . import frames
 
-    if isinstance(result, Table):
-        special = {"images": frames.images, "history": frames.history, "layers": frames.layers,
-                   "diff": frames.diff}
-        fn = special.get(verb)
-        if fn is not None:
-            return fn(result)
-        df = frames.table(result)
-        if "path" in df.columns and verb in ("ls", "files"):
-            df = df.set_index("path")
+    def done(df):
+        for f in (df.values() if isinstance(df, dict) else [df]):
+            frames.mark(f, no_trunc)
         return df
+
+    if isinstance(result, Table):
+        fn = {"images": frames.images, "history": frames.history, "layers": frames.layers, "diff": frames.diff,
+              "ls": frames.ls, "files": frames.files, "ps": frames.ps, "versions": frames.versions}.get(verb)
+        return done(fn(result) if fn is not None else frames.table(result))
     if isinstance(result, TreeListing):
-        from . import frames
-
-        return frames.tree(result)
+        return done(frames.tree(result))
     if isinstance(result, Sections):
-        import pandas as pd
-
-        out = FrameSet()
-        for key, value in result.to_json().items():
-            if isinstance(value, list) and value and isinstance(value[0], dict):
-                out[key] = pd.DataFrame(value)
-        return out
+        if verb in ("df", "system"):
+            return done(frames.df(result))
+        if verb == "compare":
+            return done(frames.compare(result))
+        return done(frames.FrameSet({t.title or str(i): frames.table(t) for i, t in enumerate(result.tables)}))
     if isinstance(result, Document):
         if verb == "efficiency":
-            import pandas as pd
-
-            print(result.text.split("\n\nInefficient files:")[0])
-            rows = result.to_json()["inefficient_files"]
-            return pd.DataFrame(rows, columns=["path", "count", "total_bytes", "layers"]).set_index("path")
+            data = result.to_json()
+            print(frames.efficiency_text(data, layers) if layers is not None
+                  else result.text.split("\n\nInefficient files:")[0])
+            return done(frames.efficiency(data))
         return result.to_json()
     if isinstance(result, Stream):
         data = b"".join(result.chunks)
@@ -89,13 +87,47 @@ def to_frame(verb: str, result: Any) -> Any:
         for line in result.lines:
             print(line)
         if verb == "load":
-            import pandas as pd
-
-            return pd.DataFrame(result.to_json(), columns=["reference", "id"])
+            return done(frames.load(result))
         if result.exit_code:
             print(f"exit status {result.exit_code}", file=sys.stderr)
         return None
     return result
+
+
+def _verb_parser(parser: argparse.ArgumentParser, words: list[str]) -> argparse.ArgumentParser | None:
+    """The sub-parser that parses ``words`` (``image prune`` goes two levels down), or None."""
+    p = parser
+    for w in words[:2]:
+        subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs or w not in subs[0].choices:
+            break
+        p = subs[0].choices[w]
+    return p if p is not parser else None
+
+
+def _options(words: list[str]) -> tuple[list[str], bool, bool]:
+    """Check ``--format`` and ``--no-trunc`` against the verb: ``--format`` where the CLI's verb takes it;
+    ``--no-trunc`` where the CLI's verb takes it or the verb returns a frame (it then applies to the
+    display). Returns the words for the CLI's parser, whether JSON was asked for, and no_trunc; raises a
+    usage error naming the verb where an option does not apply."""
+    verb = words[0]
+    sub = _verb_parser(build_parser(), words)
+    known = sub._option_string_actions if sub is not None else {}
+    fmt = [w for w in words if w == "--format" or w.startswith("--format=")]
+    if fmt and "--format" not in known:
+        raise CliUsageError(f"--format does not apply to %lk {verb}: it returns "
+                            f"{'a DataFrame' if verb in FRAME_VERBS else 'no listing'}")
+    json_ = False
+    if fmt:
+        i = words.index(fmt[0])
+        value = fmt[0].partition("=")[2] or (words[i + 1] if i + 1 < len(words) else "")
+        json_ = value == "json"
+    no_trunc = "--no-trunc" in words
+    if no_trunc and "--no-trunc" not in known:
+        if verb not in FRAME_VERBS:
+            raise CliUsageError(f"--no-trunc does not apply to %lk {verb}: it returns no table")
+        words = [w for w in words if w != "--no-trunc"]
+    return words, json_, no_trunc
 
 
 def plot(store, kind: str, targets: list[str]):
@@ -125,8 +157,10 @@ def plot(store, kind: str, targets: list[str]):
     if kind == "wasted":
         parts = [frames.layer_files(analysis.layer_files(store, img, i)).assign(layer=i)
                  for i in range(len(img.diff_ids))]
-        return plots.wasted_by_layer(pd.concat(parts), f"Bytes made unreachable in {target}")
-    return plots.largest_files(frames.files(analysis.files(store, img)), by_directory=kind == "directories")
+        return plots.wasted_by_layer(pd.concat(parts) if parts else frames.layer_files([]).assign(layer=0),
+                                     f"Bytes made unreachable in {target}", diff_ids=img.diff_ids)
+    return plots.largest_files(frames.files(commands.files(store, target)), by_directory=kind == "directories",
+                               image=target)
 
 
 @magics_class
@@ -210,6 +244,9 @@ class LayerkitMagics(Magics):
             return lkw.image_explorer(store, rest[0] if rest else None)
         if cell is not None:
             return self._cell(store, words, cell)
+        if words[0] == "versions":
+            return self._versions(store, words[1:])
+        words, json_, no_trunc = _options(words)
         parser = build_parser()
         try:
             args = parser.parse_args(words)
@@ -221,7 +258,30 @@ class LayerkitMagics(Magics):
         if args.verb in ("run", "start", "exec"):
             return self._run_captured(args)
         result = run(args)
-        return to_frame(args.verb, result)
+        if json_:  # what `layerkit VERB --format json` prints, as Python data
+            return result.to_json() if result is not None else None
+        layers = len(store.image(args.image).diff_ids) if args.verb == "efficiency" else None
+        return to_frame(args.verb, result, no_trunc, layers)
+
+    def _versions(self, store, words: list[str]) -> Any:
+        """``%lk versions TARGET PATH [--format json]``: each layer's entry for a path (a notebook verb;
+        :func:`layerkit.commands.versions`)."""
+        from . import frames
+
+        p = argparse.ArgumentParser(prog="%lk versions", add_help=False)
+        p.add_argument("target")
+        p.add_argument("path")
+        p.add_argument("--format", choices=["table", "json"], default="table")
+        if words[:1] in (["-h"], ["--help"]):
+            print("%lk versions TARGET PATH [--format json]   what each layer holds for PATH (entry, whiteout or "
+                  "opaque marker) and which one the union view shows")
+            return None
+        try:
+            a = p.parse_args(words)
+        except SystemExit:
+            raise CliUsageError("usage: %lk versions TARGET PATH [--format json]") from None
+        t = commands.versions(store, a.target, a.path)
+        return t.to_json() if a.format == "json" else frames.versions(t)
 
     def _run_captured(self, args: argparse.Namespace) -> Any:
         """Run a process verb with its output relayed into the cell's output."""
@@ -260,10 +320,24 @@ class LayerkitMagics(Magics):
         raise CliUsageError(f"%%lk {verb}: only run and exec take a cell")
 
 
+def frame_html(df) -> str:
+    """The HTML of a DataFrame in a notebook: a layerkit frame by :func:`frames.to_html` (human sizes,
+    short IDs), any other as pandas shows it."""
+    if isinstance(getattr(df, "attrs", None), dict) and "layerkit" in df.attrs:
+        from . import frames
+
+        return frames.to_html(df)
+    return df._repr_html_()
+
+
 def load_ipython_extension(ipython) -> None:
-    """Register ``%lk``; drop IPython's default ``lk`` shell alias so ``%reset`` does not bring it back."""
+    """Register ``%lk`` and the HTML display of layerkit's frames; drop IPython's default ``lk`` shell
+    alias so ``%reset`` does not bring it back."""
+    import pandas as pd
+
     am = ipython.alias_manager
     am.default_aliases = [(n, c) for n, c in am.default_aliases if n != "lk"]
     if am.is_alias("lk"):
         am.undefine_alias("lk")
+    ipython.display_formatter.formatters["text/html"].for_type(pd.DataFrame, frame_html)
     ipython.register_magics(LayerkitMagics)

@@ -3,14 +3,17 @@
 Three panels, each a :class:`ipywidgets.VBox`:
 
 - :func:`image_explorer`: pick an image -> history, layer sizes, efficiency; pick a layer -> what it adds,
-  modifies and deletes, and the union view up to it (sortable, filterable, paged); pick a file -> its
-  content or a hex preview, and which layers hold versions of it.
+  modifies and deletes, dive's layer tree of it (:class:`LayerTree`: directory sizes, expand / collapse,
+  dive's colours, layer or aggregate mode, only the changes; click a file to preview it), and the union
+  view up to it (sortable, filterable, paged); pick a file -> its content or a hex preview, and which
+  layers hold versions of it.
 - :func:`shared_layers_panel`: pick several images -> heatmap and table of shared layers, shared vs unique.
 - :func:`container_panel`: pick a container -> its diff and diff-size chart; commit it with a message and a
   tag, and see the new image's history.
 
 Panels take every number from the frames built on :mod:`layerkit.commands` and
-:mod:`layerkit.engine.analysis` (no panel computes its own analysis) and update their ``Output`` widgets in
+:mod:`layerkit.engine.analysis` (no panel computes its own analysis; file contents come from
+``commands.cat``) and update their ``Output`` widgets in
 place with :func:`show`: it sets ``out.outputs`` as ``out.outputs = ()`` plus ``out.append_display_data(obj)``
 would, which works in a kernel and in-process (``with out:`` needs a kernel), but with PNGs base64-encoded
 so that browsers show them. Tables are paged (``PAGE_SIZE`` rows) so an image of 100,000 files stays
@@ -40,6 +43,10 @@ from ..errors import LayerkitError
 from . import frames, plots
 
 PAGE_SIZE = 200
+TREE_ROWS = 22  # rows the tree's list shows at once (it scrolls; pages of PAGE_SIZE rows)
+EXPAND_ALL = 500  # a tree of at most this many rows opens with every directory expanded
+LAZY_TREE = 20_000  # a layer tree over more paths than this is built on request (seconds for 100,000)
+MAX_TREES = 6  # layer trees kept per explorer
 TEXT_PREVIEW = 64 * 1024  # bytes of a text file shown
 HEX_PREVIEW = 4096  # bytes of a binary file shown as hex
 MAX_VIEWS = 4  # union views of layer prefixes kept per explorer
@@ -47,7 +54,8 @@ FILE_TYPES = ("file", "dir", "symlink", "hardlink", "char", "block", "fifo")
 SORTS = (("path", "path"), ("size, largest first", "size_desc"), ("size, smallest first", "size_asc"))
 CHANGE_KINDS = ("added", "modified", "deleted")
 _STYLE = {"description_width": "initial"}
-_CELL = "text-align: left; white-space: nowrap; padding: 2px 8px"
+_CELL = "text-align:left;white-space:nowrap;padding:2px 8px;vertical-align:top"
+_WRAP = "text-align:left;white-space:pre-wrap;overflow-wrap:anywhere;padding:2px 8px;vertical-align:top;min-width:24em"
 
 
 # ---- small helpers ---------------------------------------------------------------------------
@@ -100,23 +108,29 @@ def _cut(text: Any, n: int = 60) -> str:
 
 
 def table_html(df: pd.DataFrame, *, caption: str | None = None, max_height: int | None = 420,
-               formatters: dict[str, Callable[[Any], str]] | None = None) -> str:
-    """A frame as an escaped HTML table: size columns in Docker's human units, in a scrolling box."""
+               formatters: dict[str, Callable[[Any], str]] | None = None, wrap: Iterable[str] = ()) -> str:
+    """A frame as an escaped HTML table: size columns in Docker's human units, in a scrolling box
+    (``max_height`` None: no box, every row and column on the page). ``wrap`` columns keep their text
+    whole, line breaks included (a multi-line ``created_by``); other cells stay on one line."""
     named = any(n is not None for n in df.index.names)
     if named:  # the index (path, step, layer...) as the first column: one header row
         df = df.reset_index()
     fmt: dict[str, Callable[[Any], str]] = {c: _size for c in df.columns if c in frames.SIZE_COLUMNS}
     fmt.update(formatters or {})
-    # format every cell here: pandas prints a masked NA as "<NA>" and None as "None" whatever na_rep says,
-    # and does not pass them to the formatters
-    df = pd.DataFrame({c: [fmt.get(c, _plain)(v) for v in df[c]] for c in df.columns}, index=df.index)
-    body = df.to_html(border=0, classes="lk-table", escape=True, index=not named)
+    wrap = set(wrap)
     # inline styles: front ends drop <style> elements from untrusted output, and right-align cells by default
-    body = (body.replace('<tr style="text-align: right;">', "<tr>")
-            .replace("<th>", f'<th style="{_CELL}">').replace("<td>", f'<td style="{_CELL}">'))
+    styles = [_WRAP if c in wrap else _CELL for c in df.columns]
+    head = "".join(f'<th style="{_CELL}">{html.escape(str(c))}</th>' for c in df.columns)
+    # every cell formatted here: pandas prints a masked NA as "<NA>" and None as "None" whatever na_rep says
+    cols = [[fmt.get(c, _plain)(v) for v in df[c]] for c in df.columns]
+    body = "".join("<tr>" + "".join(f'<td style="{st}">{html.escape(v)}</td>' for st, v in zip(styles, row,
+                                                                                                strict=True))
+                   + "</tr>" for row in zip(*cols, strict=True)) if len(df.columns) else ""
+    table = (f'<table class="lk-table" style="border-collapse:collapse"><thead><tr>{head}</tr></thead>'
+             f"<tbody>{body}</tbody></table>")
     cap = f'<div class="lk-caption" style="margin:4px 0"><b>{html.escape(caption)}</b></div>' if caption else ""
     style = f"max-height:{max_height}px;overflow:auto" if max_height else ""
-    return f'{cap}<div class="lk-scroll" style="{style}">{body}</div>'
+    return f'{cap}<div class="lk-scroll" style="{style}">{table}</div>'
 
 
 def _time(v: Any) -> str:
@@ -217,6 +231,281 @@ class Pager(widgets.HBox):
         self.next.disabled = self.page >= self.pages - 1
 
 
+# ---- dive's layer tree -----------------------------------------------------------------------
+
+CHANGE_COLOURS = {"added": "#2e7d32", "modified": "#a06d00", "removed": "#c62828"}  # dive's green, yellow, red
+CHANGE_MARKS = {"added": "A", "modified": "M", "removed": "R"}
+NBSP = "\u00a0"
+
+
+def _tree_label(r: Any, path: str, expanded: bool) -> str:
+    """One line of the tree as dive prints it: change mark, permissions, owner, size (a directory's rolled
+    up), then the name indented by depth, with ▾/▸ on a directory. Spaces are no-break spaces: an
+    ``<option>`` collapses ordinary ones."""
+    size = r.dir_size if r.type == "dir" else r.size
+    name = path.rsplit("/", 1)[-1]
+    if r.type == "dir":
+        name = ("▾ " if expanded else "▸ ") + name + "/"
+    else:
+        name = "  " + name
+    if isinstance(r.link, str) and r.link:
+        name += f" → {r.link}"
+    text = (f"{CHANGE_MARKS.get(r.change, ' ')} {r.permissions or '':10} {f'{r.uid}:{r.gid}':>9} "
+            f"{human_size(int(size)) if not _isna(size) else '':>8}  {'    ' * int(r.depth)}{name}")
+    return text.replace(" ", NBSP)
+
+
+class LayerTree(widgets.VBox):
+    """dive's layer tree of one layer of an image or container (``commands.tree``), as an explorer part.
+
+    The tree is a list of lines (change mark, permissions, owner, size, name); directories show their
+    size rolled up and expand or collapse when clicked; a file, when clicked, is previewed through
+    ``commands.cat`` (the first ``TEXT_PREVIEW`` bytes) as that layer has it, or, for a removed file, as
+    the layer below had it. ``mode``: *layer* marks what the layer changed, *aggregate* what every layer
+    above the base changed (dive's two modes); *only changes* keeps the changed paths and the directories
+    leading to them. Added, modified and removed lines are green, yellow and red, as in dive.
+    """
+
+    def __init__(self, store: Store, page_size: int = PAGE_SIZE) -> None:
+        self.store = store
+        self.target: str | None = None
+        self.name = ""
+        self.paths = 0
+        self.layer: int = 0
+        self.frame: pd.DataFrame | None = None  # the frames.tree rows of the layer
+        self.expanded: set[str] = set()
+        self.visible: list[str] = []  # the rows shown, in tree order (every page)
+        self.seconds = 0.0  # how long the last commands.tree took
+        self._cache: OrderedDict[tuple, pd.DataFrame] = OrderedDict()
+        self._busy = False
+        self.mode = widgets.ToggleButtons(options=[("layer", False), ("aggregate", True)], value=False,
+                                          tooltips=["what this layer changed", "what every layer above the base "
+                                                    "changed"], style={"button_width": "90px"})
+        self.mode.add_class("lk-tree-mode")
+        self.only_changes = widgets.Checkbox(description="only changes", value=False, indent=False,
+                                             layout=widgets.Layout(width="130px"))
+        self.only_changes.add_class("lk-tree-changes")
+        self.build = widgets.Button(description="build the tree", button_style="info",
+                                    layout=widgets.Layout(width="130px", display="none"))
+        self.build.add_class("lk-tree-build")
+        self.expand_all = widgets.Button(description="expand all", layout=widgets.Layout(width="100px"))
+        self.collapse_all = widgets.Button(description="collapse all", layout=widgets.Layout(width="100px"))
+        self.caption = widgets.HTML()
+        self.caption.add_class("lk-tree-caption")
+        self.pager = Pager(self._render, page_size)
+        self.list = widgets.Select(rows=TREE_ROWS, layout=widgets.Layout(width="auto", max_width="100%"))
+        self.list.add_class("lk-tree-list")
+        self.style_html = widgets.HTML()  # colours of the lines shown (nth-child rules)
+        self.preview = widgets.Output()
+        self.preview.add_class("lk-tree-preview")
+        legend = (f'<span style="color:{CHANGE_COLOURS["added"]}">A added</span> · '
+                  f'<span style="color:{CHANGE_COLOURS["modified"]}">M modified</span> · '
+                  f'<span style="color:{CHANGE_COLOURS["removed"]}">R removed</span> · click a directory to '
+                  f"expand or collapse it, a file to preview it")
+        super().__init__([
+            widgets.HBox([self.mode, self.only_changes, self.expand_all, self.collapse_all, self.build]),
+            self.caption, self.pager, self.style_html, self.list,
+            widgets.HTML(f'<div class="lk-tree-legend" style="font-size:90%;color:#555">{legend}</div>'),
+            self.preview,
+        ], layout=widgets.Layout(width="100%"))
+        self.add_class("lk-layertree")
+        self.mode.observe(lambda _c: self.reload(), "value")
+        self.only_changes.observe(lambda _c: self.reload(), "value")
+        self.build.on_click(lambda _b: self.reload(force=True))
+        self.expand_all.on_click(lambda _b: self.set_expanded(True))
+        self.collapse_all.on_click(lambda _b: self.set_expanded(False))
+        self.list.observe(self._on_click, "value")
+
+    def show(self, target: str, layer: int, paths: int = 0, name: str | None = None) -> None:
+        """The tree of layer ``layer`` of ``target`` (an image ID or a container name; ``name`` is how the
+        captions call it). ``paths``, an estimate of its size: over ``LAZY_TREE`` the tree waits for the
+        "build the tree" button."""
+        self.target, self.layer, self.paths, self.name = target, layer, paths, name or target
+        self.reload()
+
+    def reveal(self, path: str) -> None:
+        """Expand the directories above ``path`` and turn to the page that shows it."""
+        if self.frame is None or path not in self.frame.index:
+            raise LayerkitError(f"{path}: not in the tree of layer {self.layer}")
+        p = path.rsplit("/", 1)[0]
+        while p:
+            self.expanded.add(p)
+            p = p.rsplit("/", 1)[0]
+        self._layout_rows()
+        self.pager.go(self.visible.index(path) // self.pager.page_size)
+
+    def reload(self, force: bool = False) -> None:
+        """Fetch the tree for the current target, layer, mode and filter (kept for a few layers)."""
+        if self.target is None:
+            return
+        import time
+
+        key = (self.target, self.layer, self.mode.value, self.only_changes.value)
+        df = self._cache.get(key)
+        if df is None and not force and self.paths > LAZY_TREE:
+            self.frame = None
+            self.build.layout.display = None
+            self.caption.value = _note(f"Layer {self.layer} of {self.name}: about {self.paths:,} paths; building "
+                                       f"its tree takes a few seconds: press \u201cbuild the tree\u201d.")
+            self.pager.reset(0)
+            self._set_options([])
+            show(self.preview)
+            return
+        self.build.layout.display = "none"
+        t = time.perf_counter()
+        if df is None:
+            try:
+                df = frames.tree(commands.tree(self.store, self.target, layer=self.layer, aggregate=self.mode.value,
+                                               changes=self.only_changes.value))
+            except LayerkitError as exc:
+                self.caption.value = _error(str(exc))
+                self.frame = None
+                self._set_options([])
+                return
+            self._cache[key] = df
+            while len(self._cache) > MAX_TREES:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        self.seconds = time.perf_counter() - t
+        self.frame = df
+        dirs = df.index[df["type"] == "dir"]
+        self.expanded = set(dirs) if len(df) <= EXPAND_ALL or self.only_changes.value else set()
+        show(self.preview)
+        self._layout_rows()
+
+    def set_expanded(self, on: bool) -> None:
+        """Expand (or collapse) every directory."""
+        if self.frame is None:
+            return
+        self.expanded = set(self.frame.index[self.frame["type"] == "dir"]) if on else set()
+        self._layout_rows()
+
+    def toggle(self, path: str) -> None:
+        """Expand a collapsed directory or collapse an expanded one."""
+        if path in self.expanded:
+            self.expanded.discard(path)
+        else:
+            self.expanded.add(path)
+        self._layout_rows(keep_page=True)
+
+    def _layout_rows(self, keep_page: bool = False) -> None:
+        """The rows whose directories above are all expanded, in tree order."""
+        df = self.frame
+        out: list[str] = []
+        if df is not None:
+            hide_below: int | None = None  # depth of a collapsed directory whose subtree is skipped
+            for path, depth, typ in zip(df.index, df["depth"], df["type"], strict=True):
+                if hide_below is not None:
+                    if depth > hide_below:
+                        continue
+                    hide_below = None
+                out.append(path)
+                if typ == "dir" and path not in self.expanded:
+                    hide_below = depth
+        self.visible = out
+        page = self.pager.page
+        self.pager.reset(len(out))
+        if keep_page:
+            self.pager.page = min(page, self.pager.pages - 1)
+            self.pager._sync()
+        self._render()
+
+    def _render(self) -> None:
+        df = self.frame
+        if df is None:
+            return
+        start = self.pager.page * self.pager.page_size
+        rows = self.visible[start:start + self.pager.page_size]
+        sub = df.loc[rows] if rows else df.iloc[:0]
+        labels = [_tree_label(r, p, p in self.expanded) for p, r in zip(sub.index, sub.itertuples(), strict=True)]
+        self.list.rows = min(TREE_ROWS, max(4, len(rows)))  # no empty box under a short tree
+        self._set_options(list(zip(labels, rows, strict=True)))
+        css = [f".lk-layertree .lk-tree-list select option:nth-child({i + 1}) {{ color: {CHANGE_COLOURS[c]} }}"
+               for i, c in enumerate(sub["change"]) if c in CHANGE_COLOURS]
+        self.style_html.value = ("<style>.lk-layertree .lk-tree-list select { font-family: ui-monospace, "
+                                 "'DejaVu Sans Mono', monospace; font-size: 12px }\n" + "\n".join(css) + "</style>")
+        counts = {c: int((df["change"] == c).sum()) for c in CHANGE_MARKS}
+        mode = "aggregated: what every layer above the base changed" if self.mode.value else \
+            "what this layer changed"
+        top = df[df["depth"] == 0]
+        total = int(top["dir_size"].sum()) if len(top) else 0
+        self.caption.value = (f"<b>Layer {self.layer}</b> of {html.escape(self.name)} ({mode}): "
+                              f"{len(df):,} paths, {human_size(total)} · "
+                              + " · ".join(f'<span style="color:{CHANGE_COLOURS[c]}">{n:,} {c}</span>'
+                                           for c, n in counts.items()))
+
+    def _set_options(self, options: list[tuple[str, str]]) -> None:
+        self._busy = True
+        try:
+            self.list.options = options
+            self.list.value = None
+        finally:
+            self._busy = False
+
+    def _on_click(self, change: dict) -> None:
+        if self._busy or change["new"] is None or self.frame is None:
+            return
+        path = change["new"]
+        if self.frame.loc[path, "type"] == "dir":
+            self.toggle(path)
+        else:
+            self.preview_file(path)
+            self._busy = True
+            try:  # a second click on the same line must fire again
+                self.list.value = None
+            finally:
+                self._busy = False
+
+    def preview_file(self, path: str) -> None:
+        """Show ``path`` as this layer has it (a removed one as the layer below had it), through
+        ``commands.cat`` with at most ``TEXT_PREVIEW`` bytes read."""
+        r = self.frame.loc[path]
+        removed = r["change"] == "removed"
+        layer = int(r["layer_index"]) if removed else self.layer
+        head = (f"<b>{html.escape(path)}</b> · {html.escape(str(r['type']))} · {human_size(int(r['size']))} · "
+                f"{html.escape(str(r['permissions'] or ''))} · {r['uid']}:{r['gid']} · "
+                + (f"removed here; as layer {layer} had it" if removed else
+                   f"from layer {int(r['layer_index'])}" + (f", {r['change']} in this layer" if r["change"] else "")))
+        parts: list[Any] = [head]
+        if r["type"] == "symlink":
+            parts.append(_note(f"symbolic link to {r['link']}"))
+        try:
+            data = _read_capped(commands.cat(self.store, self.target, path, layer=layer), TEXT_PREVIEW)
+        except LayerkitError as exc:
+            parts.append(_note(str(exc)))
+        else:
+            parts.append(_content_html(data, int(r["size"]) if r["type"] == "file" else len(data)))
+        show(self.preview, *parts)
+
+
+def _read_capped(stream, limit: int) -> bytes:
+    """At most ``limit`` bytes of a ``commands.cat`` stream (the rest is never read)."""
+    out = bytearray()
+    for chunk in stream.chunks:
+        out += chunk[: limit - len(out)]
+        if len(out) >= limit:
+            break
+    close = getattr(stream.chunks, "close", None)
+    if close is not None:
+        close()
+    return bytes(out)
+
+
+def _content_html(data: bytes, size: int) -> str:
+    """A file's first bytes as escaped text, or as a hex dump when they are not text."""
+    if _looks_like_text(data[:HEX_PREVIEW * 2]) and _looks_like_text(data):
+        more = f" (first {human_size(len(data))} of {human_size(size)})" if size > len(data) else ""
+        return (f'<div class="lk-text">text{more}</div><pre class="lk-content" style="max-height:360px;'
+                f'overflow:auto;border:1px solid #ddd;padding:4px">'
+                f'{html.escape(data.decode("utf-8", errors="replace"))}</pre>')
+    data = data[:HEX_PREVIEW]
+    return (f'<div class="lk-hex">binary: first {len(data):,} bytes of {size:,}</div>'
+            f'<pre class="lk-content" style="max-height:360px;overflow:auto;border:1px solid #ddd;padding:4px">'
+            f'{html.escape(hexdump(data))}</pre>')
+
+
+
 # ---- the image explorer ----------------------------------------------------------------------
 
 def _union_rows(view) -> list[dict]:
@@ -226,19 +515,13 @@ def _union_rows(view) -> list[dict]:
              "layer": view.diff_ids[u.layer]} for u in view.walk("/")]
 
 
-def _efficiency(img: Image) -> tuple[str, pd.DataFrame | None]:
-    """dive's efficiency line (and inefficient files) if :mod:`layerkit.engine.efficiency` is there."""
+def _efficiency(store: Store, img: Image) -> tuple[str, pd.DataFrame | None]:
+    """dive's efficiency line (never ``nan%``) and inefficient files, from ``commands.efficiency``."""
     try:
-        from ..engine.efficiency import analyze
-    except ImportError:
-        return "efficiency: not available (layerkit.engine.efficiency is not installed)", None
-    try:
-        res = analyze([layer.index() for layer in img.layers])
+        eff = commands.efficiency(store, img.id).to_json()
     except Exception as exc:  # another module's failure must not break the panel
         return f"efficiency: failed ({type(exc).__name__}: {exc})", None
-    line = (f"efficiency {res.efficiency:.2%} · wasted {human_size(res.wasted_bytes)} "
-            f"({res.user_wasted_percent:.2%} of the user layers) · reclaimable {human_size(res.reclaimable_bytes)}")
-    return line, frames.efficiency(res)
+    return frames.efficiency_text(eff, len(img.diff_ids)), frames.efficiency(eff)
 
 
 class ImageExplorer(widgets.VBox):
@@ -261,9 +544,9 @@ class ImageExplorer(widgets.VBox):
                                       layout=widgets.Layout(width="90px"))
         self.summary = widgets.HTML()
         self.summary.add_class("lk-summary")
-        self.history_out = widgets.Output(layout=widgets.Layout(flex="1 1 480px", min_width="420px"))
+        self.history_out = widgets.Output(layout=widgets.Layout(width="100%"))
         self.history_out.add_class("lk-history")
-        self.chart_out = widgets.Output(layout=widgets.Layout(flex="1 1 480px", min_width="420px"))
+        self.chart_out = widgets.Output(layout=widgets.Layout(flex="0 1 820px", min_width="420px"))
         self.chart_out.add_class("lk-chart")
         self.efficiency_out = widgets.Output()
         self.efficiency_out.add_class("lk-efficiency")
@@ -275,6 +558,7 @@ class ImageExplorer(widgets.VBox):
         self.changes_pager = Pager(self._render_changes, page_size)
         self.changes_out = widgets.Output()
         self.changes_out.add_class("lk-changes")
+        self.layer_tree = LayerTree(store, page_size)
 
         self.path_filter = widgets.Text(description="path contains", placeholder="e.g. /etc/", style=_STYLE,
                                         continuous_update=False, layout=widgets.Layout(width="320px"))
@@ -300,11 +584,14 @@ class ImageExplorer(widgets.VBox):
             widgets.HBox([self.image, self.refresh]),
             self.summary,
             self.efficiency_out,
-            widgets.HBox([self.history_out, self.chart_out], layout=widgets.Layout(flex_flow="row wrap")),
+            self.history_out,
+            self.chart_out,
             _section("Layer"),
             self.layer,
             widgets.HBox([self.change_kind, self.changes_pager]),
             self.changes_out,
+            _section("Layer tree (dive)"),
+            self.layer_tree,
             _section("Union view up to the layer"),
             widgets.HBox([self.path_filter, self.type_filter, self.sort]),
             self.tree_pager,
@@ -365,17 +652,18 @@ class ImageExplorer(widgets.VBox):
         created = img.created.strftime("%Y-%m-%d %H:%M:%S UTC") if img.created else "unknown"
         self.summary.value = (f"<b>{html.escape(tags)}</b> · {html.escape(img.id)}<br>{len(img.layers)} layers · "
                               f"{human_size(img.size)} of files · created {created}")
-        line, ineff = _efficiency(img)
+        line, ineff = _efficiency(self.store, img)
         parts: list[Any] = [_note(line)]
         if ineff is not None and len(ineff):
             parts.append(table_html(ineff.head(20), caption="Inefficient files (dive)", max_height=200))
         show(self.efficiency_out, *parts)
+        # every column on the page, no inner scroll box; a multi-line command keeps its lines
         show(self.history_out, table_html(
             hist[["id", "created", "created_by", "size", "comment", "empty_layer"]],
-            caption=f"History of {img.name} (newest first)",
-            formatters={"id": _short_id, "created_by": lambda v: _cut(v, 70),
-                        "created": _time}))
-        opts = [(f"{i}: {human_size(r['size'])} · {r['files']} files · {_cut(r['created_by'], 70)}", int(i))
+            caption=f"History of {img.name} (newest first)", max_height=None, wrap=("created_by", "comment"),
+            formatters={"id": _short_id, "created": _time}))
+        opts = [(f"{i}: {short(r['diff_id'])} · {human_size(r['size'])} · {r['files']} files · "
+                 f"{_cut(r['created_by'], 60)}", int(i))
                 for i, r in self._layers.sort_index().iterrows()]
         self._busy = True
         try:
@@ -438,8 +726,8 @@ class ImageExplorer(widgets.VBox):
         self._refilter_changes()
         _view, files = self.view_files(k)
         title = f"Largest files of {img.name} up to layer {k}"
-        show(self.tree_chart_out, plots.largest_files(files, n=15, title=title) if len(files) else
-             _note("No files up to this layer."))
+        show(self.tree_chart_out, plots.largest_files(files, n=15, title=title))
+        self.layer_tree.show(img.id, k, paths=int(self._layers.loc[:k, "files"].sum()), name=img.name)
         self._refilter_tree()
         show(self.file_out)
 
@@ -511,17 +799,15 @@ class ImageExplorer(widgets.VBox):
             self.show_file(change["new"])
 
     def versions(self, path: str) -> pd.DataFrame:
-        """The layers of the shown image that add, modify or delete ``path`` (from the layer frames)."""
-        parts = [self.layer_changes(i).assign(layer=i) for i in range(len(self.img.layers))]
-        ch = pd.concat(parts) if parts else frames.layer_files([]).assign(layer=0)
-        return ch[ch.index == path].set_index("layer")
+        """What each layer of the shown image holds for ``path`` (:func:`frames.versions` of
+        ``commands.versions``: entries, whiteouts, opaque markers, and where the union lookup stops)."""
+        return frames.versions(commands.versions(self.store, self.img.id, path))
 
     def show_file(self, path: str) -> None:
-        """Show ``path`` as the union view up to the selected layer has it, and its versions by layer."""
+        """Show ``path`` as the union view up to the selected layer has it (its bytes through
+        ``commands.cat``), and its versions by layer."""
         if self.img is None:
             return
-        from ..engine.content import iter_entry_bytes
-
         path = "/" + path.strip().lstrip("/")
         view, _files = self.view_files(self.k)
         parts: list[Any] = []
@@ -535,39 +821,31 @@ class ImageExplorer(widgets.VBox):
             head = (f"<b>{html.escape(path)}</b> · {e.type} · {human_size(e.size)} · mode {e.mode:04o} · "
                     f"uid:gid {e.uid}:{e.gid} · from layer {ue.layer}")
             parts.append(head)
-            target = ue
             if e.type == "hardlink":
-                try:  # the file it was linked to (data_entry, where the union view has it), else its path
-                    resolve = getattr(view, "data_entry", None)
-                    target = resolve(ue) if resolve else view.lookup(e.link, follow=False)
-                    parts.append(_note(f"hard link to {e.link}"))
-                except LayerkitError as exc:
-                    parts.append(_error(f"hard link to {e.link}: {exc}"))
-                    target = None
+                parts.append(_note(f"hard link to {e.link}"))
             if e.type == "symlink":
                 parts.append(_note(f"symbolic link to {e.link}"))
             elif e.type == "dir":
                 parts.append(_note(f"directory with {len(view.listdir(path)):,} entries"))
-            elif target is not None and target.entry.type == "file":
-                digest = self.img.layers[target.layer].digest
-                data = b"".join(iter_entry_bytes(self.store.blobs, digest, target.entry, limit=TEXT_PREVIEW))
-                size = target.entry.size
-                if _looks_like_text(data[:HEX_PREVIEW * 2]) and _looks_like_text(data):
-                    more = f" (first {human_size(len(data))} of {human_size(size)})" if size > len(data) else ""
-                    parts.append(f'<div class="lk-text">text{more}</div><pre class="lk-content" style="max-height:'
-                                 f'360px;overflow:auto;border:1px solid #ddd;padding:4px">'
-                                 f'{html.escape(data.decode("utf-8", errors="replace"))}</pre>')
+            elif e.type in ("file", "hardlink"):
+                try:  # a hardlink reads the file it was linked to
+                    data = _read_capped(commands.cat(self.store, self.img.id, path, layer=self.k), TEXT_PREVIEW)
+                except LayerkitError as exc:
+                    parts.append(_error(str(exc)))
                 else:
-                    data = data[:HEX_PREVIEW]
-                    parts.append(f'<div class="lk-hex">binary: first {len(data):,} bytes of {size:,}</div>'
-                                 f'<pre class="lk-content" style="max-height:360px;overflow:auto;border:1px solid '
-                                 f'#ddd;padding:4px">{html.escape(hexdump(data))}</pre>')
+                    try:  # a hardlink's size is its file's
+                        size = view.data_entry(ue).entry.size
+                    except LayerkitError:
+                        size = max(e.size, len(data))
+                    parts.append(_content_html(data, size))
         vers = self.versions(path)
         if len(vers):
-            vers = vers.assign(in_view=vers.index <= self.k)
-            parts.append(table_html(vers[["kind", "type", "size", "below_size", "in_view"]],
-                                    caption=f"Layers of {self.img.name} holding a version of {path}",
-                                    max_height=240, formatters={"in_view": lambda v: "yes" if v else "no"}))
+            vers = vers.assign(up_to_layer=vers.index <= self.k)
+            parts.append(table_html(vers[["layer", "entry", "size", "permissions", "union", "tar_path", "up_to_layer"]],
+                                    caption=f"Layers of {self.img.name} holding a version of {path} (the union "
+                                            f"view of the image shows the top one, unless it is a whiteout)",
+                                    max_height=None, formatters={"layer": _short_id,
+                                                                 "up_to_layer": lambda v: "yes" if v else "no"}))
         else:
             parts.append(_note(f"No layer of {self.img.name} has an entry for {path} (an implied directory "
                                f"or a path outside the image)."))
@@ -644,9 +922,10 @@ class SharedLayersPanel(widgets.VBox):
         shared = long[long["shared_by"] > 1]
         show(self.table_out,
              table_html(summary, caption="Size, shared size and unique size (as docker system df -v)"),
-             table_html(long[["chain_id", "size", "compressed_size", "shared_by", "shared_with", "created_by"]],
+             table_html(long[["diff_id", "size", "compressed_size", "shared_by", "shared_with", "created_by",
+                              "chain_id"]],
                         caption=f"Layers ({len(shared):,} of {len(long):,} shared with another selected image)",
-                        formatters={"chain_id": _short_id, "created_by": lambda v: _cut(v, 60),
+                        formatters={"diff_id": _short_id, "chain_id": _short_id, "created_by": lambda v: _cut(v, 60),
                                     "shared_with": lambda v: ", ".join(v) if v else "-"}))
 
 
@@ -764,9 +1043,9 @@ class ContainerPanel(widgets.VBox):
         self.status.value = (f"Committed <b>{html.escape(name)}</b> as {html.escape(new_id)}"
                              + (f" tagged <b>{html.escape(tag)}</b>" if tag else ""))
         show(self.result_out, table_html(hist[["id", "created", "created_by", "size", "comment"]],
-                                         caption="History of the new image (newest first)",
-                                         formatters={"id": _short_id, "created": _time,
-                                                     "created_by": lambda v: _cut(v, 70)}))
+                                         caption="History of the new image (newest first)", max_height=None,
+                                         wrap=("created_by", "comment"),
+                                         formatters={"id": _short_id, "created": _time}))
         return new_id
 
 
