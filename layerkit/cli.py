@@ -143,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-depth", type=int, metavar="D", help="show D levels of directories")
     _fmt(s)
 
+    s = sub.add_parser("versions", help="what each layer holds for a path, and which one the union view shows")
+    s.add_argument("target", metavar="TARGET")
+    s.add_argument("path")
+    _fmt(s)
+
     s = sub.add_parser("cat", help="print a file of an image or container")
     s.add_argument("target", metavar="TARGET")
     s.add_argument("path")
@@ -341,6 +346,8 @@ def run(args: argparse.Namespace) -> Any:
         return commands.report(store, args.targets, args.output)
     if v == "ls":
         return commands.ls(store, args.target, args.path, recursive=args.recursive, whiteouts=args.whiteouts)
+    if v == "versions":
+        return commands.versions(store, args.target, args.path)
     if v == "tree":
         res = commands.tree(store, args.target, args.path, layer=args.layer, changes=args.changes,
                             aggregate=args.aggregate, max_depth=args.max_depth)

@@ -244,8 +244,6 @@ class LayerkitMagics(Magics):
             return lkw.image_explorer(store, rest[0] if rest else None)
         if cell is not None:
             return self._cell(store, words, cell)
-        if words[0] == "versions":
-            return self._versions(store, words[1:])
         words, json_, no_trunc = _options(words)
         parser = build_parser()
         try:
@@ -262,26 +260,6 @@ class LayerkitMagics(Magics):
             return result.to_json() if result is not None else None
         layers = len(store.image(args.image).diff_ids) if args.verb == "efficiency" else None
         return to_frame(args.verb, result, no_trunc, layers)
-
-    def _versions(self, store, words: list[str]) -> Any:
-        """``%lk versions TARGET PATH [--format json]``: each layer's entry for a path (a notebook verb;
-        :func:`layerkit.commands.versions`)."""
-        from . import frames
-
-        p = argparse.ArgumentParser(prog="%lk versions", add_help=False)
-        p.add_argument("target")
-        p.add_argument("path")
-        p.add_argument("--format", choices=["table", "json"], default="table")
-        if words[:1] in (["-h"], ["--help"]):
-            print("%lk versions TARGET PATH [--format json]   what each layer holds for PATH (entry, whiteout or "
-                  "opaque marker) and which one the union view shows")
-            return None
-        try:
-            a = p.parse_args(words)
-        except SystemExit:
-            raise CliUsageError("usage: %lk versions TARGET PATH [--format json]") from None
-        t = commands.versions(store, a.target, a.path)
-        return t.to_json() if a.format == "json" else frames.versions(t)
 
     def _run_captured(self, args: argparse.Namespace) -> Any:
         """Run a process verb with its output relayed into the cell's output."""
