@@ -260,6 +260,12 @@ def tar_error(label: str, exc: BaseException) -> LayerkitError:
     return InvalidArchive(f"{label}: cannot read layer ({exc})")
 
 
+# The index holds every entry in memory (about 400 bytes each: 300,000 empty entries, a 3 MB gzip layer, cost
+# 135 MB). Real layers hold up to a few hundred thousand files; a hostile one of tens of millions of empty
+# entries weighs little compressed. This bounds what one layer can cost (about 0.8 GB).
+MAX_ENTRIES = 2_000_000
+
+
 def index_tar_columns(reader: ChunkReader | FileReader, label: str, verify: bool = True,
                       progress: Callable[[int], None] | None = None) -> Columns:
     """Parse a tar stream's headers into index columns (see :mod:`.tarstream` for why not ``tarfile``).
@@ -291,8 +297,11 @@ def index_tar_columns(reader: ChunkReader | FileReader, label: str, verify: bool
             mtimes.append(h.mtime)
             links.append(link)
             offsets.append(h.offset_data)
-            if progress is not None and len(paths) % 2000 == 0:
-                progress(reader.offset)
+            if len(paths) % 2000 == 0:
+                if len(paths) > MAX_ENTRIES:
+                    raise LayerFormatError(f"more than {MAX_ENTRIES} entries in one layer")
+                if progress is not None:
+                    progress(reader.offset)
     except Exception as exc:  # a network source raises its library's own errors
         raise tar_error(label, exc) from None
     return Columns.from_rows(paths, codes, sizes, modes, uids, gids, mtimes, links, offsets)

@@ -213,3 +213,20 @@ def test_index_and_extract(tmp_path: Path, bombs, name: str, mode: str) -> None:
         assert o.rc == 0 and int(o.out) == BLOCK + (1024 if after else INFLATED) + 2 * BLOCK + after * INFLATED, o.err
     else:
         assert o.rc == 0 and int(o.out) == (1024 if after else INFLATED), o.err
+
+
+def test_entry_count_is_bounded(tmp_path: Path, monkeypatch) -> None:
+    """Empty entries cost index memory but almost nothing compressed: a layer holding more than the cap is
+    refused in one line (the cap is lowered here; the real one is two million, about 0.8 GB of index)."""
+    from layerkit.engine import layer as layer_mod
+    from layerkit.engine.layer import LayerFormatError
+    from layerkit.engine.store import Store
+    from layerkit.formats.load import load_path
+
+    monkeypatch.setattr(layer_mod, "MAX_ENTRIES", 3000)
+    blob = tar(*[member(f"e/{i:05d}", b"") for i in range(5000)])
+    layout = write_layout(tmp_path / "layout", [blob], "many:1")
+    with pytest.raises(LayerFormatError, match="more than 3000 entries in one layer"):
+        load_path(Store(tmp_path / "store"), str(layout))
+    monkeypatch.setattr(layer_mod, "MAX_ENTRIES", 6000)
+    assert load_path(Store(tmp_path / "store"), str(layout))
