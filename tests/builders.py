@@ -105,3 +105,62 @@ def layer_tar(members: list[tarfile.TarInfo]) -> bytes:
             data = getattr(ti, "data", None)
             tf.addfile(ti, io.BytesIO(data) if data is not None else None)
     return buf.getvalue()
+
+
+# ---- archives of many images (load scale tests and benchmarks/many_tags_bench.py) ----------------------
+
+def add_member(tf: tarfile.TarFile, name: str, data: bytes) -> None:
+    """Add a regular file member holding ``data`` to an open tar."""
+    ti = tarfile.TarInfo(name)
+    ti.size, ti.mode, ti.mtime = len(data), 0o644, EPOCH
+    tf.addfile(ti, io.BytesIO(data))
+
+
+def _seed_layer(seed: str) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        add_member(tf, f"{seed}.txt", f"layer {seed}\n".encode())
+    return buf.getvalue()
+
+
+def _seed_config(diff_id: str, seed: str) -> bytes:
+    return json.dumps({"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
+                       "config": {"Cmd": ["sh"], "Labels": {"seed": seed}},
+                       "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+                       "history": [{"created": "2024-01-01T00:00:00Z", "created_by": f"ADD {seed}"}]}).encode()
+
+
+def many_images_archive(out: Path, images: int, tags: int, shared: bool, prefix: str, bad_last: bool = False
+            ) -> tuple[Path, dict[str, str]]:
+    """A docker-archive of ``images`` images holding ``tags`` RepoTags between them (round robin), each on a
+    layer of its own or, with ``shared``, all on one layer. ``bad_last``: the last image's config names a
+    diff_id its layer does not have. Returns the path and tag -> image ID."""
+    ids: dict[str, str] = {}
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tf:
+        common = _seed_layer(prefix + "-shared")
+        common_name = hashlib.sha256(common).hexdigest() + "/layer.tar"
+        if shared:
+            add_member(tf, common_name, common)
+        entries = []
+        for i in range(images):
+            layer = common if shared else _seed_layer(f"{prefix}-{i}")
+            layer_name = common_name if shared else hashlib.sha256(layer).hexdigest() + "/layer.tar"
+            if not shared:
+                add_member(tf, layer_name, layer)
+            diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+            if bad_last and i == images - 1:
+                diff_id = "sha256:" + hashlib.sha256(b"another layer").hexdigest()
+            config = _seed_config(diff_id, f"{prefix}-{i}")
+            config_name = hashlib.sha256(config).hexdigest() + ".json"
+            add_member(tf, config_name, config)
+            entries.append({"Config": config_name, "RepoTags": [], "Layers": [layer_name],
+                            "_id": "sha256:" + config_name[:64]})
+        for t in range(tags):
+            e = entries[t % images]
+            tag = f"scale/{prefix}{t % 7}:t{t}"
+            e["RepoTags"].append(tag)
+            ids[tag] = e["_id"]
+        for e in entries:
+            del e["_id"]
+        add_member(tf, "manifest.json", json.dumps(entries).encode())
+    return out, ids

@@ -42,6 +42,8 @@ from layerkit.engine.store import Store
 from layerkit.engine.tarstream import FileReader, iter_headers
 from layerkit.formats.load import load_path
 
+from . import peak
+
 ROOT = Path(__file__).resolve().parents[2]
 EPOCH = 1704067200
 GIB = 1 << 30
@@ -244,31 +246,16 @@ class Run:
     seconds: float
 
 
-# ``layerkit``'s own entry point, then the peak RSS of this process alone: VmHWM belongs to the address space
-# exec made. (wait4's and RUSAGE_CHILDREN's ru_maxrss also count the parent's memory the child was forked
-# from: 105 MB reported for a 40 MB load from a test that had held 64 MiB.)
-_MEASURED = """import sys
-from layerkit.cli import main
-try:
-    rc = main(sys.argv[2:])
-finally:
-    hwm = [line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")][0]
-    with open(sys.argv[1], "w") as f:
-        f.write(hwm)
-sys.exit(rc)
-"""
-
-
 def run_watched(store: Path, *args: str, timeout: float = 120) -> Run:
     """Run ``layerkit --store STORE ARGS`` as a child that reports its own peak RSS, while a thread samples
     the disk use of ``STORE/layerkit/tmp`` every 5 ms."""
     tmp = store / "layerkit" / "tmp"
-    peak = [0]
+    disk_peak = [0]
     stop = threading.Event()
 
     def watch() -> None:
         while not stop.is_set():
-            peak[0] = max(peak[0], du(tmp))
+            disk_peak[0] = max(disk_peak[0], du(tmp))
             time.sleep(0.005)
 
     with tempfile.TemporaryDirectory() as d:
@@ -277,13 +264,13 @@ def run_watched(store: Path, *args: str, timeout: float = 120) -> Run:
         t0 = time.monotonic()
         watcher.start()
         try:
-            proc = subprocess.run([sys.executable, "-c", _MEASURED, str(hwm), "--store", str(store), *args],
-                                  capture_output=True, env=ENV, timeout=timeout)
+            argv = peak.reporting([sys.executable, "-m", "layerkit", "--store", str(store), *args], hwm)
+            proc = subprocess.run(argv, capture_output=True, env=ENV, timeout=timeout)
         finally:
             stop.set()
             watcher.join()
-        rss = int(hwm.read_text()) / 1024 if hwm.exists() else float("inf")
-        return Run(proc.returncode, proc.stdout.decode(), proc.stderr.decode(), rss, peak[0],
+        rss = peak.peak_bytes(hwm) / (1 << 20)  # the child's own peak (VmHWM), see peak.py
+        return Run(proc.returncode, proc.stdout.decode(), proc.stderr.decode(), rss, disk_peak[0],
                    time.monotonic() - t0)
 
 

@@ -10,7 +10,6 @@ by ``benchmarks/many_tags_bench.py``.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from builders import add_member, many_images_archive
 from test_bad_input import check_load_refused, snapshot
 
 from layerkit import errors
@@ -31,62 +31,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 EPOCH = 1704067200
 REF_NAME = "org.opencontainers.image.ref.name"
-
-
-def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
-    ti = tarfile.TarInfo(name)
-    ti.size, ti.mode, ti.mtime = len(data), 0o644, EPOCH
-    tf.addfile(ti, io.BytesIO(data))
-
-
-def _layer(seed: str) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        _add(tf, f"{seed}.txt", f"layer {seed}\n".encode())
-    return buf.getvalue()
-
-
-def _config(diff_id: str, seed: str) -> bytes:
-    return json.dumps({"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
-                       "config": {"Cmd": ["sh"], "Labels": {"seed": seed}},
-                       "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-                       "history": [{"created": "2024-01-01T00:00:00Z", "created_by": f"ADD {seed}"}]}).encode()
-
-
-def archive(out: Path, images: int, tags: int, shared: bool, prefix: str, bad_last: bool = False
-            ) -> tuple[Path, dict[str, str]]:
-    """A docker-archive of ``images`` images holding ``tags`` RepoTags between them (round robin), each on a
-    layer of its own or, with ``shared``, all on one layer. ``bad_last``: the last image's config names a
-    diff_id its layer does not have. Returns the path and tag -> image ID."""
-    ids: dict[str, str] = {}
-    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tf:
-        common = _layer(prefix + "-shared")
-        common_name = hashlib.sha256(common).hexdigest() + "/layer.tar"
-        if shared:
-            _add(tf, common_name, common)
-        entries = []
-        for i in range(images):
-            layer = common if shared else _layer(f"{prefix}-{i}")
-            layer_name = common_name if shared else hashlib.sha256(layer).hexdigest() + "/layer.tar"
-            if not shared:
-                _add(tf, layer_name, layer)
-            diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
-            if bad_last and i == images - 1:
-                diff_id = "sha256:" + hashlib.sha256(b"another layer").hexdigest()
-            config = _config(diff_id, f"{prefix}-{i}")
-            config_name = hashlib.sha256(config).hexdigest() + ".json"
-            _add(tf, config_name, config)
-            entries.append({"Config": config_name, "RepoTags": [], "Layers": [layer_name],
-                            "_id": "sha256:" + config_name[:64]})
-        for t in range(tags):
-            e = entries[t % images]
-            tag = f"scale/{prefix}{t % 7}:t{t}"
-            e["RepoTags"].append(tag)
-            ids[tag] = e["_id"]
-        for e in entries:
-            del e["_id"]
-        _add(tf, "manifest.json", json.dumps(entries).encode())
-    return out, ids
 
 
 def index_tags(store: Path) -> dict[str, str]:
@@ -105,7 +49,7 @@ def images_json(store: Path, capsys) -> list[dict]:
 def test_twenty_thousand_tags(tmp_path, capsys):
     """20,000 RepoTags over 3 images: loaded in seconds; index.json holds one entry per tag, and every tag
     names the image the archive gave it."""
-    path, ids = archive(tmp_path / "tags.tar", images=3, tags=20_000, shared=False, prefix="tags")
+    path, ids = many_images_archive(tmp_path / "tags.tar", images=3, tags=20_000, shared=False, prefix="tags")
     st = tmp_path / "store"
     t0 = time.monotonic()
     capsys.readouterr()
@@ -124,7 +68,7 @@ def test_twenty_thousand_tags(tmp_path, capsys):
 def test_two_thousand_images_sharing_one_layer(tmp_path, capsys):
     """2,000 images (one tag each) on one shared layer: one layer blob, 2,000 configs and manifests, one
     index.json entry per image (1,000 took 25 s to 233 s before)."""
-    path, ids = archive(tmp_path / "shared.tar", images=2000, tags=2000, shared=True, prefix="shared")
+    path, ids = many_images_archive(tmp_path / "shared.tar", images=2000, tags=2000, shared=True, prefix="shared")
     st = tmp_path / "store"
     t0 = time.monotonic()
     capsys.readouterr()
@@ -144,9 +88,10 @@ def test_bad_image_late_in_the_archive_records_no_tag(tmp_path, capsys):
     """2,000 images whose last one's layer is not what its config says: refused with one line naming that
     image's layer, and the store (with an image already in it) is byte for byte as it was."""
     st = tmp_path / "store"
-    first, _ = archive(tmp_path / "first.tar", images=1, tags=1, shared=False, prefix="first")
+    first, _ = many_images_archive(tmp_path / "first.tar", images=1, tags=1, shared=False, prefix="first")
     assert main(["--store", str(st), "load", str(first)]) == 0
-    path, _ = archive(tmp_path / "late.tar", images=2000, tags=4000, shared=True, prefix="late", bad_last=True)
+    path, _ = many_images_archive(tmp_path / "late.tar", images=2000, tags=4000, shared=True, prefix="late",
+                                  bad_last=True)
     check_load_refused(capsys, st, path, errors.DigestMismatch, ["layer.tar"])
     assert set(index_tags(st)) == {"docker.io/scale/first0:t0"}
 
@@ -156,10 +101,10 @@ def test_sigkill_while_recording_leaves_no_tag(tmp_path, capsys):
     one index.json update): no tag of the archive is visible, the store still lists its old image, and a
     second load of the same archive records them all."""
     st = tmp_path / "store"
-    first, _ = archive(tmp_path / "first.tar", images=1, tags=1, shared=False, prefix="first")
+    first, _ = many_images_archive(tmp_path / "first.tar", images=1, tags=1, shared=False, prefix="first")
     assert main(["--store", str(st), "load", str(first)]) == 0
     index_before = (st / "index.json").read_bytes()
-    path, ids = archive(tmp_path / "many.tar", images=2000, tags=2000, shared=True, prefix="kill")
+    path, ids = many_images_archive(tmp_path / "many.tar", images=2000, tags=2000, shared=True, prefix="kill")
     blobs = st / "blobs" / "sha256"
     before = len(os.listdir(blobs))
     proc = subprocess.Popen([sys.executable, "-m", "layerkit", "--store", str(st), "load", str(path)],
@@ -183,10 +128,10 @@ def test_sigkill_while_recording_leaves_no_tag(tmp_path, capsys):
 def test_more_than_100000_tags_refused(tmp_path, capsys):
     """100,001 tags in one archive: refused with one line (about 1 KB of memory per tag), store unchanged."""
     st = tmp_path / "store"
-    first, _ = archive(tmp_path / "first.tar", images=1, tags=1, shared=False, prefix="first")
+    first, _ = many_images_archive(tmp_path / "first.tar", images=1, tags=1, shared=False, prefix="first")
     assert main(["--store", str(st), "load", str(first)]) == 0
     before = snapshot(st)
-    path, _ = archive(tmp_path / "toomany.tar", images=2, tags=100_001, shared=False, prefix="many")
+    path, _ = many_images_archive(tmp_path / "toomany.tar", images=2, tags=100_001, shared=False, prefix="many")
     check_load_refused(capsys, st, path, errors.InvalidManifest, ["more than 100000 tags"])
     assert snapshot(st) == before
 
@@ -195,7 +140,7 @@ def test_more_than_100000_tags_refused(tmp_path, capsys):
 def test_tags_move_between_images_of_one_archive(tmp_path, capsys, order):
     """The rules of one ``docker load`` hold inside a batch: a tag given to two images of the archive ends on
     the later one, and an image that loses its only tag stays, untagged."""
-    path, _ = archive(tmp_path / "a.tar", images=2, tags=2, shared=False, prefix="move")
+    path, _ = many_images_archive(tmp_path / "a.tar", images=2, tags=2, shared=False, prefix="move")
     doc = None
     with tarfile.open(path) as tf:
         doc = json.loads(tf.extractfile("manifest.json").read())
@@ -206,7 +151,7 @@ def test_tags_move_between_images_of_one_archive(tmp_path, capsys, order):
     with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tf:
         for m, data in members:
             tf.addfile(m, io.BytesIO(data))
-        _add(tf, "manifest.json", json.dumps(doc).encode())
+        add_member(tf, "manifest.json", json.dumps(doc).encode())
     st = tmp_path / "store"
     assert main(["--store", str(st), "load", str(out)]) == 0
     rows = images_json(st, capsys)
