@@ -2,9 +2,8 @@
 leaves the user's store byte for byte as it was; and it does so from layerkit installed as a wheel.
 
 The tour runs once, as ``layerkit tour DIR`` of the package built into a wheel (``pip wheel --no-deps``)
-and installed with ``--no-deps --target`` into a directory first on ``PYTHONPATH`` (the test venv supplies
-the dependencies), from a directory outside the checkout, so nothing of the repository can stand in for
-the package (issue 12, items 1 and 8).
+and installed with its dependencies into a fresh venv, from a directory outside the checkout, so nothing of
+the repository can stand in for the package (issue 12, items 1 and 8).
 """
 
 from __future__ import annotations
@@ -80,8 +79,8 @@ def _user_store(root: Path, work: Path) -> Store:
 
 
 @pytest.fixture(scope="module")
-def wheel_site(tmp_path_factory) -> Path:
-    """layerkit's wheel, checked for its contents and installed alone into a directory."""
+def installed(tmp_path_factory) -> Path:
+    """layerkit's wheel, checked for its contents and installed into a fresh venv; returns its bin dir."""
     tmp = tmp_path_factory.mktemp("wheel")
     p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp / "dist"),
                         str(ROOT)], capture_output=True, text=True, timeout=600)
@@ -90,15 +89,23 @@ def wheel_site(tmp_path_factory) -> Path:
     names = zipfile.ZipFile(wheel).namelist()
     assert "layerkit/notebook/ipynb/tour.ipynb" in names and "layerkit/notebook/ipynb/explorer.ipynb" in names
     assert not [n for n in names if n.startswith(("tests/", "notebooks/", "benchmarks/"))]
-    site = tmp / "site"
-    p = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
-                        str(wheel)], capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr
-    return site
+    subprocess.run([sys.executable, "-m", "venv", str(tmp / "venv")], check=True, timeout=300)
+    p = subprocess.run([str(tmp / "venv" / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)],
+                       capture_output=True, text=True, timeout=1200)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return tmp / "venv" / "bin"
+
+
+def _clean_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """The environment of the installed layerkit: no PYTHONPATH, no test venv on PATH."""
+    env = _jupyter_env(tmp) | extra
+    for var in ("PYTHONPATH", "LAYERKIT_OUT", "VIRTUAL_ENV"):
+        env.pop(var, None)
+    return env
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory, wheel_site):
+def demo(tmp_path_factory, installed):
     """The tour from the installed wheel (``layerkit tour DIR``, what ``make demo`` runs), with
     LAYERKIT_HOME pointing at a user's store that holds the tour's names; returns (output dir, user store
     dir, its hashes before the tour, the command's stdout)."""
@@ -108,21 +115,19 @@ def demo(tmp_path_factory, wheel_site):
     before = _store_hashes(user)
     elsewhere = tmp / "elsewhere"
     elsewhere.mkdir()
-    env = _jupyter_env(tmp) | {"LAYERKIT_HOME": str(user), "PYTHONPATH": str(wheel_site)}
-    env.pop("LAYERKIT_OUT", None)
-    p = subprocess.run([sys.executable, "-c", "import layerkit; print(layerkit.__file__)"], env=env,
+    env = _clean_env(tmp, LAYERKIT_HOME=str(user))
+    p = subprocess.run([str(installed / "python"), "-c", "import layerkit; print(layerkit.__file__)"], env=env,
                        cwd=elsewhere, capture_output=True, text=True)
-    assert p.stdout.strip() == str(wheel_site / "layerkit" / "__init__.py")
-    p = subprocess.run([sys.executable, "-m", "layerkit", "tour", "tour-out"], env=env, capture_output=True,
+    assert p.stdout.strip().startswith(str(installed.parent)), p.stdout  # the venv's copy, not the checkout
+    p = subprocess.run([str(installed / "layerkit"), "tour", "tour-out"], env=env, capture_output=True,
                        text=True, timeout=900, cwd=elsewhere)
     assert p.returncode == 0, p.stderr[-3000:]
     return elsewhere / "tour-out", user, before, p.stdout
 
 
-def test_installed_version(wheel_site):
-    env = {**os.environ, "PYTHONPATH": str(wheel_site)}
-    p = subprocess.run([sys.executable, "-m", "layerkit", "--version"], env=env, capture_output=True, text=True,
-                       cwd=wheel_site)
+def test_installed_version(installed, tmp_path):
+    p = subprocess.run([str(installed / "layerkit"), "--version"], env=_clean_env(tmp_path), capture_output=True,
+                       text=True, cwd=tmp_path)
     assert p.returncode == 0 and p.stdout.strip() == "layerkit 0.1.0"
 
 
