@@ -264,14 +264,16 @@ def tag(store: Store, source: str, target: str) -> Message:
 
 
 def rmi(store: Store, names: list[str], force: bool = False) -> Message:
-    """``rmi IMAGE...``: untag, and delete what nothing needs any more."""
-    users_fn = store.container_users
+    """``rmi IMAGE...``: untag, and delete what nothing needs any more (with the untagged parents only the
+    deleted image needed, as ``docker rmi`` prunes them)."""
+    from .engine.prune import remove_image
+
     lines: list[str] = []
     data = {"untagged": [], "deleted": []}
     errors = []
     for name in names:
         try:
-            res = store.remove_image(name, force=force, users=users_fn() if users_fn else None)
+            res = remove_image(store, name, force=force)
         except LayerkitError as exc:
             errors.append(str(exc))
             continue

@@ -194,3 +194,25 @@ def test_usage(capsys, world):
     assert rc == 2
     rc, out, _ = _cli(capsys, store, "system", "df")
     assert rc == 0 and out.startswith("TYPE")
+
+
+def test_rmi_removes_the_untagged_parents_only_it_needed(capsys, world):
+    """``docker rmi`` prunes: deleting an image also deletes its untagged parents that nothing else needs
+    (no tag, no other child, no container), nearest first; a tagged or shared parent stops it."""
+    store, ids = world
+    # chain2 (untagged, parent chain1, untagged): rmi of chain2 takes chain1 along
+    rc, out, _ = _cli(capsys, store, "rmi", ids["chain2"])
+    assert rc == 0
+    deleted = [x.removeprefix("Deleted: ") for x in out.splitlines() if x.startswith("Deleted: ")]
+    assert deleted.index(ids["chain2"]) < deleted.index(ids["chain1"])
+    assert ids["chain1"] not in _ids(store) and ids["busybox"] in _ids(store)  # busybox is tagged
+    # app:v1 (parent app_old, untagged): rmi app:v1 deletes both
+    rc, out, _ = _cli(capsys, store, "rmi", "app:v1")
+    assert rc == 0 and "Untagged: app:v1" in out
+    assert ids["app"] not in _ids(store) and ids["app_old"] not in _ids(store)
+    # a parent a container uses stays
+    commands.create(store, ids["held"], ["sh"], "c-held")
+    parentless = _commit(store, "held:1", "/z", b"z", "child:1")
+    commands.rmi(store, ["held:1"], force=True)  # untags held (the container and child:1 keep it)
+    rc, out, _ = _cli(capsys, store, "rmi", "child:1")
+    assert rc == 0 and parentless not in _ids(store) and ids["held"] in _ids(store)

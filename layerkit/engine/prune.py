@@ -93,3 +93,24 @@ def prune_images(store: Store, all: bool = False) -> PruneResult:
         result.deleted += res["deleted"]
         result.reclaimed += sum(sizes.get(d, 0) for d in res["deleted"])
     return result
+
+
+def remove_image(store: Store, name: str, force: bool = False) -> dict[str, list[str]]:
+    """``rmi``: :meth:`Store.remove_image`, then, as ``docker rmi`` does unless ``--no-prune``, the untagged
+    parents that only the deleted image needed (no tag, no other child, no container), nearest first."""
+    users = store.container_users()
+    img = store.image(name)
+    res = store.remove_image(name, force=force, users=users)
+    deleted = list(res["deleted"])
+    parent = img.parent if img.id in deleted else None
+    while parent is not None:
+        images = store.images()
+        p = next((i for i in images if i.id == parent), None)
+        if p is None or p.tags or p.id in users or any(o.parent == p.id for o in images):
+            break
+        more = store.remove_image(p.id, users=users)
+        if p.id not in more["deleted"]:
+            break
+        deleted += more["deleted"]
+        parent = p.parent
+    return {"untagged": res["untagged"], "deleted": deleted}
