@@ -1,20 +1,29 @@
-"""``layerkit load`` speed and memory against ``skopeo copy`` (issue 2, "Speed and memory").
+"""``layerkit load`` speed and memory against ``skopeo copy`` doing the same work (issues 2 and 13).
 
-Builds, under ``.bench/load/``, a docker-archive of at least ``--size-mb`` MB (default 500) in several
-layers made of real files from this machine (``/usr/lib``, ``/usr/share``, ``/usr/bin``, the Python
-installs; directories are repeated under other prefixes if the machine has too little), then times in
-one run, each command once as a warm-up and then ``--repeat`` times (median), with a fresh destination
-each time:
+Builds, under ``.bench/load/``, a classic docker-archive of real files from this machine and reuses it on
+later runs with the same options:
 
-- ``layerkit --store DIR load ARCHIVE`` (a child process; its peak RSS is read from ``wait4``),
-- ``skopeo copy docker-archive:ARCHIVE oci:DIR:bench`` (the same work: every layer read, hashed and
-  written to a content-addressed layout),
-- ``sha256sum ARCHIVE`` as a floor (one read and one hash of every byte).
+- by default the input issue 13 measured: one layer per directory of ``--dirs`` (default ``/usr/bin`` and
+  ``/usr/lib/x86_64-linux-gnu``, about 1.1 GB in two layers), every entry of each tree;
+- with ``--size-mb N [--layers K]`` the older generator: at least N MB of file data in K layers (default
+  6) filled from ``/usr/lib``, ``/usr/share``, ``/usr/bin`` and the Python installs, directories repeated
+  under other prefixes if the machine has too little.
+
+Then it times, each command once as a warm-up and then ``--repeat`` rounds (default 5, at least 4; the
+median is reported), the tools taking turns going first (round r starts with the r-th), every run with a
+fresh destination and after a ``sync``:
+
+- ``layerkit --store DIR load ARCHIVE`` (a child process; its peak RSS and CPU time come from ``wait4``),
+- ``skopeo copy --dest-oci-accept-uncompressed-layers docker-archive:ARCHIVE oci:DIR:bench``: the same
+  work, every layer read, hashed, written to a content-addressed layout and fsynced, stored as it came.
+  Without that flag skopeo gzips every layer for an OCI destination, a different and slower job
+  (``--skopeo-gzip`` adds that run as a row of its own, for reference only);
+- ``sha256sum ARCHIVE`` as a reference point (one read and one hash of every byte).
 
 It prints the sizes, the times, the ratio layerkit / skopeo (target <= 1.0) and layerkit's peak RSS
 (target < 200 MB). ``--profile`` runs ``load_path`` under cProfile in-process and prints the top entries.
 
-Run: ``python -m benchmarks.load_bench [--size-mb 500] [--layers 6] [--repeat 3] [--rebuild]``.
+Run: ``python -m benchmarks.load_bench [--dirs DIR...] [--size-mb 500 --layers 6] [--repeat 5] [--rebuild]``.
 Not collected by pytest (the test run's ``testpaths`` is ``tests``).
 """
 
@@ -90,6 +99,46 @@ class FileSource:
         return itertools.chain(*(self.streams[(i + k) % n] for k in range(n)), self.spare)
 
 
+DEFAULT_DIRS = ["/usr/bin", "/usr/lib/x86_64-linux-gnu"]
+
+
+def _add_entry(tf: tarfile.TarFile, path: str, name: str) -> int:
+    """Add one regular file, directory or symlink to ``tf``; returns the file bytes added (-1: skipped)."""
+    try:
+        st = os.lstat(path)
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+            return -1
+        ti = tf.gettarinfo(path, arcname=name)
+        if ti.isreg():
+            with open(path, "rb") as f:
+                tf.addfile(ti, f)
+            return ti.size
+        tf.addfile(ti)
+        return 0
+    except (OSError, ValueError):
+        return -1  # unreadable or vanished: skip it
+
+
+def build_dir_layers(work: Path, dirs: list[str]) -> list[Path]:
+    """One layer tar per directory of ``dirs``, holding every entry of its tree (the input issue 13 measured)."""
+    paths = []
+    for i, d in enumerate(dirs):
+        if not os.path.isdir(d):
+            raise SystemExit(f"{d}: not a directory")
+        p = work / f"layer{i}.tar"
+        got = entries = 0
+        with tarfile.open(p, "w", format=tarfile.PAX_FORMAT) as tf:
+            tf.copybufsize = 1 << 20
+            for path, name in _walk(d, set(), ""):
+                n = _add_entry(tf, path, name)
+                if n >= 0:
+                    got += n
+                    entries += 1
+        paths.append(p)
+        print(f"  layer {i} ({d}): {got / 1e6:7.1f} MB of file data in {entries} entries", flush=True)
+    return paths
+
+
 def build_layers(work: Path, size: int, nlayers: int) -> list[Path]:
     """Write ``nlayers`` layer tars of about ``size / nlayers`` bytes of file data each."""
     per_layer = size // nlayers + 1
@@ -101,20 +150,11 @@ def build_layers(work: Path, size: int, nlayers: int) -> list[Path]:
         with tarfile.open(p, "w", format=tarfile.PAX_FORMAT) as tf:
             tf.copybufsize = 1 << 20
             for path, name in source.for_layer(i):
-                try:
-                    st = os.lstat(path)
-                    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-                        continue
-                    ti = tf.gettarinfo(path, arcname=name)
-                    if ti.isreg():
-                        with open(path, "rb") as f:
-                            tf.addfile(ti, f)
-                        got += ti.size
-                    else:
-                        tf.addfile(ti)
-                    entries += 1
-                except (OSError, ValueError):
-                    continue  # unreadable or vanished: skip it
+                n = _add_entry(tf, path, name)
+                if n < 0:
+                    continue
+                got += n
+                entries += 1
                 if got >= per_layer:
                     break
         paths.append(p)
@@ -131,13 +171,21 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def build_archive(out: Path, size_mb: int, nlayers: int) -> None:
-    """A classic docker-archive: ``CONFIG.json``, ``DIFFHEX/layer.tar`` per layer, ``manifest.json``."""
+def build_archive(out: Path, params: dict) -> None:
+    """A classic docker-archive: ``CONFIG.json``, ``DIFFHEX/layer.tar`` per layer, ``manifest.json``;
+    its layers as ``params`` says (``dirs``: one per directory; else ``size_mb`` in ``layers``)."""
     work = out.parent / "layers"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    print(f"building a {size_mb} MB image in {nlayers} layers under {out.parent} ...", flush=True)
-    layers = build_layers(work, size_mb * 1_000_000, nlayers)
+    if "dirs" in params:
+        print(f"building an image of {', '.join(params['dirs'])}, one layer each, under {out.parent} ...",
+              flush=True)
+        layers = build_dir_layers(work, params["dirs"])
+    else:
+        print(f"building a {params['size_mb']} MB image in {params['layers']} layers under {out.parent} ...",
+              flush=True)
+        layers = build_layers(work, params["size_mb"] * 1_000_000, params["layers"])
+    nlayers = len(layers)
     hexes = [sha256_file(p) for p in layers]
     cfg = json.dumps({
         "architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
@@ -157,7 +205,7 @@ def build_archive(out: Path, size_mb: int, nlayers: int) -> None:
         manifest = [{"Config": f"{ch}.json", "RepoTags": [TAG], "Layers": names}]
         _add_bytes(tf, "manifest.json", json.dumps(manifest).encode())
     os.replace(tmp, out)
-    (out.parent / "params.json").write_text(json.dumps({"size_mb": size_mb, "layers": nlayers}))
+    (out.parent / "params.json").write_text(json.dumps(params))
     shutil.rmtree(work)
 
 
@@ -168,8 +216,9 @@ def _add_bytes(tf: tarfile.TarFile, name: str, data: bytes) -> None:
     tf.addfile(ti, io.BytesIO(data))
 
 
-def run_child(argv: list[str]) -> tuple[float, int]:
-    """Run a command; return (wall seconds, peak RSS in bytes of that child alone, from ``wait4``)."""
+def run_child(argv: list[str]) -> tuple[float, int, float]:
+    """Run a command; return (wall seconds, peak RSS in bytes and CPU seconds of that child alone, from
+    ``wait4``)."""
     t = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -179,26 +228,35 @@ def run_child(argv: list[str]) -> tuple[float, int]:
     proc.stderr.close()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {err}")
-    return wall, usage.ru_maxrss * 1024  # Linux reports kilobytes
+    return wall, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime  # Linux: ru_maxrss in kilobytes
 
 
-def measure(commands: dict[str, object], repeat: int) -> dict[str, tuple[float, list[float], int]]:
+def measure(commands: dict[str, object], repeat: int) -> dict[str, tuple[float, list[float], int, float]]:
     """Each command once as a warm-up, then ``repeat`` rounds taking the commands in turn.
 
-    Every run gets a fresh destination and starts after a ``sync``, so no run pays for the write-back of
-    the one before. Returns name -> (median seconds, times, max peak RSS of the timed runs).
+    The commands take turns going first: round r starts with the r-th command and goes on in order, so
+    none always runs right after the same other one (the write-back a run leaves behind, the page cache
+    it warms). Every run gets a fresh destination and starts after a ``sync``, so no run pays for the
+    write-back of the one before. Returns name -> (median seconds, times, max peak RSS of the timed runs,
+    median CPU seconds).
     """
-    times: dict[str, list[float]] = {name: [] for name in commands}
-    rss = dict.fromkeys(commands, 0)
+    names = list(commands)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    rss = dict.fromkeys(names, 0)
     for rnd in range(repeat + 1):
-        for name, make_argv in commands.items():
+        k = rnd % len(names)
+        for name in names[k:] + names[:k]:
             with tempfile.TemporaryDirectory(dir=HERE, prefix=f"{name}-") as d:
                 os.sync()
-                wall, peak = run_child(make_argv(Path(d) / "dest"))
+                wall, peak, cpu_s = run_child(commands[name](Path(d) / "dest"))
             if rnd:  # round 0 is the warm-up (page cache, imports)
                 times[name].append(wall)
+                cpu[name].append(cpu_s)
                 rss[name] = max(rss[name], peak)
-    return {name: (statistics.median(ts), ts, rss[name]) for name, ts in times.items()}
+        os.sync()  # the last run's write-back is not the next round's first run's to pay
+    return {name: (statistics.median(ts), ts, rss[name], statistics.median(cpu[name]))
+            for name, ts in times.items()}
 
 
 def profile(archive: Path, top: int = 25) -> None:
@@ -215,23 +273,35 @@ def profile(archive: Path, top: int = 25) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Build the image if needed, time the three commands, print the figures."""
+    """Build the image if needed, time the commands, print the figures."""
     ap = argparse.ArgumentParser(prog="python -m benchmarks.load_bench", description=__doc__.split("\n")[0])
-    ap.add_argument("--size-mb", type=int, default=500, help="file data in the image (default 500)")
-    ap.add_argument("--layers", type=int, default=6, help="number of layers (default 6)")
-    ap.add_argument("--repeat", type=int, default=3, help="timed runs per command after a warm-up")
+    ap.add_argument("--dirs", nargs="+", default=None, metavar="DIR",
+                    help=f"one layer per directory (default: {' '.join(DEFAULT_DIRS)})")
+    ap.add_argument("--size-mb", type=int, default=None,
+                    help="instead of --dirs: generate this much file data from several directories")
+    ap.add_argument("--layers", type=int, default=6, help="layers of the generated image (default 6)")
+    ap.add_argument("--repeat", type=int, default=5, help="timed rounds after a warm-up (default 5, at least 4)")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the archive even if it exists")
+    ap.add_argument("--skopeo-gzip", action="store_true",
+                    help="also time skopeo's default copy into oci:, which gzips every layer (another job)")
     ap.add_argument("--profile", action="store_true", help="also profile load_path in-process")
     a = ap.parse_args(argv)
+    if a.repeat < 4:
+        ap.error("--repeat must be at least 4: a median of fewer runs says little on this disk")
+    if a.dirs and a.size_mb:
+        ap.error("--dirs and --size-mb choose different images; give one")
     if not shutil.which("skopeo"):
         raise SystemExit("skopeo is not installed: apt-get install skopeo")
 
     HERE.mkdir(parents=True, exist_ok=True)
     archive = HERE / "image.tar"
     params = HERE / "params.json"
-    wanted = {"size_mb": a.size_mb, "layers": a.layers}
+    if a.size_mb:
+        wanted: dict = {"size_mb": a.size_mb, "layers": a.layers}
+    else:
+        wanted = {"dirs": a.dirs or DEFAULT_DIRS}
     if a.rebuild or not archive.exists() or not params.exists() or json.loads(params.read_text()) != wanted:
-        build_archive(archive, a.size_mb, a.layers)
+        build_archive(archive, wanted)
     size = archive.stat().st_size
     with tarfile.open(archive) as tf:
         layer_sizes = [m.size for m in tf.getmembers() if m.name.endswith("/layer.tar")]
@@ -239,25 +309,30 @@ def main(argv: list[str] | None = None) -> int:
           f"({', '.join(f'{s / 1e6:.0f}' for s in layer_sizes)} MB)", flush=True)
 
     lk = [sys.executable, "-m", "layerkit"]
-    res = measure({
+    sk = ["skopeo", "copy", "--quiet"]
+    commands = {
         "layerkit": lambda d: lk + ["--store", str(d), "load", str(archive)],
-        "skopeo": lambda d: ["skopeo", "copy", "--quiet", f"docker-archive:{archive}", f"oci:{d}:bench"],
+        "skopeo": lambda d: sk + ["--dest-oci-accept-uncompressed-layers", f"docker-archive:{archive}",
+                                  f"oci:{d}:bench"],
         "sha256sum": lambda d: ["sha256sum", str(archive)],
-    }, a.repeat)
-    (t_lk, lk_times, lk_rss), (t_sk, sk_times, sk_rss) = res["layerkit"], res["skopeo"]
-    t_sha, sha_times, _ = res["sha256sum"]
+    }
+    if a.skopeo_gzip:
+        commands["skopeo-gzip"] = lambda d: sk + [f"docker-archive:{archive}", f"oci:{d}:bench"]
+    res = measure(commands, a.repeat)
 
     def fmt(ts: list[float]) -> str:
         return ", ".join(f"{t:.2f}" for t in ts)
 
     mbps = size / 1e6
-    print(f"layerkit load:  {t_lk:6.2f} s median ({fmt(lk_times)})  {mbps / t_lk:6.0f} MB/s  "
-          f"peak RSS {lk_rss / 1e6:.0f} MB")
-    print(f"skopeo copy:    {t_sk:6.2f} s median ({fmt(sk_times)})  {mbps / t_sk:6.0f} MB/s  "
-          f"peak RSS {sk_rss / 1e6:.0f} MB")
-    print(f"sha256sum:      {t_sha:6.2f} s median ({fmt(sha_times)})  {mbps / t_sha:6.0f} MB/s  (floor)")
+    shown = {"layerkit": "layerkit load", "skopeo": "skopeo copy", "sha256sum": "sha256sum",
+             "skopeo-gzip": "skopeo (gzip)"}
+    for name, (t, ts, peak, cpu_s) in res.items():
+        rss = f"  peak RSS {peak / 1e6:.0f} MB" if name != "sha256sum" else "  (reference)"
+        print(f"{shown[name] + ':':15} {t:6.2f} s median ({fmt(ts)})  {mbps / t:6.0f} MB/s  "
+              f"CPU {cpu_s:.2f} s{rss}")
+    (t_lk, _, lk_rss, _), (t_sk, _, _, _) = res["layerkit"], res["skopeo"]
     ratio = t_lk / t_sk
-    print(f"ratio layerkit/skopeo: {ratio:.2f} (target <= 1.0)  "
+    print(f"ratio layerkit/skopeo --dest-oci-accept-uncompressed-layers: {ratio:.2f} (target <= 1.0)  "
           f"{'OK' if ratio <= 1.0 else 'ABOVE TARGET'}")
     print(f"layerkit peak RSS: {lk_rss / 1e6:.0f} MB (target < 200 MB)  "
           f"{'OK' if lk_rss < 200e6 else 'ABOVE TARGET'}")
