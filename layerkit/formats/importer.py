@@ -319,6 +319,10 @@ class ImportBatch:
         done = 0
         try:
             for res in pending:
+                # every blob written and fsynced (behind, by its writer's thread) before any is renamed:
+                # a late write error (a full disk) then leaves nothing of the batch visible
+                res.writer.sync()
+            for res in pending:
                 res.writer.commit()
                 done += 1
                 if res.index is not None:
