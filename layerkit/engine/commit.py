@@ -10,7 +10,8 @@ from ..errors import LayerkitError, MaxDepthExceeded
 from .container import RUNTIME_DIRS, Container
 from .humanize import rfc3339
 from .image import MAX_LAYERS, Image
-from .layer import OCI_LAYER, ingest_layer
+from .layer import ingest_layer
+from .mediatypes import OCI_LAYER
 from .reference import parse_reference
 from .store import NewLayer
 from .upper import write_layer_tar

@@ -4,7 +4,7 @@ an archive is linear in their tags (100,000 tags were quadratic when each image 
 
 from __future__ import annotations
 
-REF_NAME = "org.opencontainers.image.ref.name"  # store.REF_NAME (store imports this module)
+from .mediatypes import REF_NAME
 
 
 class IndexEntries:

@@ -22,31 +22,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ..errors import DigestMismatch, InvalidArchive, LayerkitError, UnsupportedMediaType
+from ..errors import DigestMismatch, InvalidArchive, LayerkitError
 from .blobs import CHUNK, BlobStore
 from .layerindex import OPAQUE_MARKER, WHITEOUT_PREFIX, Columns, Entry, LayerIndex
+from .mediatypes import compression_of as media_type_compression  # noqa: F401 - formats/registry's name
 from .tarstream import ChunkReader, FileReader, Header, TarFormatError, TarReader, iter_headers
-
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
-OCI_LAYER_GZIP = OCI_LAYER + "+gzip"
-OCI_LAYER_ZSTD = OCI_LAYER + "+zstd"
-DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
-DOCKER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
-
-LAYER_MEDIA_TYPES = {
-    OCI_LAYER: "tar",
-    OCI_LAYER_GZIP: "gzip",
-    OCI_LAYER_ZSTD: "zstd",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar": "tar",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip": "gzip",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd": "zstd",
-    DOCKER_LAYER: "tar",
-    DOCKER_LAYER_GZIP: "gzip",
-    DOCKER_FOREIGN: "gzip",
-}
-
-OCI_TYPE_FOR = {"tar": OCI_LAYER, "gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD}
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -54,14 +34,6 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 class LayerFormatError(InvalidArchive):
     """A layer tar is malformed (bad whiteout marker, path escaping the root, truncated data)."""
-
-
-def media_type_compression(media_type: str) -> str:
-    """``tar``, ``gzip`` or ``zstd`` for a layer media type; :class:`UnsupportedMediaType` otherwise."""
-    try:
-        return LAYER_MEDIA_TYPES[media_type]
-    except KeyError:
-        raise UnsupportedMediaType(f"unsupported layer media type: {media_type}") from None
 
 
 def detect_compression(head: bytes) -> str:

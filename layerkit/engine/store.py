@@ -53,14 +53,11 @@ from .image import Image
 from .indexentries import IndexEntries
 from .layer import index_blob, layer_workers
 from .layerindex import LayerIndex, read_index, write_index
+from .mediatypes import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, REF_NAME
 from .private import private_dir
 from .reference import Reference, parse_reference
 from .shapes import check_config, check_index, check_manifest, load_json, load_object
 
-REF_NAME = "org.opencontainers.image.ref.name"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
 # layerkit's directories that hold image content or container state: 0700, like STORE/layerkit itself
 PRIVATE_DIRS = ("tmp", "rootfs", "containers", "layers", "views", "verified")

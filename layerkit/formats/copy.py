@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..engine.image import Image
+from ..engine.mediatypes import REF_NAME
 from ..engine.reference import Reference, parse_reference
-from ..engine.store import REF_NAME, Store, user_reference_error
+from ..engine.store import Store, user_reference_error
 from ..errors import ImageNotFound, InvalidArchive, InvalidReference, LayerkitError, NotFound
 from .sources import Source
 

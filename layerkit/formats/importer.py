@@ -29,7 +29,8 @@ from typing import BinaryIO
 
 from ..engine.digests import sha256_bytes
 from ..engine.image import Image
-from ..engine.layer import OCI_TYPE_FOR, IngestResult, fetch_layer, ingest_layer
+from ..engine.layer import IngestResult, fetch_layer, ingest_layer
+from ..engine.mediatypes import oci_layer_type
 from ..engine.reference import Reference
 from ..engine.shapes import check_config  # the same rules check what the store reads back
 from ..engine.store import NewImage, NewLayer, Store
@@ -169,7 +170,7 @@ class ImportBatch:
         for src, diff_id in zip(layers, diff_ids, strict=True):
             res = self._pending.get(diff_id)
             if res is not None:
-                entries.append(NewLayer(res.digest, diff_id, OCI_TYPE_FOR[res.compression],
+                entries.append(NewLayer(res.digest, diff_id, oci_layer_type(res.compression),
                                         res.compressed_size))
                 continue
             if diff_id in todo or diff_id in self._deferred:  # the same layer twice: read once
@@ -194,7 +195,7 @@ class ImportBatch:
             if workers <= 1:
                 res = self._ingest(src, diff_id, index_now=index_now)
                 self._pending[diff_id] = res
-                entries.append(NewLayer(res.digest, diff_id, OCI_TYPE_FOR[res.compression],
+                entries.append(NewLayer(res.digest, diff_id, oci_layer_type(res.compression),
                                         res.compressed_size))
                 if progress:
                     progress(f"{diff_id[7:19]}: Loaded", res.compressed_size)
@@ -311,7 +312,7 @@ class ImportBatch:
             for e in entries:
                 if isinstance(e, str):
                     res = self._pending[e]
-                    e = NewLayer(res.digest, e, OCI_TYPE_FOR[res.compression], res.compressed_size)
+                    e = NewLayer(res.digest, e, oci_layer_type(res.compression), res.compressed_size)
                 layers.append(e)
             images.append(NewImage(config_bytes, layers, tags, manifest_bytes=manifest_bytes))
         pending = list(self._pending.values())

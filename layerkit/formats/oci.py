@@ -1,21 +1,25 @@
-"""OCI image layouts (a directory) and OCI archives (the same tree in a tar)."""
+"""OCI image layouts (a directory) and OCI archives (the same tree in a tar).
+
+Media types, descriptors and the platform an index entry is chosen by come from
+:mod:`layerkit.engine.mediatypes`.
+"""
 
 from __future__ import annotations
 
 import io
 import json
 import os
-import platform
 import shutil
 import tarfile
 import tempfile
 from pathlib import Path
 
-from ..engine.digests import hex_of, is_digest, sha256_bytes
+from ..engine import mediatypes as mt
+from ..engine.digests import hex_of, sha256_bytes
 from ..engine.image import Image
-from ..engine.layer import media_type_compression
+from ..engine.mediatypes import CONTAINERD_NAME, OCI_INDEX, OCI_MANIFEST, REF_NAME, Descriptor
 from ..engine.reference import Reference, parse_reference
-from ..engine.store import OCI_INDEX, REF_NAME, Store
+from ..engine.store import Store
 from ..errors import (
     DigestMismatch,
     ImageNotFound,
@@ -24,69 +28,37 @@ from ..errors import (
     InvalidReference,
     UnsupportedMediaType,
 )
-from .documents import parse_json, str_map, want_list, want_object
+from .documents import parse_json, want_list, want_object
 from .importer import ImportBatch, LayerSource, LoadedImage
 from .sources import Source, blob_name
 
-CONTAINERD_NAME = "io.containerd.image.name"
-MANIFEST_TYPES = {
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-}
-INDEX_TYPES = {
-    OCI_INDEX,
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-}
-CONFIG_TYPES = {
-    "application/vnd.oci.image.config.v1+json",
-    "application/vnd.docker.container.image.v1+json",
-}
-
 
 def host_platform() -> tuple[str, str]:
-    """(os, architecture) of this machine in OCI terms."""
-    arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(
-        platform.machine(), platform.machine())
-    return "linux", arch
+    """(os, architecture) of this machine in OCI terms (:func:`layerkit.engine.mediatypes.host_platform`
+    has the variant too)."""
+    p = mt.host_platform()
+    return p.os, p.architecture
 
 
-def _descriptor(d: object, where: str) -> dict:
-    """A content descriptor checked for shape: digest, mediaType, size (REQUIRED by the image spec),
-    annotations and platform of the right JSON types."""
-    if not isinstance(d, dict) or not isinstance(d.get("digest"), str) or not is_digest(d["digest"]):
-        raise InvalidManifest(f"{where}: descriptor lacks a valid digest")
-    if not isinstance(d.get("mediaType", ""), str):
-        raise InvalidManifest(f"{where}: descriptor {d['digest']} has an invalid mediaType")
-    size = d.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise InvalidManifest(f"{where}: descriptor {d['digest']} lacks a valid size")
-    str_map(d.get("annotations"), f"{where}: descriptor {d['digest']} annotations")
-    platform = d.get("platform")
-    if platform is not None and not (isinstance(platform, dict) and
-                                     all(isinstance(platform.get(k, ""), str) for k in ("os", "architecture"))):
-        raise InvalidManifest(f"{where}: descriptor {d['digest']} has an invalid platform")
-    return d
-
-
-def check_size(src: Source, desc: dict, what: str) -> str:
+def check_size(src: Source, desc: Descriptor, what: str) -> str:
     """The member name of the descriptor's blob, once its size is what the descriptor says.
 
     The image spec: "If the length of the retrieved content does not match the specified length, the
     content SHOULD NOT be trusted"; checked before a byte of it is read.
     """
-    name = blob_name(desc["digest"])
+    name = blob_name(desc.digest)
     actual = src.size(name)
-    if actual != desc["size"]:
-        raise InvalidArchive(f"{src.label}: {what} {desc['digest']} has {actual} bytes, but its descriptor "
-                             f"says {desc['size']}")
+    if actual != desc.size:
+        raise InvalidArchive(f"{src.label}: {what} {desc.digest} has {actual} bytes, but its descriptor "
+                             f"says {desc.size}")
     return name
 
 
-def _read_blob(src: Source, desc: dict, what: str) -> bytes:
+def _read_blob(src: Source, desc: Descriptor, what: str) -> bytes:
     data = src.read(check_size(src, desc, what))
     got = sha256_bytes(data)
-    if got != desc["digest"]:
-        raise DigestMismatch(f"{src.label}: {what} {desc['digest']} hashes to {got}")
+    if got != desc.digest:
+        raise DigestMismatch(f"{src.label}: {what} {desc.digest} hashes to {got}")
     return data
 
 
@@ -94,31 +66,31 @@ def _json(data: bytes, label: str, what: str) -> dict:
     return want_object(parse_json(data, f"{label}: {what}"), f"{label}: {what}")
 
 
-def _manifests(index: dict, where: str) -> list[dict]:
+def _manifests(index: dict, where: str) -> list[Descriptor]:
     """The checked descriptors of an index's ``manifests``."""
     descs = index.get("manifests")
     if descs is None:
         raise InvalidManifest(f"{where} lacks manifests")
-    return [_descriptor(d, where) for d in want_list(descs, f"{where} manifests")]
+    return [Descriptor.from_json(d, where) for d in want_list(descs, f"{where} manifests")]
 
 
-def _pick_manifest(src: Source, desc: dict, depth: int = 0) -> dict:
-    """Follow image indexes down to one manifest for this machine's platform."""
-    mt = desc.get("mediaType", "")
-    if mt in MANIFEST_TYPES:
+def _pick_manifest(src: Source, desc: Descriptor, depth: int = 0) -> Descriptor:
+    """Follow image indexes down to one manifest for this machine's platform (an index of one entry:
+    that entry, whatever its platform)."""
+    if mt.is_manifest(desc.media_type):
         return desc
-    if mt not in INDEX_TYPES or depth > 4:
-        raise UnsupportedMediaType(f"{src.label}: unsupported manifest media type {mt!r} for {desc['digest']}")
-    index = _json(_read_blob(src, desc, "index"), src.label, f"index {desc['digest']}")
-    want_os, want_arch = host_platform()
-    candidates = _manifests(index, f"{src.label}: index {desc['digest']}")
-    for d in candidates:
-        p = d.get("platform") or {}
-        if p.get("os") == want_os and p.get("architecture") == want_arch:
-            return _pick_manifest(src, d, depth + 1)
-    if len(candidates) == 1:
-        return _pick_manifest(src, candidates[0], depth + 1)
-    raise InvalidManifest(f"{src.label}: index {desc['digest']} has no manifest for {want_os}/{want_arch}")
+    if not mt.is_index(desc.media_type) or depth > 4:
+        raise UnsupportedMediaType(f"{src.label}: unsupported manifest media type {desc.media_type!r} for "
+                                   f"{desc.digest}")
+    index = _json(_read_blob(src, desc, "index"), src.label, f"index {desc.digest}")
+    want = mt.host_platform()
+    candidates = _manifests(index, f"{src.label}: index {desc.digest}")
+    chosen = mt.choose_platform(candidates, want)
+    if chosen is None and len(candidates) == 1:
+        chosen = candidates[0]
+    if chosen is None:
+        raise InvalidManifest(f"{src.label}: index {desc.digest} has no manifest for {want}")
+    return _pick_manifest(src, chosen, depth + 1)
 
 
 def check_layout_sizes(src: Source) -> None:
@@ -135,29 +107,27 @@ def check_layout_sizes(src: Source) -> None:
     seen: set[str] = set()
     while todo:
         desc, depth = todo.pop()
-        if desc["digest"] in seen or not src.has(blob_name(desc["digest"])):
+        if desc.digest in seen or not src.has(blob_name(desc.digest)):
             continue  # another platform's manifest a single-platform save leaves out
-        seen.add(desc["digest"])
-        mt = desc.get("mediaType", "")
-        if mt in INDEX_TYPES and depth < 4:
-            index = _json(_read_blob(src, desc, "index"), src.label, f"index {desc['digest']}")
-            todo.extend((d, depth + 1) for d in _manifests(index, f"{src.label}: index {desc['digest']}"))
-        elif mt in MANIFEST_TYPES:
-            manifest = _json(_read_blob(src, desc, "manifest"), src.label, f"manifest {desc['digest']}")
-            where = f"{src.label}: manifest {desc['digest']}"
-            check_size(src, _descriptor(manifest.get("config"), f"{where} config"), "config")
+        seen.add(desc.digest)
+        if mt.is_index(desc.media_type) and depth < 4:
+            index = _json(_read_blob(src, desc, "index"), src.label, f"index {desc.digest}")
+            todo.extend((d, depth + 1) for d in _manifests(index, f"{src.label}: index {desc.digest}"))
+        elif mt.is_manifest(desc.media_type):
+            manifest = _json(_read_blob(src, desc, "manifest"), src.label, f"manifest {desc.digest}")
+            where = f"{src.label}: manifest {desc.digest}"
+            check_size(src, Descriptor.from_json(manifest.get("config"), f"{where} config"), "config")
             for ld in want_list(manifest.get("layers") or [], f"{where} layers"):
-                ld = _descriptor(ld, f"{where} layer")
-                if src.has(blob_name(ld["digest"])):
+                ld = Descriptor.from_json(ld, f"{where} layer")
+                if src.has(blob_name(ld.digest)):
                     check_size(src, ld, "layer")
         else:
             check_size(src, desc, "blob")
 
 
-def _name_of(desc: dict) -> Reference | None:
-    ann = desc.get("annotations") or {}
+def _name_of(desc: Descriptor) -> Reference | None:
     for key in (CONTAINERD_NAME, REF_NAME):
-        name = ann.get(key)
+        name = desc.annotations.get(key)
         if isinstance(name, str) and name:
             try:
                 return parse_reference(name)
@@ -176,8 +146,7 @@ def load_oci(store: Store, src: Source, tag: str | None = None, progress=None) -
     if tag is not None:
         chosen = []
         for d in descs:
-            ann = d.get("annotations") or {}
-            names = {ann.get(REF_NAME), ann.get(CONTAINERD_NAME)}
+            names = {d.annotations.get(REF_NAME), d.annotations.get(CONTAINERD_NAME)}
             ref = _name_of(d)
             if tag in names or (ref is not None and _matches(ref, tag)):
                 chosen.append(d)
@@ -185,11 +154,11 @@ def load_oci(store: Store, src: Source, tag: str | None = None, progress=None) -
             raise ImageNotFound(f"{src.label}: no image tagged {tag!r} in the layout")
         descs = chosen
     # group descriptors by manifest so an image with several names loads once with all its tags
-    groups: dict[str, tuple[dict, list[Reference]]] = {}
+    groups: dict[str, tuple[Descriptor, list[Reference]]] = {}
     for d in descs:
         check_size(src, d, "manifest")  # each entry: the group below reads the blob through its first
         ref = _name_of(d)
-        g = groups.setdefault(d["digest"], (d, []))
+        g = groups.setdefault(d.digest, (d, []))
         if ref is not None:
             g[1].append(ref)
     with ImportBatch(store, defer=True) as batch:
@@ -200,31 +169,30 @@ def load_oci(store: Store, src: Source, tag: str | None = None, progress=None) -
                 for image, taken in batch.commit()]
 
 
-def _add_image(batch: ImportBatch, src: Source, desc: dict, tags: list[Reference], progress) -> None:
+def _add_image(batch: ImportBatch, src: Source, desc: Descriptor, tags: list[Reference], progress) -> None:
     """Verify one image of the layout and stream its new layers into the batch."""
     mdesc = _pick_manifest(src, desc)
     manifest_bytes = _read_blob(src, mdesc, "manifest")
-    manifest = _json(manifest_bytes, src.label, f"manifest {mdesc['digest']}")
-    where = f"{src.label}: manifest {mdesc['digest']}"
-    cdesc = manifest.get("config")
-    if not isinstance(manifest.get("layers"), list) or cdesc is None:
+    manifest = _json(manifest_bytes, src.label, f"manifest {mdesc.digest}")
+    where = f"{src.label}: manifest {mdesc.digest}"
+    if not isinstance(manifest.get("layers"), list) or manifest.get("config") is None:
         raise InvalidManifest(f"{where} lacks config or layers")
-    cdesc = _descriptor(cdesc, f"{where} config")
-    if cdesc.get("mediaType") and cdesc["mediaType"] not in CONFIG_TYPES:
-        raise UnsupportedMediaType(f"{src.label}: unsupported config media type {cdesc['mediaType']!r}")
+    cdesc = Descriptor.from_json(manifest["config"], f"{where} config")
+    if cdesc.media_type and not mt.is_config(cdesc.media_type):
+        raise UnsupportedMediaType(f"{src.label}: unsupported config media type {cdesc.media_type!r}")
     config_bytes = _read_blob(src, cdesc, "config")
     layers = []
     for ld in manifest["layers"]:
-        ld = _descriptor(ld, f"{where} layer")
+        ld = Descriptor.from_json(ld, f"{where} layer")
         try:
-            media_type_compression(ld.get("mediaType", ""))  # raises on an unknown layer type
+            mt.compression_of(ld.media_type)  # raises on an unknown layer type
         except UnsupportedMediaType as exc:
-            raise UnsupportedMediaType(f"{src.label}: layer {ld['digest']}: {exc}") from None
+            raise UnsupportedMediaType(f"{src.label}: layer {ld.digest}: {exc}") from None
         name = check_size(src, ld, "layer")
         layers.append(LayerSource(open=lambda n=name: src.open(n),
-                                  label=f"{src.label}: layer {ld['digest']}",
-                                  size=ld["size"], digest=ld["digest"], offset=src.offset(name)))
-    batch.add(config_bytes, layers, tags, f"{src.label}: {mdesc['digest']}", progress=progress,
+                                  label=f"{src.label}: layer {ld.digest}",
+                                  size=ld.size, digest=ld.digest, offset=src.offset(name)))
+    batch.add(config_bytes, layers, tags, f"{src.label}: {mdesc.digest}", progress=progress,
               manifest_bytes=manifest_bytes)
 
 
@@ -240,7 +208,7 @@ def _index_for(images: list[tuple[Image, list[Reference]]], store: Store) -> tup
     blobs: list[str] = []
     for image, tags in images:
         msize = store.blobs.size(image.manifest_digest)
-        base = {"mediaType": image.manifest.get("mediaType") or "application/vnd.oci.image.manifest.v1+json",
+        base = {"mediaType": image.manifest.get("mediaType") or OCI_MANIFEST,
                 "digest": image.manifest_digest, "size": msize}
         if tags:
             for t in tags:
@@ -275,8 +243,8 @@ def save_oci_layout(store: Store, images: list[tuple[Image, list[Reference]]], o
     if idx_path.exists():
         old = _json(idx_path.read_bytes(), str(out), "index.json")
         new_names = {(m.get("annotations") or {}).get(REF_NAME) for m in index["manifests"]} - {None}
-        kept = [m for m in _manifests(old, f"{out}: index.json")
-                if str_map(m.get("annotations"), f"{out}: index.json").get(REF_NAME) not in new_names]
+        descs = _manifests(old, f"{out}: index.json")  # checked; the entries are kept as they were written
+        kept = [m for m, d in zip(old["manifests"], descs, strict=True) if d.annotations.get(REF_NAME) not in new_names]
         index["manifests"] = kept + index["manifests"]
     tmp = idx_path.with_name(".index.json.tmp")
     tmp.write_text(json.dumps(index, separators=(",", ":")))
