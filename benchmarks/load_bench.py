@@ -171,20 +171,23 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def build_archive(out: Path, params: dict) -> None:
-    """A classic docker-archive: ``CONFIG.json``, ``DIFFHEX/layer.tar`` per layer, ``manifest.json``;
-    its layers as ``params`` says (``dirs``: one per directory; else ``size_mb`` in ``layers``)."""
+def build_archive(out: Path, size_mb: int | None = None, nlayers: int = 6, dirs: list[str] | None = None) -> None:
+    """A classic docker-archive: ``CONFIG.json``, ``DIFFHEX/layer.tar`` per layer, ``manifest.json``; its
+    layers one per directory of ``dirs``, else ``size_mb`` MB of file data in ``nlayers`` (the generator).
+    Records what it was built from in ``params.json`` beside it."""
     work = out.parent / "layers"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    if "dirs" in params:
-        print(f"building an image of {', '.join(params['dirs'])}, one layer each, under {out.parent} ...",
-              flush=True)
-        layers = build_dir_layers(work, params["dirs"])
+    if dirs:
+        print(f"building an image of {', '.join(dirs)}, one layer each, under {out.parent} ...", flush=True)
+        layers = build_dir_layers(work, dirs)
+        params: dict = {"dirs": dirs}
     else:
-        print(f"building a {params['size_mb']} MB image in {params['layers']} layers under {out.parent} ...",
-              flush=True)
-        layers = build_layers(work, params["size_mb"] * 1_000_000, params["layers"])
+        if size_mb is None:
+            raise ValueError("build_archive needs dirs or size_mb")
+        print(f"building a {size_mb} MB image in {nlayers} layers under {out.parent} ...", flush=True)
+        layers = build_layers(work, size_mb * 1_000_000, nlayers)
+        params = {"size_mb": size_mb, "layers": nlayers}
     nlayers = len(layers)
     hexes = [sha256_file(p) for p in layers]
     cfg = json.dumps({
@@ -301,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         wanted = {"dirs": a.dirs or DEFAULT_DIRS}
     if a.rebuild or not archive.exists() or not params.exists() or json.loads(params.read_text()) != wanted:
-        build_archive(archive, wanted)
+        build_archive(archive, a.size_mb, a.layers, wanted.get("dirs"))
     size = archive.stat().st_size
     with tarfile.open(archive) as tf:
         layer_sizes = [m.size for m in tf.getmembers() if m.name.endswith("/layer.tar")]
