@@ -11,7 +11,8 @@ later runs with the same options:
 
 Then it times, each command once as a warm-up and then ``--repeat`` rounds (default 5, at least 4; the
 median is reported), the tools taking turns going first (round r starts with the r-th), every run with a
-fresh destination and after a ``sync``:
+fresh destination, after a ``sync`` and ``--settle`` seconds (default 20) after the run before it
+(see :func:`measure`):
 
 - ``layerkit --store DIR load ARCHIVE`` (a child process; its peak RSS and CPU time come from ``wait4``),
 - ``skopeo copy --dest-oci-accept-uncompressed-layers docker-archive:ARCHIVE oci:DIR:bench``: the same
@@ -234,14 +235,18 @@ def run_child(argv: list[str]) -> tuple[float, int, float]:
     return wall, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime  # Linux: ru_maxrss in kilobytes
 
 
-def measure(commands: dict[str, object], repeat: int) -> dict[str, tuple[float, list[float], int, float]]:
+def measure(commands: dict[str, object], repeat: int, settle: float = 0.0
+            ) -> dict[str, tuple[float, list[float], int, float]]:
     """Each command once as a warm-up, then ``repeat`` rounds taking the commands in turn.
 
-    The commands take turns going first: round r starts with the r-th command and goes on in order, so
-    none always runs right after the same other one (the write-back a run leaves behind, the page cache
-    it warms). Every run gets a fresh destination and starts after a ``sync``, so no run pays for the
-    write-back of the one before. Returns name -> (median seconds, times, max peak RSS of the timed runs,
-    median CPU seconds).
+    The commands take turns going first: round r starts with the r-th command and goes on in order. Every
+    run gets a fresh destination and starts after a ``sync``, so no run pays for the write-back of the one
+    before, and ``settle`` seconds after the run before it was cleaned up: on this virtual machine the
+    page-cache pages a removed destination frees stay resident for about two seconds and are then handed
+    back to the host, and filling pages the host must provide again costs 2-4 s of kernel time per GB
+    written. Without the pause the run that follows a writer gets resident pages and the one that follows
+    a reader does not, which in a fixed cycle of turns always favours the same tool. Returns name ->
+    (median seconds, times, max peak RSS of the timed runs, median CPU seconds).
     """
     names = list(commands)
     times: dict[str, list[float]] = {name: [] for name in names}
@@ -253,11 +258,12 @@ def measure(commands: dict[str, object], repeat: int) -> dict[str, tuple[float, 
             with tempfile.TemporaryDirectory(dir=HERE, prefix=f"{name}-") as d:
                 os.sync()
                 wall, peak, cpu_s = run_child(commands[name](Path(d) / "dest"))
+            os.sync()
+            time.sleep(settle)
             if rnd:  # round 0 is the warm-up (page cache, imports)
                 times[name].append(wall)
                 cpu[name].append(cpu_s)
                 rss[name] = max(rss[name], peak)
-        os.sync()  # the last run's write-back is not the next round's first run's to pay
     return {name: (statistics.median(ts), ts, rss[name], statistics.median(cpu[name]))
             for name, ts in times.items()}
 
@@ -284,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="instead of --dirs: generate this much file data from several directories")
     ap.add_argument("--layers", type=int, default=6, help="layers of the generated image (default 6)")
     ap.add_argument("--repeat", type=int, default=5, help="timed rounds after a warm-up (default 5, at least 4)")
+    ap.add_argument("--settle", type=float, default=20.0,
+                    help="seconds to wait after each run, so no run inherits the pages the one before freed "
+                         "(default 20; see measure)")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the archive even if it exists")
     ap.add_argument("--skopeo-gzip", action="store_true",
                     help="also time skopeo's default copy into oci:, which gzips every layer (another job)")
@@ -321,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if a.skopeo_gzip:
         commands["skopeo-gzip"] = lambda d: sk + [f"docker-archive:{archive}", f"oci:{d}:bench"]
-    res = measure(commands, a.repeat)
+    res = measure(commands, a.repeat, a.settle)
 
     def fmt(ts: list[float]) -> str:
         return ", ".join(f"{t:.2f}" for t in ts)

@@ -36,13 +36,14 @@ def _blobs(tmp_path: Path) -> BlobStore:
     return BlobStore(tmp_path / "store", tmp_path / "store" / "layerkit" / "tmp")
 
 
-def test_written_behind_holds_every_byte_hashed(tmp_path):
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "page-cache"])
+def test_written_behind_holds_every_byte_hashed(tmp_path, direct):
     """Chunks of every awkward size (a byte, around the 4096-byte block, across the direct-I/O stage, a
     memoryview) land in the file in order, the last partial block included."""
     blobs = _blobs(tmp_path)
     data = os.urandom(3 * STAGE + 12345)
     sizes = [1, 4095, 4096, 4097, 1 << 20, STAGE + 3, 7, STAGE - 1]
-    w = blobs.writer(label="test blob", background=True)
+    w = blobs.writer(label="test blob", background=True, direct=direct)
     pos = 0
     for n in sizes:
         w.write(memoryview(data)[pos:pos + n] if n == 4097 else data[pos:pos + n])

@@ -160,7 +160,7 @@ class _WriteBehind:
     one, or once cancelled, the thread only drains the queue, so a caller's ``put`` never blocks for ever.
     """
 
-    DEPTH = 8
+    DEPTH = 4
 
     def __init__(self, fd: int, label: str, direct: bool = True) -> None:
         self._fd = fd
@@ -282,11 +282,13 @@ class BlobWriter:
     """A blob being written: feed bytes with :meth:`write`, then :meth:`commit` or :meth:`abort`.
 
     With ``background=True`` the bytes are hashed in the caller's thread and written (then fsynced, after
-    :meth:`end`) by a thread of the writer's own; :meth:`sync` and :meth:`commit` wait for it.
+    :meth:`end`) by a thread of the writer's own; :meth:`sync` and :meth:`commit` wait for it. ``direct``
+    (with ``background``): write around the page cache, for a blob nobody reads soon (see
+    :class:`_WriteBehind`).
     """
 
     def __init__(self, store: BlobStore, expected: str | None = None, label: str = "blob",
-                 background: bool = False) -> None:
+                 background: bool = False, direct: bool = True) -> None:
         self._store = store
         self.expected = validate(expected) if expected else None
         self.label = label
@@ -295,7 +297,7 @@ class BlobWriter:
         self._hash = hashlib.sha256()
         self.size = 0
         self.digest: str | None = None
-        self._behind = _WriteBehind(fd, label) if background else None
+        self._behind = _WriteBehind(fd, label, direct) if background else None
 
     def write(self, data: bytes | memoryview) -> None:
         """Append bytes to the blob and to its running digest (behind: ``data`` must not change later)."""
@@ -455,10 +457,12 @@ class BlobStore:
         with self.open(digest) as f:
             return f.read()
 
-    def writer(self, expected: str | None = None, label: str = "blob", background: bool = False) -> BlobWriter:
-        """Start writing a blob; see :class:`BlobWriter` (``background``: written behind, by a thread)."""
+    def writer(self, expected: str | None = None, label: str = "blob", background: bool = False,
+               direct: bool = True) -> BlobWriter:
+        """Start writing a blob; see :class:`BlobWriter` (``background``: written behind, by a thread;
+        ``direct``: around the page cache, where the file system allows)."""
         self.ensure()
-        return BlobWriter(self, expected, label, background)
+        return BlobWriter(self, expected, label, background, direct)
 
     def put_bytes(self, data: bytes, expected: str | None = None, label: str = "blob", fsync: bool = True) -> str:
         """Store a small blob and return its digest (nothing is written when the store holds it already).

@@ -360,7 +360,8 @@ def ingest_layer(
     Verifies ``expected_digest`` (the blob) and ``expected_diff_id`` (the uncompressed tar) and raises
     :class:`DigestMismatch` naming ``label`` when either differs. The returned writer is not committed.
     """
-    # the blob is written (and fsynced) behind, by the writer's thread, while this one hashes and indexes
+    # the blob is written (and fsynced) behind, by the writer's thread, while this one hashes and indexes;
+    # directly, around the page cache: its index is made here, so nothing reads it back soon
     writer = blobs.writer(expected_digest, label, background=True)
     try:
         raw = _Counter()
@@ -413,7 +414,9 @@ def fetch_layer(
     and hashing the tar costs most of a pull's CPU time (a 790 MB image: 2.9 CPU seconds against 1.1
     without), and commands that only move images (``push``, ``save``, ``copy``) never need it.
     """
-    writer = blobs.writer(expected_digest, label, background=True)
+    # behind, but through the page cache: the layer's first use reads the blob back soon (registry_bench,
+    # first use after a pull: 3.30 s when the pull's pages are still cached, 3.65 s after direct writes)
+    writer = blobs.writer(expected_digest, label, background=True, direct=False)
     try:
         raw = _Counter()
         compression, chunks = _blob_chunks(src, writer, limit, raw)
