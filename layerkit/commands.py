@@ -307,7 +307,9 @@ def df(store: Store, verbose: bool = False) -> Sections:
             layer_rows.append({"diff_id": layer.diff_id, "digest": layer.digest, "size": layer.size,
                                "compressed_size": layer.compressed_size,
                                "images": len(by_diff.get(layer.diff_id, []))})
-    container_rows = [_container_row(c) for c in store.containers()]
+    containers = list(store.containers())
+    container_rows = [_container_row(c) for c in containers]
+    running = [c.state == "running" for c in containers]
     total_images = sum(r["size"] for r in layer_rows)
     active = [r for r in image_rows if r["containers"]]
     active_layers = {la.diff_id for img in imgs if counts.get(img.id) for la in img.layers}
@@ -316,9 +318,8 @@ def df(store: Store, verbose: bool = False) -> Sections:
     summary = [
         {"type": "Images", "total": len(image_rows), "active": len(active), "size": total_images,
          "reclaimable": reclaimable},
-        {"type": "Containers", "total": len(container_rows),
-         "active": sum(1 for r in container_rows if r["status"].startswith("Up")), "size": csize,
-         "reclaimable": sum(r["size"] for r in container_rows if not r["status"].startswith("Up"))},
+        {"type": "Containers", "total": len(container_rows), "active": sum(running), "size": csize,
+         "reclaimable": sum(r["size"] for r, up in zip(container_rows, running, strict=True) if not up)},
     ]
 
     def pct(r: dict) -> str:
