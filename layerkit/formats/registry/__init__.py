@@ -1,13 +1,11 @@
 """Images over the OCI distribution API (v2): ``pull``, ``push``, ``login`` and ``logout``.
 
-Split as go-containerregistry's ``remote/transport`` is, each module testable alone; the arrows are the
-only imports between them, so there is no cycle::
+Split as go-containerregistry's ``remote/transport`` is, each module testable alone. Each module imports
+only those on its right, so there is no cycle::
 
-    pulling ──> manifests ──> transport ──> auth ──> errors
-       │                         │  └────> retry
-    pushing ─────────────────────┤
-       │    └─> state, results   │
-       └──────> credentials ─────┘   (login checks credentials through the transport)
+    pulling  -> manifests, credentials, state, results -> transport -> auth, retry -> errors
+    pushing  ->            credentials, state, results -> transport
+    credentials (login checks credentials through the transport) -> transport
 
 * :mod:`.transport`: the HTTP client of one operation (registry names and hosts, scheme choice, TLS and
   ``--insecure``, timeouts, user agent, auth header, retries).
@@ -20,7 +18,9 @@ only imports between them, so there is no cycle::
 * :mod:`.state`: ``registry.json``, where blobs were seen (for mounts) and the images' repo digests.
 * :mod:`.results`: what a transfer did, and Docker's lines for it.
 
-No secret is ever printed, logged or put in an error.
+The transfers live in ``pulling`` and ``pushing``, not ``pull`` and ``push``, so that
+``layerkit.formats.registry.pull`` is the function and no submodule hides behind it. No secret is ever
+printed, logged or put in an error.
 """
 
 from __future__ import annotations
