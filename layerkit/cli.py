@@ -23,7 +23,9 @@ from typing import Any
 
 from . import commands
 from .engine.humanize import parse_size
+from .engine.progress import Progress
 from .errors import EXPECTED, one_line
+from .progressbars import ProgressBars
 from .results import Document, Message, Stream, dumps
 from .version import __version__
 
@@ -272,11 +274,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def run(args: argparse.Namespace) -> Any:
-    """Call the verb's command with the parsed arguments."""
+def progress_title(args: argparse.Namespace) -> str:
+    """What a progress bar calls the verb's work (``pull 127.0.0.1:5000/app:v1``, ``load busybox.tar``)."""
+    v = args.verb
+    if v == "load":
+        return f"load {Path(args.path).name}" if getattr(args, "path", None) else f"load {args.from_engine}"
+    if v == "pull":
+        return f"pull {args.reference}"
+    if v == "push":
+        return f"push {args.reference or args.image}"
+    if v == "copy":
+        return f"copy {args.src}"
+    return str(v)
+
+
+def _terminal_progress(args: argparse.Namespace) -> ProgressBars:
+    """Progress bars on stderr, only when it is a terminal (tqdm's ``disable=None``)."""
+    return ProgressBars(progress_title(args), "tqdm")
+
+
+def run(args: argparse.Namespace, progress: Progress | None = None) -> Any:
+    """Call the verb's command with the parsed arguments; long work reports to ``progress``."""
     from .engine.store import Store
 
-    store = Store(args.store) if args.store is not None else Store()
+    store = Store(args.store, progress=progress) if args.store is not None else Store(progress=progress)
     v = args.verb
     if v == "ref":
         return commands.ref(store, args.reference)
@@ -490,7 +511,8 @@ def _main(argv: list[str], parsed: list[argparse.Namespace]) -> int:
         if not args.verb:
             _emit(parser.format_help())
             return 2
-        result = run(args)
+        with _terminal_progress(args) as progress:
+            result = run(args, progress)  # the bars are closed before the result is printed
     except _Exit as e:
         return e.status
     except UsageError as e:

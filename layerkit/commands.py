@@ -8,7 +8,6 @@ or :class:`~layerkit.results.Sections`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from .engine.digests import short
 from .engine.humanize import rfc3339
 from .engine.image import Image
 from .engine.layerindex import Entry
+from .engine.progress import Progress
 from .engine.reference import Reference, parse_reference
 from .engine.store import Store
 from .errors import HostPathError, InvalidReference, LayerkitError
@@ -53,26 +53,12 @@ def ref(store: Store | None, text: str) -> Document:
 
 # ---- load / save ----------------------------------------------------------------------------
 
-def load(store: Store, path: str, progress: Callable[[str, int], None] | None = None) -> Message:
-    """Import a docker-archive, OCI archive or OCI layout (``DIR[:TAG]``)."""
+def load(store: Store, path: str, progress: Progress | None = None) -> Message:
+    """Import a docker-archive, OCI archive or OCI layout (``DIR[:TAG]``); ``progress`` (default: the
+    store's) receives each layer's events."""
     from .formats.load import load_path
 
-    bar = None
-    if progress is None:
-        from tqdm.auto import tqdm
-
-        # disable=None: a bar on a terminal or in a notebook, nothing in CI logs
-        bar = tqdm(desc=f"load {Path(path).name}", unit="B", unit_scale=True, unit_divisor=1000, disable=None,
-                   leave=True)
-
-        def progress(message: str, nbytes: int) -> None:
-            bar.set_postfix_str(message, refresh=False)
-            bar.update(nbytes)
-    try:
-        loaded = load_path(store, path, progress=progress)
-    finally:
-        if bar is not None:
-            bar.close()
+    loaded = load_path(store, path, progress=progress or store.progress)
     lines: list[str] = []
     data: list[dict] = []
     for li in loaded:
@@ -321,7 +307,9 @@ def df(store: Store, verbose: bool = False) -> Sections:
             layer_rows.append({"diff_id": layer.diff_id, "digest": layer.digest, "size": layer.size,
                                "compressed_size": layer.compressed_size,
                                "images": len(by_diff.get(layer.diff_id, []))})
-    container_rows = [_container_row(c) for c in store.containers()]
+    containers = list(store.containers())
+    container_rows = [_container_row(c) for c in containers]
+    running = [c.state == "running" for c in containers]
     total_images = sum(r["size"] for r in layer_rows)
     active = [r for r in image_rows if r["containers"]]
     active_layers = {la.diff_id for img in imgs if counts.get(img.id) for la in img.layers}
@@ -330,9 +318,8 @@ def df(store: Store, verbose: bool = False) -> Sections:
     summary = [
         {"type": "Images", "total": len(image_rows), "active": len(active), "size": total_images,
          "reclaimable": reclaimable},
-        {"type": "Containers", "total": len(container_rows),
-         "active": sum(1 for r in container_rows if r["status"].startswith("Up")), "size": csize,
-         "reclaimable": sum(r["size"] for r in container_rows if not r["status"].startswith("Up"))},
+        {"type": "Containers", "total": len(container_rows), "active": sum(running), "size": csize,
+         "reclaimable": sum(r["size"] for r, up in zip(container_rows, running, strict=True) if not up)},
     ]
 
     def pct(r: dict) -> str:
@@ -960,46 +947,31 @@ def report(store: Store, targets: list[str], output: str) -> Message:
 
 # ---- registries ---------------------------------------------------------------------------------
 
-def _transfer_bar(desc: str):
-    from tqdm.auto import tqdm
-
-    bar = tqdm(desc=desc, unit="B", unit_scale=True, unit_divisor=1000, disable=None, leave=True)
-
-    def progress(message: str, nbytes: int) -> None:
-        bar.set_postfix_str(message, refresh=False)
-        bar.update(nbytes)
-    return bar, progress
-
-
 def pull(store: Store, ref: str, platform: str | None = None, insecure: bool = False,
-         verify: bool = False) -> Message:
+         verify: bool = False, progress: Progress | None = None) -> Message:
     """``pull REF``: fetch an image over the OCI distribution API; layers the store holds are not fetched.
-    ``verify``: check every layer's diff_id (and index it) now rather than on first use."""
+    ``verify``: check every layer's diff_id (and index it) now rather than on first use. ``progress``
+    (default: the store's) receives each layer's events."""
     from .formats.registry import pull as do_pull
 
-    bar, progress = _transfer_bar(f"pull {ref}")
-    try:
-        res = do_pull(store, ref, platform=platform, insecure=insecure, progress=progress, verify=verify)
-    finally:
-        bar.close()
+    res = do_pull(store, ref, platform=platform, insecure=insecure, progress=progress or store.progress,
+                  verify=verify)
     return Message(res.lines(), res.to_json())
 
 
-def push(store: Store, image: str, ref: str | None = None, insecure: bool = False) -> Message:
-    """``push IMAGE [REF]``: send an image; blobs the registry has are skipped or mounted, never resent."""
+def push(store: Store, image: str, ref: str | None = None, insecure: bool = False,
+         progress: Progress | None = None) -> Message:
+    """``push IMAGE [REF]``: send an image; blobs the registry has are skipped or mounted, never resent.
+    ``progress`` (default: the store's) receives each layer's events."""
     from .formats.registry import push as do_push
 
-    bar, progress = _transfer_bar(f"push {ref or image}")
-    try:
-        res = do_push(store, image, ref, insecure=insecure, progress=progress)
-    finally:
-        bar.close()
+    res = do_push(store, image, ref, insecure=insecure, progress=progress or store.progress)
     return Message(res.lines(), res.to_json())
 
 
 def login(store: Store | None, registry: str, username: str, password: str, insecure: bool = False) -> Message:
     """``login REGISTRY``: check the credentials against the registry, then save them (mode 0600)."""
-    from .formats.auth import login as do_login
+    from .formats.registry import login as do_login
 
     do_login(registry, username, password, insecure=insecure)
     return Message(["Login Succeeded"], {"registry": registry, "username": username})
@@ -1007,7 +979,7 @@ def login(store: Store | None, registry: str, username: str, password: str, inse
 
 def logout(store: Store | None, registry: str) -> Message:
     """``logout REGISTRY``: forget saved credentials."""
-    from .formats.auth import logout as do_logout
+    from .formats.registry import logout as do_logout
 
     removed = do_logout(registry)
     line = f"Removing login credentials for {registry}" if removed else f"Not logged in to {registry}"
@@ -1063,19 +1035,23 @@ def check(store: Store, name: str, lowest_efficiency: float | None = 0.9,
 
 # ---- engines and transports ---------------------------------------------------------------------
 
-def copy(store: Store, src: str, dst: str, insecure: bool = False, engine: str | None = None) -> Message:
-    """``copy SRC DST`` between transports named as skopeo names them (and layerkit's store)."""
+def copy(store: Store, src: str, dst: str, insecure: bool = False, engine: str | None = None,
+         progress: Progress | None = None) -> Message:
+    """``copy SRC DST`` between transports named as skopeo names them (and layerkit's store); ``progress``
+    (default: the store's) receives the events of the load, pull or push."""
     from .formats.copy import copy as do_copy
 
-    res = do_copy(store, src, dst, insecure=insecure, endpoint=engine)
+    res = do_copy(store, src, dst, insecure=insecure, endpoint=engine, progress=progress or store.progress)
     return Message(list(res.get("lines") or []), {k: v for k, v in res.items() if k != "lines"})
 
 
-def load_from_engine(store: Store, name: str, engine: str | None = None) -> Message:
-    """``load --from-engine NAME``: a streamed ``docker save`` from a running Docker or Podman."""
+def load_from_engine(store: Store, name: str, engine: str | None = None, progress: Progress | None = None
+                     ) -> Message:
+    """``load --from-engine NAME``: a streamed ``docker save`` from a running Docker or Podman; ``progress``
+    (default: the store's) receives the archive's and the layers' events."""
     from .formats.engine_api import load_from_engine as do_load
 
-    loaded = do_load(store, name, endpoint=engine)
+    loaded = do_load(store, name, endpoint=engine, progress=progress or store.progress)
     lines = [f"Loaded image: {t}" for li in loaded for t in li.tags] or \
         [f"Loaded image ID: {li.id}" for li in loaded]
     return Message(lines, [{"reference": t, "id": li.id} for li in loaded for t in (li.tags or [None])])

@@ -54,6 +54,7 @@ from .indexentries import IndexEntries
 from .layer import index_blob, layer_workers
 from .layerindex import LayerIndex, read_index, write_index
 from .private import private_dir
+from .progress import Progress, ProgressEvent, Status, serialized
 from .reference import Reference, parse_reference
 from .shapes import check_config, check_index, check_manifest, load_json, load_object
 
@@ -62,6 +63,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
+INDEX_PROGRESS_MIN = 64 << 20  # indexing a layer blob this large reports progress
 # layerkit's directories that hold image content or container state: 0700, like STORE/layerkit itself
 PRIVATE_DIRS = ("tmp", "rootfs", "containers", "layers", "views", "verified")
 
@@ -118,9 +120,11 @@ class Store:
     """A layerkit store. ``Store()`` opens the default store; ``Store(path)`` any other.
 
     Reading a store that does not exist yet shows no images; the directory is created on first write.
+    ``progress`` receives the events of work the store does on its own when asked for something (indexing
+    a large layer on first use); the faces set it to draw them.
     """
 
-    def __init__(self, root: str | os.PathLike | None = None) -> None:
+    def __init__(self, root: str | os.PathLike | None = None, progress: Progress | None = None) -> None:
         if root is not None and not os.fspath(root):
             # Path("") is the current directory: an empty --store must not quietly mean some store
             raise HostPathError("the store path is empty: name a directory, or leave it out for the default store")
@@ -133,6 +137,7 @@ class Store:
         self.verified_dir = self.meta_dir / "verified"
         self._verified: dict[str, str] = {}
         self._views: dict[str, object] = {}
+        self.progress = serialized(progress)  # layers are indexed on several threads (index_layers)
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
@@ -300,18 +305,19 @@ class Store:
         self._verified[digest] = diff_id
 
     def _index_with_progress(self, digest: str) -> LayerIndex:
-        """Index a stored blob; a large one shows a progress bar (tqdm.auto: a widget in a notebook, text
-        on a terminal, nothing when stderr is not a TTY)."""
+        """Index a stored blob; a large one reports ``indexing`` events, then ``done``, to
+        :attr:`progress` (the faces draw them: a bar on a terminal or in a notebook)."""
         size = self.blobs.size(digest)
-        if size < 64 << 20:
+        report = self.progress
+        if report is None or size < INDEX_PROGRESS_MIN:
             return index_blob(self.blobs, digest, f"layer {digest}")
-        from tqdm.auto import tqdm
 
-        with tqdm(total=size, desc=f"indexing {digest[7:19]}", unit="B", unit_scale=True, unit_divisor=1000,
-                  disable=None, leave=True) as bar:
-            def progress(offset: int) -> None:
-                bar.update(max(0, min(offset, size) - bar.n))
-            return index_blob(self.blobs, digest, f"layer {digest}", progress=progress)
+        def progress(offset: int) -> None:
+            report(ProgressEvent("layer", digest, min(offset, size), size, Status.INDEXING))
+        progress(0)
+        idx = index_blob(self.blobs, digest, f"layer {digest}", progress=progress)
+        report(ProgressEvent("layer", digest, size, size, Status.DONE))
+        return idx
 
     def save_layer_index(self, index: LayerIndex, digest: str) -> None:
         """Cache a layer index computed from blob ``digest`` (whose content was hashed to its diff_id)."""

@@ -21,10 +21,11 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from .. import commands
 from ..cli import UsageError as CliUsageError
-from ..cli import _Exit, build_parser, run
+from ..cli import _Exit, build_parser, progress_title, run
 from ..errors import EXPECTED, LayerkitError, one_line
 from ..results import Document, Message, Sections, Stream, Table, TreeListing
 from .frames import FrameSet  # noqa: F401  (re-exported: it used to live here)
+from .progress import notebook_progress
 
 PLOT_KINDS = ("layers", "shared", "sharing", "cumulative", "wasted", "largest", "directories", "diff")
 
@@ -175,7 +176,8 @@ class LayerkitMagics(Magics):
         from ..engine.store import Store
 
         d = override or self.store_dir
-        return Store(d) if d else Store()
+        # a panel or plot may index a large layer on first use: its bar shows in the cell
+        return Store(d or None, progress=notebook_progress("layerkit"))
 
     @line_cell_magic
     def lk(self, line: str = "", cell: str | None = None) -> Any:
@@ -255,7 +257,8 @@ class LayerkitMagics(Magics):
             raise CliUsageError(f"%lk {args.verb} prune removes data and cannot ask here: add -f")
         if args.verb in ("run", "start", "exec"):
             return self._run_captured(args)
-        result = run(args)
+        with notebook_progress(progress_title(args)) as progress:
+            result = run(args, progress)
         if json_:  # what `layerkit VERB --format json` prints, as Python data
             return result.to_json() if result is not None else None
         layers = len(store.image(args.image).diff_ids) if args.verb == "efficiency" else None
