@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
 
+from .engine.container import container_counts, find_container, list_containers
 from .engine.digests import short
 from .engine.humanize import rfc3339
 from .engine.image import Image
@@ -140,7 +141,7 @@ def _sharing(store: Store) -> tuple[list[Image], dict[str, list[Image]]]:
 def _image_sizes(img: Image, users: dict[str, list[Image]]) -> tuple[int, int, int]:
     """(size, shared_size, unique_size) as ``docker system df -v`` defines them (sharing by chain ID)."""
     size = shared = 0
-    img.store.index_layers(img.layers)  # a pulled image's layers are indexed on first use, several at once
+    img.source.index_layers(img.layers)  # a pulled image's layers are indexed on first use, several at once
     for layer in img.layers:
         size += layer.size
         if len(users.get(layer.chain_id, [])) > 1:
@@ -174,7 +175,7 @@ def images(store: Store, containers_by_image: dict[str, int] | None = None) -> T
 
 def store_container_counts(store: Store) -> dict[str, int]:
     """How many containers use each image."""
-    return store.container_counts()
+    return container_counts(store)
 
 
 def history(store: Store, name: str, no_trunc: bool = False) -> Table:
@@ -249,7 +250,7 @@ def inspect_image(store: Store, name: str) -> Document:
 
 def inspect(store: Store, name: str) -> Document:
     """``inspect IMAGE|CONTAINER``: containers first (as Docker resolves names), then images."""
-    c = store.find_container(name, missing_ok=True)
+    c = find_container(store, name, missing_ok=True)
     if c is not None:
         return Document(c.inspect())
     return inspect_image(store, name)
@@ -321,7 +322,7 @@ def df(store: Store, verbose: bool = False) -> Sections:
             layer_rows.append({"diff_id": layer.diff_id, "digest": layer.digest, "size": layer.size,
                                "compressed_size": layer.compressed_size,
                                "images": len(by_diff.get(layer.diff_id, []))})
-    container_rows = [_container_row(c) for c in store.containers()]
+    container_rows = [_container_row(c) for c in list_containers(store)]
     total_images = sum(r["size"] for r in layer_rows)
     active = [r for r in image_rows if r["containers"]]
     active_layers = {la.diff_id for img in imgs if counts.get(img.id) for la in img.layers}
@@ -425,7 +426,7 @@ def image_short(img: Image) -> str:
 
 def _target(store: Store, name: str):
     """A container (by name or ID) or else an image, as Docker resolves names for inspect."""
-    c = store.find_container(name, missing_ok=True)
+    c = find_container(store, name, missing_ok=True)
     if c is not None:
         return c, c.view(), c.top
     img = store.image(name)
@@ -507,7 +508,7 @@ def ls(store: Store, target: str, path: str = "/", recursive: bool = False, whit
 def _layer_indexes(store: Store, target: str) -> tuple[list, list[str | None]]:
     """The layer indexes of an image, or of a container (its image's layers and then its writable layer),
     bottom first, with their diff_ids (None for the writable layer)."""
-    c = store.find_container(target, missing_ok=True)
+    c = find_container(store, target, missing_ok=True)
     if c is not None:
         from .engine.upper import upper_index
 
@@ -559,7 +560,7 @@ def cat(store: Store, target: str, path: str, layer: int | None = None) -> Strea
     the image's)."""
     from .engine.content import iter_entry_bytes
 
-    c = store.find_container(target, missing_ok=True)
+    c = find_container(store, target, missing_ok=True)
     if c is not None and (layer is None or layer >= len(c.image.layers)):
         f = c.open(path)
         return Stream(iter(lambda: f.read(1 << 20), b""))
@@ -679,7 +680,7 @@ def start(store: Store, name: str, interactive: bool = False, stdout=None, stder
     """``start CONTAINER``: run the container's command again (attached, as ``docker start -a``)."""
     from .engine.runtime import execute
 
-    c = store.find_container(name)
+    c = find_container(store, name)
     code = execute(c, None, interactive=interactive, stdin=stdin, stdout=stdout, stderr=stderr)
     return Message([], {"id": c.id, "exit_code": code}, exit_code=code)
 
@@ -689,7 +690,7 @@ def exec_(store: Store, name: str, command: list[str], interactive: bool = False
     """``exec CONTAINER CMD...``: run another process in the container's filesystem."""
     from .engine.runtime import execute
 
-    c = store.find_container(name)
+    c = find_container(store, name)
     code = execute(c, command, interactive=interactive, stdin=stdin, stdout=stdout, stderr=stderr)
     return Message([], {"id": c.id, "exit_code": code}, exit_code=code)
 
@@ -703,7 +704,7 @@ def _container_row(c) -> dict:
 
 def ps(store: Store, all: bool = False) -> Table:
     """``ps [-a]``: containers, newest first (only running ones without ``-a``)."""
-    rows = [_container_row(c) for c in store.containers() if all or c.state == "running"]
+    rows = [_container_row(c) for c in list_containers(store) if all or c.state == "running"]
     cols = [Column("id", "CONTAINER ID", fmt_id), Column("image", "IMAGE"),
             Column("command", "COMMAND", lambda v: '"' + ellipsis(20)(v) + '"'),
             Column("created", "CREATED", fmt_ago), Column("status", "STATUS"), Column("size", "SIZE", fmt_size),
@@ -719,7 +720,7 @@ def rm(store: Store, names: list[str], force: bool = False) -> Message:
     lines, errors = [], []
     for n in names:
         try:
-            c = store.find_container(n)
+            c = find_container(store, n)
             if force and c.state == "running":
                 kill(c)  # as docker rm -f: stop its processes first, so nothing runs on a removed layer
             remove_container(store, c.id, force=force)
@@ -733,7 +734,7 @@ def rm(store: Store, names: list[str], force: bool = False) -> Message:
 
 def diff(store: Store, name: str) -> Table:
     """``diff CONTAINER``: A/C/D lines as ``docker diff``, with the size of each change."""
-    c = store.find_container(name)
+    c = find_container(store, name)
     rows = c.diff()
     return Table([Column("kind", "KIND"), Column("path", "PATH")], rows, ["kind", "path", "size"],
                  header=False, sep=" ")
@@ -744,7 +745,7 @@ def commit(store: Store, name: str, repo: str | None = None, message: str = "", 
     """``commit [-m] [-a] [-c]... CONTAINER [REPO[:TAG]]``: prints the new image ID."""
     from .engine.commit import commit as do_commit
 
-    c = store.find_container(name)
+    c = find_container(store, name)
     img = do_commit(c, repo, message=message, author=author, changes=changes)
     return Message([img.id], {"id": img.id})
 
@@ -756,7 +757,7 @@ def cp(store: Store, src: str, dst: str) -> Message:
     def split(arg: str):
         if ":" in arg and not arg.startswith(("/", ".")):
             name, _, path = arg.partition(":")
-            c = store.find_container(name, missing_ok=True)
+            c = find_container(store, name, missing_ok=True)
             if c is not None:
                 return c, path
         return None, arg

@@ -489,31 +489,6 @@ class Store:
                 users.setdefault(d, []).append(img)
         return users
 
-    # ---- containers ---------------------------------------------------------------------------
-
-    def containers(self) -> list:
-        """Every container of the store, newest first."""
-        from .container import list_containers
-
-        return list_containers(self)
-
-    def find_container(self, name: str, missing_ok: bool = False):
-        """A container by name, ID or unique ID prefix (:class:`ContainerNotFound` if none)."""
-        from .container import get_container
-
-        return get_container(self, name, missing_ok=missing_ok)
-
-    def container_users(self) -> dict[str, list[str]]:
-        """image ID -> names of the containers created from it."""
-        out: dict[str, list[str]] = {}
-        for c in self.containers():
-            out.setdefault(c.image_id, []).append(c.name)
-        return out
-
-    def container_counts(self) -> dict[str, int]:
-        """image ID -> number of containers using it."""
-        return {k: len(v) for k, v in self.container_users().items()}
-
     # ---- writing images -----------------------------------------------------------------------
 
     def add_image(
