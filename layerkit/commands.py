@@ -1,8 +1,12 @@
-"""Every verb, implemented once. The CLI and the ``%lk`` magic both call these and render the results.
+"""Every verb, implemented once. The CLI and the ``%lk`` magic both call these (through the table of verbs,
+:mod:`layerkit.verbs`) and render the results.
 
-Each function takes a :class:`~layerkit.engine.store.Store` and the verb's arguments and returns a
-:class:`~layerkit.results.Table`, :class:`~layerkit.results.Message`, :class:`~layerkit.results.Document`
-or :class:`~layerkit.results.Sections`.
+Each function takes a :class:`~layerkit.engine.store.Store` (:func:`open_store`) and the verb's arguments
+and returns a :class:`~layerkit.results.Table`, :class:`~layerkit.results.Message`,
+:class:`~layerkit.results.Document` or :class:`~layerkit.results.Sections`. The notebook's panels, plots and
+report read everything else they show here too (``image_info``, ``shared_layers``, ``layer_files``,
+``lookup`` ...): the faces never import the engine. ``report`` renders frames and plots, so it is a face's
+verb (:func:`layerkit.notebook.report.report`); this module imports no face.
 """
 
 from __future__ import annotations
