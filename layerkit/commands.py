@@ -1082,7 +1082,7 @@ def push(store: Store, image: str, ref: str | None = None, insecure: bool = Fals
 
 def login(store: Store | None, registry: str, username: str, password: str, insecure: bool = False) -> Message:
     """``login REGISTRY``: check the credentials against the registry, then save them (mode 0600)."""
-    from .formats.registry import login as do_login
+    from .formats.auth import login as do_login
 
     do_login(registry, username, password, insecure=insecure)
     return Message(["Login Succeeded"], {"registry": registry, "username": username})

@@ -428,10 +428,10 @@ def test_basic_auth_login_push_pull_logout(images, basic_reg, tmp_path):
     assert "\n" not in msg and host in msg and "unauthorized" in msg
     assert f"layerkit login {host}" in msg
     with pytest.raises(registry.RegistryAuthError, match="incorrect username or password"):
-        registry.login(host, USER, "wrong")
+        auth.login(host, USER, "wrong")
     assert not auth.config_path().exists()
 
-    registry.login(host, USER, PASSWORD)
+    auth.login(host, USER, PASSWORD)
     path = auth.config_path()
     assert path.stat().st_mode & 0o777 == 0o600
     saved = json.loads(path.read_text())["auths"][host]["auth"]
@@ -565,7 +565,7 @@ def test_bearer_token_flow(images, token_reg, tmp_path):
         registry.push(st, "lk.test/app-a:1", f"{host}/tok/app:a")
     assert "\n" not in str(exc.value) and host in str(exc.value)
 
-    registry.login(host, USER, PASSWORD)
+    auth.login(host, USER, PASSWORD)
     assert ts.seen[-1]["user"] == USER and ts.seen[-1]["service"] == ["layerkit-test"]
     ts.seen.clear()
     res = registry.push(st, "lk.test/app-a:1", f"{host}/tok/app:a")

@@ -1,6 +1,4 @@
-"""Registry credentials: saving them (``login`` checks them first: :func:`layerkit.formats.registry.login`),
-``logout``, and where a pull or push finds a user name and password. This module makes no request, so the
-registry client imports it and never the other way round.
+"""Registry credentials: ``login``, ``logout`` and where a pull or push finds a user name and password.
 
 layerkit keeps its own credentials file, ``$XDG_CONFIG_HOME/layerkit/auth.json`` (``~/.config/layerkit``
 when the variable is unset), written with mode 0600 in the format of the ``auths`` section of Docker's
@@ -170,6 +168,21 @@ def save_credentials(registry: str, username: str, password: str) -> Path:
     auths[_key_for(registry)] = {"auth": token}
     _write_private(path, data)
     return path
+
+
+def login(registry: str, username: str, password: str, insecure: bool = False) -> None:
+    """Check the credentials against the registry (``GET /v2/`` with its auth flow), then save them.
+
+    Raises :class:`~layerkit.formats.registry.RegistryAuthError` when the registry refuses them and the
+    other registry errors when it cannot be reached; nothing is saved then.
+    """
+    from .registry import check_login
+
+    if not username:
+        raise CredentialsError("login: a user name is required")
+    registry = normalize_registry(registry)
+    check_login(registry, username, password, insecure=insecure)
+    save_credentials(registry, username, password)
 
 
 def logout(registry: str) -> bool:

@@ -59,6 +59,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 import requests
 import urllib3
 
+from .. import __version__
 from ..engine.blobs import CHUNK
 from ..engine.digests import is_digest, sha256_bytes, short
 from ..engine.layer import layer_workers, media_type_compression
@@ -73,8 +74,7 @@ from ..errors import (
     NotFound,
     UnsupportedMediaType,
 )
-from ..version import __version__
-from .auth import CredentialsError, credentials_for, normalize_registry, save_credentials
+from .auth import credentials_for, normalize_registry
 from .importer import LayerSource, import_image
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -1214,17 +1214,3 @@ def check_login(registry: str, username: str, password: str, insecure: bool = Fa
                 raise RegistryAuthError(f"login {domain}: unauthorized: incorrect username or password")
             if resp.status_code != 200:
                 raise client.error_for(resp)
-
-
-def login(registry: str, username: str, password: str, insecure: bool = False) -> None:
-    """Check the credentials against the registry (``GET /v2/`` with its auth flow), then save them
-    (:func:`~layerkit.formats.auth.save_credentials`; here, not in auth.py, which the client imports).
-
-    Raises :class:`RegistryAuthError` when the registry refuses them and the other registry errors when it
-    cannot be reached; nothing is saved then.
-    """
-    if not username:
-        raise CredentialsError("login: a user name is required")
-    registry = normalize_registry(registry)
-    check_login(registry, username, password, insecure=insecure)
-    save_credentials(registry, username, password)
