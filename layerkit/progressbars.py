@@ -1,4 +1,5 @@
-"""Progress events (:mod:`layerkit.engine.progress`) drawn as tqdm bars, for the CLI and the notebook.
+"""Progress events (:mod:`layerkit.engine.progress`, read through :mod:`layerkit.results`) drawn as tqdm
+bars, for the CLI and the notebook.
 
 Each face picks its tqdm: the CLI plain ``tqdm`` on stderr (nothing when stderr is not a terminal), the
 notebook ``tqdm.auto`` (a widget). tqdm is imported with the first bar (about 75 ms that a quick verb
@@ -14,8 +15,7 @@ import importlib
 import threading
 from typing import Any
 
-from .engine.digests import short
-from .engine.progress import ProgressEvent, Status, Tally
+from .results import ProgressEvent, Status, Tally, short
 
 # what a bar's postfix says of a layer, as docker pull / push word it
 WORDS = {
