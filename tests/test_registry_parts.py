@@ -39,6 +39,7 @@ from services import free_port, start_registry
 
 from layerkit import commands
 from layerkit.engine import store as store_module
+from layerkit.engine.container import find_container
 from layerkit.engine.progress import ProgressEvent, Status, Tally
 from layerkit.engine.store import Store
 from layerkit.errors import InvalidManifest
@@ -455,12 +456,12 @@ def test_df_counts_running_containers_by_state(tmp_path):
     try:
         deadline = time.monotonic() + 30
         while True:
-            c = Store(st.root).find_container("sleeper", missing_ok=True)
+            c = find_container(Store(st.root), "sleeper", missing_ok=True)
             if c is not None and c.state == "running":
                 break
             assert sleeper.poll() is None and time.monotonic() < deadline, sleeper.stderr.read()
             time.sleep(0.1)
-        Store(st.root).find_container("idle").write("/scratch", b"x" * 700)
+        find_container(Store(st.root), "idle").write("/scratch", b"x" * 700)
         summary = {r["type"]: r for r in commands.df(Store(st.root)).to_json()["summary"]}
         assert summary["Containers"]["total"] == 2 and summary["Containers"]["active"] == 1
         assert summary["Containers"]["reclaimable"] == 700  # what the stopped one holds
