@@ -25,6 +25,7 @@ def main() -> int:
 
     from layerkit import commands
     from layerkit.engine import analysis
+    from layerkit.engine.container import find_container
     from layerkit.engine.efficiency import analyze
     from layerkit.engine.store import Store
     from layerkit.examples import busybox_archive
@@ -64,7 +65,7 @@ def main() -> int:
     names = ["busybox"]
     for n in range(19):
         c = commands.create(small, "busybox", ["sh"], name=f"c{n}").data["id"]
-        ctr = small.find_container(c)
+        ctr = find_container(small, c)
         ctr.mkdir("/data")
         ctr.write(f"/data/file{n}", bytes(range(256)) * (40 * (n + 1)))
         commands.commit(small, c, f"app{n}:v1")

@@ -105,6 +105,7 @@ def main() -> int:
     ap.add_argument("--entries", type=int, default=100_000)
     ap.add_argument("--unique", action="store_true", help="every file a path of its own (no overrides)")
     a = ap.parse_args()
+    from layerkit.engine.container import find_container
     from layerkit.engine.layer import index_blob
     from layerkit.engine.store import Store
     from layerkit.engine.union import UnionView
@@ -178,7 +179,7 @@ def main() -> int:
 
     def diff() -> None:
         fresh = Store(store_dir)
-        fresh.find_container(c.name).diff()
+        find_container(fresh, c.name).diff()
 
     t_list = timed(listing)
     t_diff = timed(diff)

@@ -1,21 +1,26 @@
-"""Every verb, implemented once. The CLI and the ``%lk`` magic both call these and render the results.
+"""Every verb, implemented once. The CLI and the ``%lk`` magic both call these (through the table of verbs,
+:mod:`layerkit.verbs`) and render the results.
 
-Each function takes a :class:`~layerkit.engine.store.Store` and the verb's arguments and returns a
-:class:`~layerkit.results.Table`, :class:`~layerkit.results.Message`, :class:`~layerkit.results.Document`
-or :class:`~layerkit.results.Sections`.
+Each function takes a :class:`~layerkit.engine.store.Store` (:func:`open_store`) and the verb's arguments
+and returns a :class:`~layerkit.results.Table`, :class:`~layerkit.results.Message`,
+:class:`~layerkit.results.Document` or :class:`~layerkit.results.Sections`. The notebook's panels, plots and
+report read everything else they show here too (``image_info``, ``shared_layers``, ``layer_files``,
+``lookup`` ...): the faces never import the engine. ``report`` renders frames and plots, so it is a face's
+verb (:func:`layerkit.notebook.report.report`); this module imports no face.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
 
+from .engine.container import container_counts, find_container, list_containers
 from .engine.digests import short
 from .engine.humanize import rfc3339
 from .engine.image import Image
 from .engine.layerindex import Entry
+from .engine.progress import Progress
 from .engine.reference import Reference, parse_reference
 from .engine.store import Store
 from .errors import HostPathError, InvalidReference, LayerkitError
@@ -36,6 +41,13 @@ from .results import (
 SAVE_FORMATS = ("docker-archive", "oci-archive", "oci")
 
 
+def open_store(root: str | None = None, progress: Progress | None = None) -> Store:
+    """The store at ``root`` (``--store DIR``), else the default one (``$LAYERKIT_HOME``, else the user data
+    dir): what the faces pass to every command. Long work on it (load, pull, push, copy, indexing a large
+    layer) reports to ``progress``, which the face draws."""
+    return Store(root, progress=progress) if root is not None else Store(progress=progress)
+
+
 # ---- ref --------------------------------------------------------------------------------------
 
 def ref(store: Store | None, text: str) -> Document:
@@ -53,26 +65,12 @@ def ref(store: Store | None, text: str) -> Document:
 
 # ---- load / save ----------------------------------------------------------------------------
 
-def load(store: Store, path: str, progress: Callable[[str, int], None] | None = None) -> Message:
-    """Import a docker-archive, OCI archive or OCI layout (``DIR[:TAG]``)."""
+def load(store: Store, path: str, progress: Progress | None = None) -> Message:
+    """Import a docker-archive, OCI archive or OCI layout (``DIR[:TAG]``); ``progress`` (default: the
+    store's) receives each layer's events."""
     from .formats.load import load_path
 
-    bar = None
-    if progress is None:
-        from tqdm.auto import tqdm
-
-        # disable=None: a bar on a terminal or in a notebook, nothing in CI logs
-        bar = tqdm(desc=f"load {Path(path).name}", unit="B", unit_scale=True, unit_divisor=1000, disable=None,
-                   leave=True)
-
-        def progress(message: str, nbytes: int) -> None:
-            bar.set_postfix_str(message, refresh=False)
-            bar.update(nbytes)
-    try:
-        loaded = load_path(store, path, progress=progress)
-    finally:
-        if bar is not None:
-            bar.close()
+    loaded = load_path(store, path, progress=progress or store.progress)
     lines: list[str] = []
     data: list[dict] = []
     for li in loaded:
@@ -98,7 +96,7 @@ def save(store: Store, names: list[str], output: str, fmt: str = "docker-archive
     """Export images to a docker-archive, an OCI archive or an OCI layout directory."""
     if fmt not in SAVE_FORMATS:
         raise LayerkitError(f"unknown save format {fmt!r} (use {', '.join(SAVE_FORMATS)})")
-    out = _output_path(output, directory=fmt == "oci")
+    out = output_path(output, directory=fmt == "oci")
     images = _images_with_tags(store, names)
     if fmt == "docker-archive":
         from .formats.docker_archive import save_docker_archive
@@ -112,7 +110,7 @@ def save(store: Store, names: list[str], output: str, fmt: str = "docker-archive
     return Message([], {"output": str(out), "format": fmt, "images": [i.id for i, _ in images]})
 
 
-def _output_path(output: str, directory: bool = False) -> Path:
+def output_path(output: str, directory: bool = False) -> Path:
     """Check an output the user named (``save -o``, ``report -o``) before anything is read or written, so
     that a failure leaves nothing behind: its directory must exist, and a file must not be a directory
     (``directory``: an OCI layout, a directory that may exist)."""
@@ -140,7 +138,7 @@ def _sharing(store: Store) -> tuple[list[Image], dict[str, list[Image]]]:
 def _image_sizes(img: Image, users: dict[str, list[Image]]) -> tuple[int, int, int]:
     """(size, shared_size, unique_size) as ``docker system df -v`` defines them (sharing by chain ID)."""
     size = shared = 0
-    img.store.index_layers(img.layers)  # a pulled image's layers are indexed on first use, several at once
+    img.source.index_layers(img.layers)  # a pulled image's layers are indexed on first use, several at once
     for layer in img.layers:
         size += layer.size
         if len(users.get(layer.chain_id, [])) > 1:
@@ -174,7 +172,7 @@ def images(store: Store, containers_by_image: dict[str, int] | None = None) -> T
 
 def store_container_counts(store: Store) -> dict[str, int]:
     """How many containers use each image."""
-    return store.container_counts()
+    return container_counts(store)
 
 
 def history(store: Store, name: str, no_trunc: bool = False) -> Table:
@@ -249,7 +247,7 @@ def inspect_image(store: Store, name: str) -> Document:
 
 def inspect(store: Store, name: str) -> Document:
     """``inspect IMAGE|CONTAINER``: containers first (as Docker resolves names), then images."""
-    c = store.find_container(name, missing_ok=True)
+    c = find_container(store, name, missing_ok=True)
     if c is not None:
         return Document(c.inspect())
     return inspect_image(store, name)
@@ -321,7 +319,9 @@ def df(store: Store, verbose: bool = False) -> Sections:
             layer_rows.append({"diff_id": layer.diff_id, "digest": layer.digest, "size": layer.size,
                                "compressed_size": layer.compressed_size,
                                "images": len(by_diff.get(layer.diff_id, []))})
-    container_rows = [_container_row(c) for c in store.containers()]
+    containers = list_containers(store)
+    container_rows = [_container_row(c) for c in containers]
+    running = [c.state == "running" for c in containers]
     total_images = sum(r["size"] for r in layer_rows)
     active = [r for r in image_rows if r["containers"]]
     active_layers = {la.diff_id for img in imgs if counts.get(img.id) for la in img.layers}
@@ -330,9 +330,8 @@ def df(store: Store, verbose: bool = False) -> Sections:
     summary = [
         {"type": "Images", "total": len(image_rows), "active": len(active), "size": total_images,
          "reclaimable": reclaimable},
-        {"type": "Containers", "total": len(container_rows),
-         "active": sum(1 for r in container_rows if r["status"].startswith("Up")), "size": csize,
-         "reclaimable": sum(r["size"] for r in container_rows if not r["status"].startswith("Up"))},
+        {"type": "Containers", "total": len(container_rows), "active": sum(running), "size": csize,
+         "reclaimable": sum(r["size"] for r, up in zip(container_rows, running, strict=True) if not up)},
     ]
 
     def pct(r: dict) -> str:
@@ -425,7 +424,7 @@ def image_short(img: Image) -> str:
 
 def _target(store: Store, name: str):
     """A container (by name or ID) or else an image, as Docker resolves names for inspect."""
-    c = store.find_container(name, missing_ok=True)
+    c = find_container(store, name, missing_ok=True)
     if c is not None:
         return c, c.view(), c.top
     img = store.image(name)
@@ -507,7 +506,7 @@ def ls(store: Store, target: str, path: str = "/", recursive: bool = False, whit
 def _layer_indexes(store: Store, target: str) -> tuple[list, list[str | None]]:
     """The layer indexes of an image, or of a container (its image's layers and then its writable layer),
     bottom first, with their diff_ids (None for the writable layer)."""
-    c = store.find_container(target, missing_ok=True)
+    c = find_container(store, target, missing_ok=True)
     if c is not None:
         from .engine.upper import upper_index
 
@@ -559,20 +558,13 @@ def cat(store: Store, target: str, path: str, layer: int | None = None) -> Strea
     the image's)."""
     from .engine.content import iter_entry_bytes
 
-    c = store.find_container(target, missing_ok=True)
+    c = find_container(store, target, missing_ok=True)
     if c is not None and (layer is None or layer >= len(c.image.layers)):
         f = c.open(path)
         return Stream(iter(lambda: f.read(1 << 20), b""))
     img = c.image if c is not None else store.image(target)
-    if layer is None or layer == len(img.layers) - 1:
-        view = store.image_view(img)
-    else:
-        from .engine.union import UnionView
-
-        if not 0 <= layer < len(img.layers):
-            raise LayerkitError(f"{target} has no layer {layer}: its layers are 0 to {len(img.layers) - 1}")
-        store.index_layers(img.layers)
-        view = UnionView([la.index() for la in img.layers[:layer + 1]])
+    _check_layer(img, target, layer)
+    view = store.image_view(img, layer)
     ue = view.lookup(path)
     ue = view.data_entry(ue)  # a hardlink reads the file it was linked to, even if that path changed later
     if ue.entry.type == "dir":
@@ -581,6 +573,12 @@ def cat(store: Store, target: str, path: str, layer: int | None = None) -> Strea
         raise LayerkitError(f"{path}: not a regular file ({ue.entry.type})")
     layer = img.layers[ue.layer]
     return Stream(iter_entry_bytes(store.blobs, layer.digest, ue.entry))
+
+
+def _check_layer(img: Image, target: str, layer: int | None) -> None:
+    """Refuse a layer number the image does not have, naming the target as the user typed it."""
+    if layer is not None and layer != len(img.layers) - 1 and not 0 <= layer < len(img.layers):
+        raise LayerkitError(f"{target} has no layer {layer}: its layers are 0 to {len(img.layers) - 1}")
 
 
 VERSIONS_KEYS = ["layer_index", "layer", "entry", "tar_path", "type", "size", "mode", "union"]
@@ -679,7 +677,7 @@ def start(store: Store, name: str, interactive: bool = False, stdout=None, stder
     """``start CONTAINER``: run the container's command again (attached, as ``docker start -a``)."""
     from .engine.runtime import execute
 
-    c = store.find_container(name)
+    c = find_container(store, name)
     code = execute(c, None, interactive=interactive, stdin=stdin, stdout=stdout, stderr=stderr)
     return Message([], {"id": c.id, "exit_code": code}, exit_code=code)
 
@@ -689,7 +687,7 @@ def exec_(store: Store, name: str, command: list[str], interactive: bool = False
     """``exec CONTAINER CMD...``: run another process in the container's filesystem."""
     from .engine.runtime import execute
 
-    c = store.find_container(name)
+    c = find_container(store, name)
     code = execute(c, command, interactive=interactive, stdin=stdin, stdout=stdout, stderr=stderr)
     return Message([], {"id": c.id, "exit_code": code}, exit_code=code)
 
@@ -703,7 +701,7 @@ def _container_row(c) -> dict:
 
 def ps(store: Store, all: bool = False) -> Table:
     """``ps [-a]``: containers, newest first (only running ones without ``-a``)."""
-    rows = [_container_row(c) for c in store.containers() if all or c.state == "running"]
+    rows = [_container_row(c) for c in list_containers(store) if all or c.state == "running"]
     cols = [Column("id", "CONTAINER ID", fmt_id), Column("image", "IMAGE"),
             Column("command", "COMMAND", lambda v: '"' + ellipsis(20)(v) + '"'),
             Column("created", "CREATED", fmt_ago), Column("status", "STATUS"), Column("size", "SIZE", fmt_size),
@@ -719,7 +717,7 @@ def rm(store: Store, names: list[str], force: bool = False) -> Message:
     lines, errors = [], []
     for n in names:
         try:
-            c = store.find_container(n)
+            c = find_container(store, n)
             if force and c.state == "running":
                 kill(c)  # as docker rm -f: stop its processes first, so nothing runs on a removed layer
             remove_container(store, c.id, force=force)
@@ -733,7 +731,7 @@ def rm(store: Store, names: list[str], force: bool = False) -> Message:
 
 def diff(store: Store, name: str) -> Table:
     """``diff CONTAINER``: A/C/D lines as ``docker diff``, with the size of each change."""
-    c = store.find_container(name)
+    c = find_container(store, name)
     rows = c.diff()
     return Table([Column("kind", "KIND"), Column("path", "PATH")], rows, ["kind", "path", "size"],
                  header=False, sep=" ")
@@ -744,7 +742,7 @@ def commit(store: Store, name: str, repo: str | None = None, message: str = "", 
     """``commit [-m] [-a] [-c]... CONTAINER [REPO[:TAG]]``: prints the new image ID."""
     from .engine.commit import commit as do_commit
 
-    c = store.find_container(name)
+    c = find_container(store, name)
     img = do_commit(c, repo, message=message, author=author, changes=changes)
     return Message([img.id], {"id": img.id})
 
@@ -756,7 +754,7 @@ def cp(store: Store, src: str, dst: str) -> Message:
     def split(arg: str):
         if ":" in arg and not arg.startswith(("/", ".")):
             name, _, path = arg.partition(":")
-            c = store.find_container(name, missing_ok=True)
+            c = find_container(store, name, missing_ok=True)
             if c is not None:
                 return c, path
         return None, arg
@@ -918,15 +916,17 @@ def _copy_in(c, src: str, target: str) -> None:
 FILES_KEYS = ["path", "type", "size", "mode", "uid", "gid", "link", "layer_index", "layer"]
 
 
-def files(store: Store, name: str, whiteouts: bool = False) -> Table:
+def files(store: Store, name: str, whiteouts: bool = False, layer: int | None = None) -> Table:
     """``files IMAGE [--whiteouts]``: every path of the union view with the layer that provides it;
-    ``whiteouts`` adds every layer's whiteout and opaque markers."""
+    ``whiteouts`` adds every layer's whiteout and opaque markers. ``layer`` (0 at the bottom): of the view of
+    the layers up to that one (the explorer panel's view of a layer)."""
     from .engine.analysis import files as union_files
 
     img = store.image(name)
-    rows = union_files(store, img)
+    _check_layer(img, name, layer)
+    rows = union_files(store, img, layer)
     if whiteouts:
-        rows += _markers(store.image_view(img), None, "/", True)
+        rows += _markers(store.image_view(img, layer), None, "/", True)
         rows.sort(key=lambda r: r["path"])
     cols = [Column("layer_index", "LAYER"), Column("type", "TYPE"), Column("size", "SIZE", fmt_size),
             Column("path", "PATH"), Column("link", "LINK", lambda v: f"-> {v}" if v else "")]
@@ -949,57 +949,113 @@ def compare(store: Store, a: str, b: str) -> Sections:
     return Sections([layer_t, file_t], res)
 
 
-def report(store: Store, targets: list[str], output: str) -> Message:
-    """``report TARGET... -o FILE.html|FILE.md``: a self-contained report of images or containers."""
-    from .notebook.report import write_report
+# ---- what the notebook's panels, plots and report read besides the verbs ---------------------------
 
-    _output_path(output)
-    out = write_report(store, targets, output)
-    return Message([f"Report written to {out}"], {"output": str(out)})
+def image_names(store: Store) -> Table:
+    """Every image once, newest first: ``id`` and ``tags`` (familiar references), for a picker."""
+    rows = [{"id": img.id, "tags": [t.familiar for t in img.tags]} for img in store.images()]
+    return Table([Column("id", "IMAGE ID", fmt_id), Column("tags", "TAGS", lambda v: ", ".join(v) or "<none>")],
+                 rows)
+
+
+def image_info(store: Store, name: str, size: bool = True) -> Document:
+    """One image as a panel or a report introduces it: ``id``, ``name`` (its first tag, else the short ID),
+    ``tags``, ``created``, ``size`` (Docker's; None without ``size``, which saves reading the layer
+    indexes), ``layers`` (how many), ``diff_ids`` and ``chain_ids`` bottom first."""
+    img = store.image(name)
+    return Document({"id": img.id, "name": img.name, "tags": [t.familiar for t in img.tags],
+                     "created": rfc3339(img.created), "size": img.size if size else None,
+                     "layers": len(img.diff_ids), "diff_ids": img.diff_ids, "chain_ids": list(img.chain_ids)})
+
+
+def is_container(store: Store, name: str) -> bool:
+    """Whether ``name`` names a container (by name, ID or unique ID prefix): names resolve to containers
+    first, as Docker resolves them."""
+    return find_container(store, name, missing_ok=True) is not None
+
+
+def container(store: Store, name: str) -> Document:
+    """One container, found by name, ID or unique ID prefix: ``id name image status created command`` (as
+    ``ps`` lists it, without the size, which walks its writable layer)."""
+    c = find_container(store, name)
+    return Document({"id": c.id, "name": c.name, "image": c.image_name, "status": c.status, "created": c.created,
+                     "command": " ".join(c.command)})
+
+
+SHARED_KEYS = ["image", "image_id", "index", "diff_id", "chain_id", "size", "compressed_size", "created_by",
+               "shared_by", "shared_with"]
+
+
+def shared_layers(store: Store, names: list[str]) -> Table:
+    """One row per (image, layer) of the named images: sizes, and how many and which of them share the layer
+    (by chain ID, as Docker counts sharing); an image named twice counts once."""
+    from .engine.analysis import shared_layers as rows_of
+
+    rows = rows_of([store.image(n) for n in names])
+    return Table([Column("image", "IMAGE"), Column("index", "#"), Column("diff_id", "DIFF ID", short),
+                  Column("size", "SIZE", fmt_size), Column("shared_by", "SHARED BY")], rows, SHARED_KEYS)
+
+
+LAYER_FILES_KEYS = ["kind", "path", "type", "size", "below_size", "below_layer"]
+
+
+def layer_files(store: Store, name: str, index: int) -> Table:
+    """What layer ``index`` of an image adds, modifies and deletes relative to the layers below, by path."""
+    from .engine.analysis import layer_files as rows_of
+
+    img = store.image(name)
+    rows = rows_of(store, img, index)
+    return Table([Column("kind", "KIND"), Column("path", "PATH"), Column("size", "SIZE", fmt_size)], rows,
+                 LAYER_FILES_KEYS)
+
+
+def lookup(store: Store, name: str, path: str, layer: int | None = None) -> Document:
+    """The entry at ``path`` in an image's union view (``layer``: of the layers up to that one), the last
+    component not followed: ``path type size mode uid gid link layer_index``, ``entries`` (a directory's
+    count) and ``data_size`` (the size of the file a hardlink names; None when it cannot be read)."""
+    img = store.image(name)
+    _check_layer(img, name, layer)
+    view = store.image_view(img, layer)
+    ue = view.lookup(path, follow=False)
+    e = ue.entry
+    data_size = None
+    if e.type in ("file", "hardlink"):
+        try:
+            data_size = view.data_entry(ue).entry.size
+        except LayerkitError:
+            pass
+    return Document({"path": e.path, "type": e.type, "size": e.size, "mode": e.mode, "uid": e.uid, "gid": e.gid,
+                     "link": e.link or None, "layer_index": ue.layer,
+                     "entries": len(view.listdir(path)) if e.type == "dir" else None, "data_size": data_size})
 
 
 # ---- registries ---------------------------------------------------------------------------------
 
-def _transfer_bar(desc: str):
-    from tqdm.auto import tqdm
-
-    bar = tqdm(desc=desc, unit="B", unit_scale=True, unit_divisor=1000, disable=None, leave=True)
-
-    def progress(message: str, nbytes: int) -> None:
-        bar.set_postfix_str(message, refresh=False)
-        bar.update(nbytes)
-    return bar, progress
-
-
 def pull(store: Store, ref: str, platform: str | None = None, insecure: bool = False,
-         verify: bool = False) -> Message:
+         verify: bool = False, progress: Progress | None = None) -> Message:
     """``pull REF``: fetch an image over the OCI distribution API; layers the store holds are not fetched.
-    ``verify``: check every layer's diff_id (and index it) now rather than on first use."""
+    ``verify``: check every layer's diff_id (and index it) now rather than on first use. ``progress``
+    (default: the store's) receives each layer's events."""
     from .formats.registry import pull as do_pull
 
-    bar, progress = _transfer_bar(f"pull {ref}")
-    try:
-        res = do_pull(store, ref, platform=platform, insecure=insecure, progress=progress, verify=verify)
-    finally:
-        bar.close()
+    res = do_pull(store, ref, platform=platform, insecure=insecure, progress=progress or store.progress,
+                  verify=verify)
     return Message(res.lines(), res.to_json())
 
 
-def push(store: Store, image: str, ref: str | None = None, insecure: bool = False) -> Message:
-    """``push IMAGE [REF]``: send an image; blobs the registry has are skipped or mounted, never resent."""
+def push(store: Store, image: str, ref: str | None = None, insecure: bool = False,
+         progress: Progress | None = None) -> Message:
+    """``push IMAGE [REF]``: send an image; blobs the registry has are skipped or mounted, never resent.
+    ``progress`` (default: the store's) receives each layer's events."""
     from .formats.registry import push as do_push
 
-    bar, progress = _transfer_bar(f"push {ref or image}")
-    try:
-        res = do_push(store, image, ref, insecure=insecure, progress=progress)
-    finally:
-        bar.close()
+    res = do_push(store, image, ref, insecure=insecure, progress=progress or store.progress)
     return Message(res.lines(), res.to_json())
 
 
 def login(store: Store | None, registry: str, username: str, password: str, insecure: bool = False) -> Message:
     """``login REGISTRY``: check the credentials against the registry, then save them (mode 0600)."""
-    from .formats.auth import login as do_login
+    from .formats.registry import login as do_login
 
     do_login(registry, username, password, insecure=insecure)
     return Message(["Login Succeeded"], {"registry": registry, "username": username})
@@ -1007,7 +1063,7 @@ def login(store: Store | None, registry: str, username: str, password: str, inse
 
 def logout(store: Store | None, registry: str) -> Message:
     """``logout REGISTRY``: forget saved credentials."""
-    from .formats.auth import logout as do_logout
+    from .formats.registry import logout as do_logout
 
     removed = do_logout(registry)
     line = f"Removing login credentials for {registry}" if removed else f"Not logged in to {registry}"
@@ -1063,19 +1119,23 @@ def check(store: Store, name: str, lowest_efficiency: float | None = 0.9,
 
 # ---- engines and transports ---------------------------------------------------------------------
 
-def copy(store: Store, src: str, dst: str, insecure: bool = False, engine: str | None = None) -> Message:
-    """``copy SRC DST`` between transports named as skopeo names them (and layerkit's store)."""
+def copy(store: Store, src: str, dst: str, insecure: bool = False, engine: str | None = None,
+         progress: Progress | None = None) -> Message:
+    """``copy SRC DST`` between transports named as skopeo names them (and layerkit's store); ``progress``
+    (default: the store's) receives the events of the load, pull or push."""
     from .formats.copy import copy as do_copy
 
-    res = do_copy(store, src, dst, insecure=insecure, endpoint=engine)
+    res = do_copy(store, src, dst, insecure=insecure, endpoint=engine, progress=progress or store.progress)
     return Message(list(res.get("lines") or []), {k: v for k, v in res.items() if k != "lines"})
 
 
-def load_from_engine(store: Store, name: str, engine: str | None = None) -> Message:
-    """``load --from-engine NAME``: a streamed ``docker save`` from a running Docker or Podman."""
+def load_from_engine(store: Store, name: str, engine: str | None = None, progress: Progress | None = None
+                     ) -> Message:
+    """``load --from-engine NAME``: a streamed ``docker save`` from a running Docker or Podman; ``progress``
+    (default: the store's) receives the archive's and the layers' events."""
     from .formats.engine_api import load_from_engine as do_load
 
-    loaded = do_load(store, name, endpoint=engine)
+    loaded = do_load(store, name, endpoint=engine, progress=progress or store.progress)
     lines = [f"Loaded image: {t}" for li in loaded for t in li.tags] or \
         [f"Loaded image ID: {li.id}" for li in loaded]
     return Message(lines, [{"reference": t, "id": li.id} for li in loaded for t in (li.tags or [None])])

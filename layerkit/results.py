@@ -3,6 +3,10 @@
 The CLI prints a :class:`Table` as an aligned text table or as JSON; the notebook turns the same rows into
 a DataFrame. Row values are JSON-ready: snake_case keys, sizes as integer bytes, full IDs, RFC 3339
 times. Each :class:`Column` says how the text table shows its value (short ID, human size, "3 days ago").
+
+The faces read Docker's units and short IDs from here too (``human_size``, ``parse_size``, ``parse_time``,
+``short``, :func:`permissions`), so that they import :mod:`layerkit.commands` and this module, never the
+engine.
 """
 
 from __future__ import annotations
@@ -13,8 +17,26 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .engine.digests import short
-from .engine.humanize import ago, human_size, parse_time
+# Docker's units and short IDs are the faces' too: they read them here, never from the engine
+from .engine.digests import short as short
+from .engine.humanize import ago
+from .engine.humanize import human_size as human_size
+from .engine.humanize import parse_size as parse_size
+from .engine.humanize import parse_time as parse_time
+from .engine.layerindex import Entry
+
+# progress events too: the faces draw them (layerkit.progressbars)
+from .engine.progress import Progress as Progress
+from .engine.progress import ProgressEvent as ProgressEvent
+from .engine.progress import Status as Status
+from .engine.progress import Tally as Tally
+from .engine.union import mode_string
+
+
+def permissions(kind: str, mode: int) -> str:
+    """``drwxr-xr-x`` for an entry of type ``kind`` (``dir``, ``file``, ``symlink``...) and permission bits
+    ``mode``, as ``ls -l`` prints it."""
+    return mode_string(Entry("", kind, 0, mode, 0, 0, 0, "", -1))
 
 
 def fmt_id(v: Any) -> str:

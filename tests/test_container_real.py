@@ -37,7 +37,7 @@ import pytest
 from realtools import ls_tree, rootfs_tree
 
 from layerkit.cli import main
-from layerkit.engine.container import Container, create_container, remove_container
+from layerkit.engine.container import Container, create_container, find_container, remove_container
 from layerkit.engine.store import Store
 from layerkit.errors import MaxDepthExceeded
 from layerkit.examples import busybox_archive
@@ -586,7 +586,7 @@ def test_max_depth(capsys, world: World) -> None:
     assert err.startswith("layerkit: error: max depth exceeded") and "127" in err and "128" in err
     with pytest.raises(MaxDepthExceeded, match="max depth exceeded"):
         from layerkit.engine.commit import commit
-        commit(world.store.find_container("deep2"), "deep:128")
+        commit(find_container(world.store, "deep2"), "deep:128")
     assert not any(t.familiar == "deep:128" for i in world.store.images() for t in i.tags)
     # an empty change set adds no layer, so it commits (as Docker's empty_layer history entry)
     rc, out, err = world.lk(capsys, "create", "--name", "deep3", "deep:127")

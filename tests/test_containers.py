@@ -24,7 +24,7 @@ import builders
 import pytest
 
 from layerkit.cli import main
-from layerkit.engine.container import Container, create_container, remove_container
+from layerkit.engine.container import Container, create_container, find_container, remove_container
 from layerkit.engine.store import Store
 from layerkit.engine.upper import OPAQUE_XATTR
 from layerkit.errors import LayerkitError
@@ -465,7 +465,7 @@ def test_image_user_is_applied_for_real(tmp_path: Path, capfd) -> None:
     out = capfd.readouterr().out
     assert rc == 0
     assert out.splitlines()[:3] == ["65534", "/home/nb", "refused"]
-    c = Store(st).find_container("asuser")
+    c = find_container(Store(st), "asuser")
     st_mine = os.lstat(c.upper / "home" / "nb" / "mine")
     assert (st_mine.st_uid, st_mine.st_gid) == (65534, 65534)
     assert not (c.upper / "forbidden").exists()

@@ -20,6 +20,7 @@ import pytest
 from nbclient import NotebookClient
 
 from layerkit import commands
+from layerkit.engine.container import find_container
 from layerkit.engine.store import Store
 from layerkit.examples import busybox_archive
 
@@ -72,7 +73,7 @@ def _user_store(root: Path, work: Path) -> Store:
         commands.tag(store, "busybox", name)
     for name in USER_CONTAINERS:
         commands.create(store, "busybox", ["sh"], name)
-    edit = store.find_container("edit")
+    edit = find_container(store, "edit")
     edit.write("/root/my-notes.txt", b"uncommitted work\n")
     edit.remove("/bin/vi")
     return store
@@ -162,7 +163,7 @@ def test_tour_leaves_the_users_store_untouched(demo):
     out, user, before, stdout = demo
     assert _store_hashes(user) == before
     store = Store(user)
-    assert store.find_container("edit").read("/root/my-notes.txt") == b"uncommitted work\n"
+    assert find_container(store, "edit").read("/root/my-notes.txt") == b"uncommitted work\n"
     # the tour worked in its own store, under the output directory
     assert (out / "tour-store" / "index.json").is_file()
     assert f"report:            {out / 'tour-report.html'}" in stdout

@@ -26,13 +26,14 @@ import pytest
 
 from layerkit import commands
 from layerkit.cli import main
+from layerkit.engine.container import find_container, list_containers
 from layerkit.engine.store import Store
 from layerkit.examples import busybox_archive
 
 
 def _commit(store: Store, base: str, path: str, data: bytes, repo: str) -> str:
     c = commands.create(store, base, ["sh"]).data["id"]
-    store.find_container(c).write(path, data)
+    find_container(store, c).write(path, data)
     image_id = commands.commit(store, c, repo).data["id"]
     commands.rm(store, [c])
     return image_id
@@ -114,14 +115,14 @@ def test_nothing_to_prune_says_zero(capsys, world):
 
 def test_container_then_image_prune_free_what_df_said(capsys, world):
     store, ids = world
-    h = store.find_container("h")
+    h = find_container(store, "h")
     h.write("/scratch", b"x" * 500)  # the writable layer holds 500 bytes
     df = {r["type"]: r for r in commands.df(store).to_json()["summary"]}
     assert df["Containers"]["reclaimable"] == 500
     rc, out, _ = _cli(capsys, store, "container", "prune", "-f", "--format", "json")
     assert rc == 0
     assert json.loads(out) == {"space_reclaimed": 500, "containers_deleted": [h.id]}
-    assert store.containers() == []
+    assert list_containers(store) == []
     # with no container left, every image is unused: df's RECLAIMABLE is what prune -a frees
     images = commands.df(store).to_json()["summary"][0]
     assert images["reclaimable"] == images["size"] > 0
@@ -141,7 +142,7 @@ def test_prune_all_keeps_what_a_container_uses_and_its_parents(capsys, world):
     assert _ids(store) == {ids["app"], ids["app_old"], ids["busybox"], ids["held_old"]}
     assert "untagged: tmp:1" in out and "untagged: held:1" in out
     assert "untagged: app:v1" not in out
-    store.find_container("keeper").read("/b")  # the container still reads through its layers
+    find_container(store, "keeper").read("/b")  # the container still reads through its layers
 
 
 def test_system_prune_removes_stopped_containers_then_dangling_images(capsys, world):
@@ -151,7 +152,7 @@ def test_system_prune_removes_stopped_containers_then_dangling_images(capsys, wo
     text = out.split("\n\n")
     assert text[0].splitlines()[0] == "Deleted Containers:"
     assert text[1].splitlines()[0] == "Deleted Images:"
-    assert store.containers() == []
+    assert list_containers(store) == []
     # held_old lost its container first, so it is dangling by the time images are pruned
     assert _ids(store) == {ids["busybox"], ids["app_old"], ids["app"], ids["tmp"], ids["held"]}
     assert out.endswith("Total reclaimed space: 21kB\n")  # 3000 + 5000 + 6000 + 7000 layer bytes

@@ -41,11 +41,20 @@ from realtools import ls_tree, rootfs_tree
 from services import free_port, start_registry
 
 from layerkit import errors
+from layerkit.engine.progress import ProgressEvent, Status, Tally
 from layerkit.engine.store import Store
 from layerkit.examples import busybox_layer
-from layerkit.formats import auth, registry
+from layerkit.formats import registry
 from layerkit.formats.load import load_path
 from layerkit.formats.oci import host_platform
+from layerkit.formats.registry import auth, credentials, pulling, pushing, retry, state, transport
+from layerkit.formats.registry.errors import (
+    ManifestNotFound,
+    PlatformNotFound,
+    RegistryAuthError,
+    RegistryError,
+    RegistryUnreachable,
+)
 
 EPOCH = 1704067200
 CREATED = "2024-01-01T00:00:00Z"
@@ -218,7 +227,15 @@ def private_config(tmp_path, monkeypatch):
     """No test reads or writes the real credentials files."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
-    monkeypatch.setattr(registry, "BACKOFF", 0.01)
+    monkeypatch.setattr(retry, "BACKOFF", 0.01)
+
+
+def bytes_reported(events: list[ProgressEvent]) -> int:
+    """The bytes a progress bar would show for these events."""
+    tally = Tally()
+    for e in events:
+        tally.add(e)
+    return tally.total
 
 
 def blob_puts(reqs: list[tuple[str, str, int]]) -> dict[str, int]:
@@ -295,17 +312,18 @@ def test_push_to_second_repository_mounts(images, reg, pushed):
 
 def test_pull_into_empty_store_then_again(images, reg, pushed, tmp_path):
     st = Store(tmp_path / "fresh")
-    seen: list[tuple[str, int]] = []
-    res = registry.pull(st, f"{reg.host}/team/app:b", progress=lambda m, n: seen.append((m, n)))
+    seen: list[ProgressEvent] = []
+    res = registry.pull(st, f"{reg.host}/team/app:b", progress=seen.append)
     assert res.image_id == images.app_b.id
     assert res.digest == pushed[1].digest
     assert [la.action for la in res.layers] == ["Pull complete"] * 2
     assert res.transferred_bytes == sum(len(la.data) for la in images.app_b.layers)
-    assert sum(n for _, n in seen) == res.transferred_bytes
-    assert (f"{images.app_b.layers[1].digest[7:19]}: Pull complete", 0) in seen
+    assert bytes_reported(seen) == res.transferred_bytes
+    top = images.app_b.layers[1]
+    assert ProgressEvent("layer", top.digest, len(top.data), len(top.data), Status.DONE) in seen
     img = st.image(f"{reg.host}/team/app:b")
     assert img.id == images.app_b.id and img.diff_ids == [la.diff_id for la in images.app_b.layers]
-    assert registry.repo_digests(st, img.id) == [f"{reg.host}/team/app@{res.digest}"]
+    assert state.repo_digests(st, img.id) == [f"{reg.host}/team/app@{res.digest}"]
     assert res.lines()[0] == "b: Pulling from team/app"
     assert res.lines()[-1] == f"Status: Downloaded newer image for {reg.host}/team/app:b"
 
@@ -345,7 +363,7 @@ def test_pull_by_digest(images, reg, pushed, tmp_path):
     digest = pushed[0].digest
     res = registry.pull(st, f"{reg.host}/team/app@{digest}")
     assert res.digest == digest and res.image_id == images.app_a.id
-    assert registry.image_for_repo_digest(st, f"{reg.host}/team/app@{digest}") == images.app_a.id
+    assert state.image_for_repo_digest(st, f"{reg.host}/team/app@{digest}") == images.app_a.id
 
 
 # ---- skopeo, both ways ----------------------------------------------------------------------------
@@ -422,31 +440,31 @@ def basic_reg(tmp_path_factory):
 def test_basic_auth_login_push_pull_logout(images, basic_reg, tmp_path):
     host = basic_reg.host
     st = Store(images.store)
-    with pytest.raises(registry.RegistryAuthError) as exc:
+    with pytest.raises(RegistryAuthError) as exc:
         registry.push(st, "lk.test/base:1", f"{host}/private/base:1")
     msg = str(exc.value)
     assert "\n" not in msg and host in msg and "unauthorized" in msg
     assert f"layerkit login {host}" in msg
-    with pytest.raises(registry.RegistryAuthError, match="incorrect username or password"):
-        auth.login(host, USER, "wrong")
-    assert not auth.config_path().exists()
+    with pytest.raises(RegistryAuthError, match="incorrect username or password"):
+        credentials.login(host, USER, "wrong")
+    assert not credentials.config_path().exists()
 
-    auth.login(host, USER, PASSWORD)
-    path = auth.config_path()
+    credentials.login(host, USER, PASSWORD)
+    path = credentials.config_path()
     assert path.stat().st_mode & 0o777 == 0o600
     saved = json.loads(path.read_text())["auths"][host]["auth"]
     assert base64.b64decode(saved).decode() == f"{USER}:{PASSWORD}"
-    assert auth.credentials_for(host) == (USER, PASSWORD)
+    assert credentials.credentials_for(host) == (USER, PASSWORD)
 
     res = registry.push(st, "lk.test/base:1", f"{host}/private/base:1")
     assert [la.action for la in res.layers] == ["Pushed"]
     pulled = registry.pull(Store(tmp_path / "s"), f"{host}/private/base:1")
     assert pulled.image_id == images.base.id
 
-    assert auth.logout(host) is True
-    assert auth.logout(host) is False
-    assert auth.credentials_for(host) is None
-    with pytest.raises(registry.RegistryAuthError):
+    assert credentials.logout(host) is True
+    assert credentials.logout(host) is False
+    assert credentials.credentials_for(host) is None
+    with pytest.raises(RegistryAuthError):
         registry.pull(Store(tmp_path / "s2"), f"{host}/private/base:1")
 
 
@@ -457,8 +475,8 @@ def test_basic_auth_from_docker_config(images, basic_reg, tmp_path):
     token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
     cfg.write_text(json.dumps({"auths": {f"http://{host}": {"auth": token},
                                          "https://index.docker.io/v1/": {"auth": token}}}))
-    assert auth.credentials_for(host) == (USER, PASSWORD)
-    assert auth.credentials_for("docker.io") == (USER, PASSWORD)
+    assert credentials.credentials_for(host) == (USER, PASSWORD)
+    assert credentials.credentials_for("docker.io") == (USER, PASSWORD)
     res = registry.push(Store(images.store), "lk.test/base:1", f"{host}/docker-config/base:1")
     assert res.image_id == images.base.id
     # the secret is in no message
@@ -561,11 +579,11 @@ def test_bearer_token_flow(images, token_reg, tmp_path):
     reg_, ts = token_reg
     host = reg_.host
     st = Store(images.store)
-    with pytest.raises(registry.RegistryAuthError) as exc:
+    with pytest.raises(RegistryAuthError) as exc:
         registry.push(st, "lk.test/app-a:1", f"{host}/tok/app:a")
     assert "\n" not in str(exc.value) and host in str(exc.value)
 
-    auth.login(host, USER, PASSWORD)
+    credentials.login(host, USER, PASSWORD)
     assert ts.seen[-1]["user"] == USER and ts.seen[-1]["service"] == ["layerkit-test"]
     ts.seen.clear()
     res = registry.push(st, "lk.test/app-a:1", f"{host}/tok/app:a")
@@ -581,7 +599,7 @@ def test_bearer_token_flow(images, token_reg, tmp_path):
 
     pulled = registry.pull(Store(tmp_path / "s"), f"{host}/tok/other:b")
     assert pulled.image_id == images.app_b.id
-    auth.logout(host)
+    credentials.logout(host)
 
 
 # ---- bad input -----------------------------------------------------------------------------------
@@ -778,10 +796,10 @@ def fails_cleanly(store_root: Path, call, exc_type, *must_name: str) -> str:
 def test_connection_refused(victim):
     host = f"127.0.0.1:{free_port()}"
     msg = fails_cleanly(victim, lambda: registry.pull(Store(victim), f"{host}/app:v1"),
-                        registry.RegistryUnreachable, host, f"{host}/app:v1", "connection refused")
+                        RegistryUnreachable, host, f"{host}/app:v1", "connection refused")
     assert msg.startswith(f"pull {host}/app:v1: ")
     fails_cleanly(victim, lambda: registry.push(Store(victim), "lk.test/base:1", f"{host}/app:v1"),
-                  registry.RegistryUnreachable, host, "connection refused")
+                  RegistryUnreachable, host, "connection refused")
 
 
 def test_dns_failure(victim, monkeypatch):
@@ -794,7 +812,7 @@ def test_dns_failure(victim, monkeypatch):
 
     monkeypatch.setattr(socket, "getaddrinfo", fake)
     fails_cleanly(victim, lambda: registry.pull(Store(victim), "no-such-registry.invalid/app:v1"),
-                  registry.RegistryUnreachable, "no-such-registry.invalid", "DNS", "app:v1")
+                  RegistryUnreachable, "no-such-registry.invalid", "DNS", "app:v1")
 
 
 def test_plain_http_only_for_localhost(images, reg, pushed, monkeypatch, tmp_path):
@@ -805,7 +823,7 @@ def test_plain_http_only_for_localhost(images, reg, pushed, monkeypatch, tmp_pat
 
     monkeypatch.setattr(socket, "getaddrinfo", fake)
     ref = f"registry.test:{reg.port}/team/app:a"
-    with pytest.raises(registry.RegistryUnreachable, match="plain HTTP is used only for localhost or with "
+    with pytest.raises(RegistryUnreachable, match="plain HTTP is used only for localhost or with "
                                                            "--insecure"):
         registry.pull(Store(tmp_path / "s"), ref)
     res = registry.pull(Store(tmp_path / "s"), ref, insecure=True)
@@ -815,13 +833,13 @@ def test_plain_http_only_for_localhost(images, reg, pushed, monkeypatch, tmp_pat
 def test_unauthorized(victim, basic_reg):
     host = basic_reg.host
     msg = fails_cleanly(victim, lambda: registry.pull(Store(victim), f"{host}/private/base:1"),
-                        registry.RegistryAuthError, host, "private/base:1", "unauthorized")
+                        RegistryAuthError, host, "private/base:1", "unauthorized")
     assert "login" in msg
 
 
 def test_tag_not_found(victim, reg, pushed):
     fails_cleanly(victim, lambda: registry.pull(Store(victim), f"{reg.host}/team/app:nope"),
-                  registry.ManifestNotFound, reg.host, "team/app:nope", "manifest unknown", "tag nope")
+                  ManifestNotFound, reg.host, "team/app:nope", "manifest unknown", "tag nope")
     fails_cleanly(victim, lambda: registry.pull(Store(victim), f"{reg.host}/no/such-repo:v1"),
                   errors.NotFound, reg.host, "no/such-repo:v1")
 
@@ -856,8 +874,8 @@ def test_500_forever(victim, stub):
     stub.add("down/app", "v1", img)
     stub.fail["/v2/down/app/manifests/v1"] = 100
     fails_cleanly(victim, lambda: registry.pull(Store(victim), f"{stub.host}/down/app:v1"),
-                  registry.RegistryError, stub.host, "down/app:v1", "500")
-    assert len([1 for _, p, _ in stub.log if p == "/v2/down/app/manifests/v1"]) == registry.RETRIES
+                  RegistryError, stub.host, "down/app:v1", "500")
+    assert len([1 for _, p, _ in stub.log if p == "/v2/down/app/manifests/v1"]) == retry.RETRIES
 
 
 def test_blob_digest_mismatch(victim, stub):
@@ -969,7 +987,7 @@ def test_index_platforms(victim, stub, tmp_path):
     stub.add_index("multi/app", "none", [(other, {"os": "linux", "architecture": "s390x"}),
                                         (other, {"os": "windows", "architecture": arch})])
     fails_cleanly(victim, lambda: registry.pull(Store(victim), f"{stub.host}/multi/app:none"),
-                  registry.PlatformNotFound, stub.host, "multi/app:none", f"{os_}/{arch}", "linux/s390x")
+                  PlatformNotFound, stub.host, "multi/app:none", f"{os_}/{arch}", "linux/s390x")
 
     idx = stub.add_index("multi/app", "v1", [(mine, {"os": os_, "architecture": arch}),
                                             (arm, {"os": "linux", "architecture": "arm64", "variant": "v8"})])
@@ -978,7 +996,7 @@ def test_index_platforms(victim, stub, tmp_path):
     assert res.image_id == mine.id and res.digest == idx and res.platform == f"{os_}/{arch}"
     res = registry.pull(st, f"{stub.host}/multi/app:v1", platform="linux/arm64")
     assert res.image_id == arm.id and res.platform == "linux/arm64/v8"
-    with pytest.raises(registry.RegistryError, match="expected os/arch"):
+    with pytest.raises(RegistryError, match="expected os/arch"):
         registry.pull(st, f"{stub.host}/multi/app:v1", platform="arm64")
 
 
@@ -989,7 +1007,7 @@ def test_interrupted_download_resumes(stub, tmp_path):
     full = stub.blobs[digest]
     stub.blobs[digest] = full[: len(full) // 2]  # the first answer is cut short ...
     calls = []
-    orig = registry._BlobReader._connect
+    orig = pulling.BlobReader._connect
 
     def connect(self):
         calls.append(self.pos)
@@ -997,11 +1015,11 @@ def test_interrupted_download_resumes(stub, tmp_path):
             stub.blobs[digest] = full  # ... the second one is whole (the stub ignores Range: 200 and skip)
         return orig(self)
 
-    registry._BlobReader._connect = connect
+    pulling.BlobReader._connect = connect
     try:
         res = registry.pull(Store(tmp_path / "s"), f"{stub.host}/resume/app:v1")
     finally:
-        registry._BlobReader._connect = orig
+        pulling.BlobReader._connect = orig
     assert res.image_id == img.id
     assert calls[0] == 0 and calls[1] > 0
 
@@ -1012,24 +1030,24 @@ def test_concurrent_pull_reports_every_layer(images, reg, tmp_path, monkeypatch)
     """Five layers (one of them twice) on four workers: each blob is fetched once, every layer is
     reported once, the progress callback is never entered by two threads at a time, and the lines are
     in the manifest's order whatever order the layers finished in."""
-    monkeypatch.setattr(registry, "pull_workers", lambda verify=True: 4)
+    monkeypatch.setattr(pulling, "pull_workers", lambda verify=True: 4)
     parts = [files_layer(f"multi{i}", 100 + i, size=1_500_000 + 300_000 * i) for i in range(5)]
     img = make_image([parts[0], parts[1], parts[2], parts[1], parts[3], parts[4]], "multi")
     src = Store(tmp_path / "src")
     load_path(src, f"{write_layout(tmp_path / 'multi-layout', {'lk.test/multi:1': img})}")
     registry.push(src, "lk.test/multi:1", f"{reg.host}/conc/app:1")
 
-    seen: list[tuple[str, int]] = []
+    seen: list[ProgressEvent] = []
     busy = threading.Lock()
     overlaps = []
 
-    def progress(message: str, nbytes: int) -> None:
+    def progress(event: ProgressEvent) -> None:
         if not busy.acquire(blocking=False):
-            overlaps.append(message)
+            overlaps.append(event)
             return
         try:
             time.sleep(0.003)  # widen the window a second caller would hit
-            seen.append((message, nbytes))
+            seen.append(event)
         finally:
             busy.release()
 
@@ -1042,12 +1060,13 @@ def test_concurrent_pull_reports_every_layer(images, reg, tmp_path, monkeypatch)
     digests = [la.digest for la in img.layers]
     assert [la.digest for la in res.layers] == digests
     assert [la.action for la in res.layers] == ["Pull complete"] * 6
-    done = [m for m, _ in seen if m.endswith(": Pull complete")]
-    assert sorted(done) == sorted(f"{p.digest[7:19]}: Pull complete" for p in parts)  # once per blob
+    done = [e.digest for e in seen if e.status == Status.DONE]
+    assert sorted(done) == sorted(p.digest for p in parts)  # once per blob
     assert res.transferred_bytes == sum(len(p.data) for p in parts)
-    assert sum(n for _, n in seen) == res.transferred_bytes
+    assert bytes_reported(seen) == res.transferred_bytes
     for p in parts:
-        assert sum(n for m, n in seen if m == f"{p.digest[7:19]}: Downloading") == len(p.data)
+        got = [e.done for e in seen if e.digest == p.digest and e.status == Status.DOWNLOADING]
+        assert got == sorted(got) and got[-1] == len(p.data)
     got = [path for m, path, _ in reqs if m == "GET" and "/blobs/" in path]
     assert sorted(got) == sorted(f"/v2/conc/app/blobs/{d}" for d in [img.id] + [p.digest for p in parts])
     assert res.lines()[1:7] == [f"{d[7:19]}: Pull complete" for d in digests]
@@ -1056,7 +1075,7 @@ def test_concurrent_pull_reports_every_layer(images, reg, tmp_path, monkeypatch)
 
 
 def test_concurrent_pull_with_a_bad_layer_leaves_the_store_as_it_was(victim, stub, monkeypatch):
-    monkeypatch.setattr(registry, "pull_workers", lambda verify=True: 4)
+    monkeypatch.setattr(pulling, "pull_workers", lambda verify=True: 4)
     parts = [files_layer(f"part{i}", 200 + i, size=400_000) for i in range(5)]
     tar = tar_bytes({"app/middle.bin": random.Random(205).randbytes(400_000)})
     parts[2] = layer(tar, compress=False)
@@ -1115,22 +1134,22 @@ def test_concurrent_ingest_stops_the_other_layers_at_the_first_failure(tmp_path)
 def test_push_in_chunks_to_a_real_registry(images, reg, tmp_path, monkeypatch):
     """A blob over the threshold goes up in PATCHes of UPLOAD_CHUNK bytes (Content-Range), then one PUT
     with its digest; smaller blobs stay monolithic; the image pulls back whole."""
-    monkeypatch.setattr(registry, "CHUNKED_THRESHOLD", 100_000)
-    monkeypatch.setattr(registry, "UPLOAD_CHUNK", 65_536)
+    monkeypatch.setattr(pushing, "CHUNKED_THRESHOLD", 100_000)
+    monkeypatch.setattr(pushing, "UPLOAD_CHUNK", 65_536)
     big = files_layer("chunky", 40, size=400_000)
     img = make_image([big], "chunky")
     src = Store(tmp_path / "src")
     load_path(src, f"{write_layout(tmp_path / 'chunky-layout', {'lk.test/chunky:1': img})}")
-    seen: list[tuple[str, int]] = []
+    seen: list[ProgressEvent] = []
     start = reg.mark()
-    res = registry.push(src, "lk.test/chunky:1", f"{reg.host}/chunks/app:1",
-                        progress=lambda m, n: seen.append((m, n)))
+    res = registry.push(src, "lk.test/chunky:1", f"{reg.host}/chunks/app:1", progress=seen.append)
     reqs = reg.requests(start)
     assert [la.action for la in res.layers] == ["Pushed"]
     patches = [(p, c) for m, p, c in reqs if m == "PATCH"]
     assert len(patches) == -(-len(big.data) // 65_536) and all(c == 202 for _, c in patches)
     assert blob_puts(reqs) == {big.digest: 1, img.id: 1}  # each blob closed by one PUT with its digest
-    assert sum(n for m, n in seen if m == f"{big.digest[7:19]}: Pushing") == len(big.data)
+    sent = [e.done for e in seen if e.digest == big.digest and e.status == Status.UPLOADING]
+    assert sent == sorted(sent) and sent[-1] == len(big.data)
     pulled = registry.pull(Store(tmp_path / "back"), f"{reg.host}/chunks/app:1")
     assert pulled.image_id == img.id and pulled.digest == res.digest
 
@@ -1138,7 +1157,7 @@ def test_push_in_chunks_to_a_real_registry(images, reg, tmp_path, monkeypatch):
 def test_push_falls_back_to_chunks_when_the_whole_blob_is_refused(images, stub, monkeypatch):
     """A 413 to the monolithic PUT (a proxy's body limit) leads to a chunked upload in a new session; a
     chunk that fails is sent again from the offset the registry reports (GET on the session)."""
-    monkeypatch.setattr(registry, "UPLOAD_CHUNK", 65_536)
+    monkeypatch.setattr(pushing, "UPLOAD_CHUNK", 65_536)
     base = images.base.layers[0]
     assert len(base.data) > 3 * 65_536
     stub.max_body = 100_000
@@ -1154,23 +1173,23 @@ def test_push_falls_back_to_chunks_when_the_whole_blob_is_refused(images, stub, 
 
 
 def test_credentials_files(tmp_path):
-    assert auth.normalize_registry("https://index.docker.io/v1/") == "docker.io"
-    assert auth.normalize_registry("HTTPS://Registry.Example.com:5000/v2/") == "registry.example.com:5000"
-    assert auth.normalize_registry("") == "docker.io"
-    assert auth.credentials_for("example.com") is None
-    auth.save_credentials("docker.io", "bob", "pw:with:colons")
-    assert auth.credentials_for("index.docker.io") == ("bob", "pw:with:colons")
-    assert "https://index.docker.io/v1/" in json.loads(auth.config_path().read_text())["auths"]
+    assert transport.normalize_registry("https://index.docker.io/v1/") == "docker.io"
+    assert transport.normalize_registry("HTTPS://Registry.Example.com:5000/v2/") == "registry.example.com:5000"
+    assert transport.normalize_registry("") == "docker.io"
+    assert credentials.credentials_for("example.com") is None
+    credentials.save_credentials("docker.io", "bob", "pw:with:colons")
+    assert credentials.credentials_for("index.docker.io") == ("bob", "pw:with:colons")
+    assert "https://index.docker.io/v1/" in json.loads(credentials.config_path().read_text())["auths"]
     bad = Path(os.environ["DOCKER_CONFIG"]) / "config.json"
     bad.parent.mkdir(parents=True)
     bad.write_text(json.dumps({"auths": {"example.com": {"auth": "!!notbase64"}}}))
-    with pytest.raises(auth.CredentialsError) as exc:
-        auth.credentials_for("example.com")
+    with pytest.raises(credentials.CredentialsError) as exc:
+        credentials.credentials_for("example.com")
     assert "notbase64" not in str(exc.value)
-    assert registry.parse_challenge('Bearer realm="https://auth.example/token",service="reg",scope="a b"') == (
+    assert auth.parse_challenge('Bearer realm="https://auth.example/token",service="reg",scope="a b"') == (
         "bearer", {"realm": "https://auth.example/token", "service": "reg", "scope": "a b"})
-    assert registry.is_localhost("[::1]:5000") and registry.is_localhost("localhost")
-    assert not registry.is_localhost("registry.example.com")
+    assert transport.is_localhost("[::1]:5000") and transport.is_localhost("localhost")
+    assert not transport.is_localhost("registry.example.com")
 
 
 def test_cli_push_pull_and_the_manifest_digest(images, reg, tmp_path, capsys):

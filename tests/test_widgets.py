@@ -454,7 +454,7 @@ def test_history_shows_every_column_and_keeps_lines(store_dir):
 
 def test_file_picker_reaches_every_path(store):
     ex = lkw.ImageExplorer(store, "web:v2", page_size=50)
-    every = list(ex.view_files(2)[1].index)
+    every = list(ex.view_files(2).index)
     seen = []
     while True:
         seen += list(ex.file.options)

@@ -42,9 +42,10 @@ def shared_layers(images: list[Image]) -> list[dict]:
     return rows
 
 
-def files(store: Store, image: Image) -> list[dict]:
-    """Every path of the image's union view with the layer that provides it."""
-    view = store.image_view(image)
+def files(store: Store, image: Image, layer: int | None = None) -> list[dict]:
+    """Every path of the image's union view with the layer that provides it (``layer``: of the view of
+    the layers up to that one)."""
+    view = store.image_view(image, layer)
     return [{"path": u.entry.path, "type": u.entry.type, "size": u.entry.size, "mode": u.entry.mode,
              "uid": u.entry.uid, "gid": u.entry.gid, "link": u.entry.link or None, "layer_index": u.layer,
              "layer": view.diff_ids[u.layer]} for u in view.walk("/")]

@@ -4,6 +4,9 @@ A container lives in ``STORE/layerkit/containers/ID/``: ``config.json`` (name, i
 ``upper/`` (the writable layer in overlayfs upper-dir format, see :mod:`.upper`) and ``work/`` (the
 overlay work dir used by ``run``). Stored layers are never modified: reading goes through the union
 view; changing a lower file copies it up first; deleting a lower entry records a whiteout.
+
+The containers of a store are found here (:func:`list_containers`, :func:`find_container`,
+:func:`container_users`): the store knows images and layers only and never imports this module.
 """
 
 from __future__ import annotations
@@ -673,8 +676,9 @@ def list_containers(store: Store) -> list[Container]:
     return out
 
 
-def get_container(store: Store, name: str, missing_ok: bool = False) -> Container | None:
-    """Find a container by name, full ID or unique ID prefix."""
+def find_container(store: Store, name: str, missing_ok: bool = False) -> Container | None:
+    """A container by name, full ID or unique ID prefix; :class:`ContainerNotFound` naming ``name`` when
+    there is none (None with ``missing_ok``)."""
     cs = list_containers(store)
     for c in cs:
         if c.name == name or c.id == name:
@@ -686,6 +690,19 @@ def get_container(store: Store, name: str, missing_ok: bool = False) -> Containe
     if missing_ok:
         return None
     raise ContainerNotFound(f"No such container: {name}")
+
+
+def container_users(store: Store) -> dict[str, list[str]]:
+    """image ID -> names of the containers created from it."""
+    out: dict[str, list[str]] = {}
+    for c in list_containers(store):
+        out.setdefault(c.image_id, []).append(c.name)
+    return out
+
+
+def container_counts(store: Store) -> dict[str, int]:
+    """image ID -> number of containers using it."""
+    return {k: len(v) for k, v in container_users(store).items()}
 
 
 def create_container(store: Store, image_name: str, command: list[str] | None = None,
@@ -731,7 +748,7 @@ def create_container(store: Store, image_name: str, command: list[str] | None = 
 
 def remove_container(store: Store, name: str, force: bool = False) -> Container:
     """``rm``: delete a container and its writable layer."""
-    c = get_container(store, name)
+    c = find_container(store, name)
     if c.state == "running" and not force:
         raise Conflict(f"cannot remove container {c.name}: container is running: stop it first or use -f")
     with store.locked():

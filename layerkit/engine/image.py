@@ -1,4 +1,9 @@
-"""Images as the store holds them: a config, a manifest, and layers bottom first."""
+"""Images as the store holds them: a config, a manifest, and layers bottom first.
+
+An :class:`Image` and its :class:`Layer` objects are values (the documents and descriptors) plus a
+reference to an :class:`IndexProvider`, the narrow protocol they read layer indexes and recorded parents
+through. :class:`~layerkit.engine.store.Store` satisfies it; this module never imports the store.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,13 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .humanize import parse_time
 from .reference import Reference
 
 if TYPE_CHECKING:  # pragma: no cover
     from .layerindex import LayerIndex
-    from .store import Store
 
 MAX_LAYERS = 127  # the limit the Docker documentation gives for an image's depth
 
@@ -29,11 +33,28 @@ def chain_ids(diff_ids: list[str]) -> list[str]:
     return out
 
 
+class IndexProvider(Protocol):
+    """What images and layers read through (the store provides it): layer indexes, built or cached, and
+    the recorded parents of an image for ``history``'s IMAGE column."""
+
+    def layer_index(self, diff_id: str, digest: str | None = None) -> LayerIndex:
+        """The index of the layer with this diff_id (its blob ``digest``)."""
+        ...
+
+    def index_layers(self, layers: list[Layer]) -> None:
+        """Index the layers whose content was never checked, several at once."""
+        ...
+
+    def ancestry(self, image: Image) -> list[Image]:
+        """The image and its recorded parents, nearest first."""
+        ...
+
+
 @dataclass
 class Layer:
     """One layer of an image: its descriptor in the manifest and its (cached) index figures."""
 
-    store: Store = field(repr=False)
+    source: IndexProvider = field(repr=False)
     index_in_image: int
     diff_id: str
     digest: str
@@ -43,7 +64,7 @@ class Layer:
 
     def index(self) -> LayerIndex:
         """The layer's tar index (entries, sizes); built once and cached by diff_id."""
-        return self.store.layer_index(self.diff_id, self.digest)
+        return self.source.layer_index(self.diff_id, self.digest)
 
     @property
     def size(self) -> int:
@@ -79,7 +100,7 @@ class HistoryRow:
 class Image:
     """An image in the store. ``id`` is the sha256 of the config bytes."""
 
-    store: Store = field(repr=False)
+    source: IndexProvider = field(repr=False)
     id: str
     manifest_digest: str
     manifest: dict = field(repr=False)
@@ -108,7 +129,7 @@ class Image:
         out = []
         chains = self.chain_ids
         for i, (desc, diff_id) in enumerate(zip(self.manifest.get("layers", []), self.diff_ids, strict=False)):
-            out.append(Layer(self.store, i, diff_id, desc["digest"], desc.get("mediaType", ""),
+            out.append(Layer(self.source, i, diff_id, desc["digest"], desc.get("mediaType", ""),
                              int(desc.get("size", 0)), chains[i]))
         return out
 
@@ -120,7 +141,7 @@ class Image:
     @property
     def size(self) -> int:
         """Docker's image size: the sum of its layers' sizes."""
-        self.store.index_layers(self.layers)
+        self.source.index_layers(self.layers)
         return sum(layer.size for layer in self.layers)
 
     @property
@@ -158,7 +179,7 @@ class Image:
             rows.append(HistoryRow(None, parse_time(h.get("created")), h.get("created_by", ""), size,
                                    h.get("comment", ""), empty, diff_id, h.get("author", "")))
         # the image itself and its ancestors own their top rows
-        known = self.store.ancestry(self)
+        known = self.source.ancestry(self)
         for img in known:
             n = len(img.history_entries) or len(img.layers)
             if 0 < n <= len(rows):

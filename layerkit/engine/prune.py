@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .container import remove_container
+from .container import container_users, list_containers, remove_container
 from .image import Image
 from .upper import upper_index
 
@@ -44,7 +44,7 @@ class PruneResult:
 
 def prunable_containers(store: Store) -> list:
     """The containers ``container prune`` removes: every one that is not running."""
-    return [c for c in store.containers() if c.state != "running"]
+    return [c for c in list_containers(store) if c.state != "running"]
 
 
 def prune_containers(store: Store) -> PruneResult:
@@ -62,7 +62,7 @@ def prunable_images(store: Store, all: bool = False) -> list[Image]:
     """The images an image prune removes (``all``: ``-a``), children before their parents."""
     images = store.images()
     by_id = {i.id: i for i in images}
-    used = {c.image_id for c in store.containers()}
+    used = {c.image_id for c in list_containers(store)}
 
     def ancestors(img: Image) -> list[str]:
         out, cur, seen = [], img.parent, {img.id}
@@ -98,7 +98,7 @@ def prune_images(store: Store, all: bool = False) -> PruneResult:
 def remove_image(store: Store, name: str, force: bool = False) -> dict[str, list[str]]:
     """``rmi``: :meth:`Store.remove_image`, then, as ``docker rmi`` does unless ``--no-prune``, the untagged
     parents that only the deleted image needed (no tag, no other child, no container), nearest first."""
-    users = store.container_users()
+    users = container_users(store)
     img = store.image(name)
     res = store.remove_image(name, force=force, users=users)
     deleted = list(res["deleted"])

@@ -55,12 +55,15 @@ from .layer import index_blob, layer_workers
 from .layerindex import LayerIndex, read_index, write_index
 from .mediatypes import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, REF_NAME
 from .private import private_dir
+from .progress import Progress, ProgressEvent, Status, serialized
 from .reference import Reference, parse_reference
 from .shapes import check_config, check_index, check_manifest, load_json, load_object
 
 LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
+INDEX_PROGRESS_MIN = 64 << 20  # indexing a layer blob this large reports progress
 # layerkit's directories that hold image content or container state: 0700, like STORE/layerkit itself
 PRIVATE_DIRS = ("tmp", "rootfs", "containers", "layers", "views", "verified")
+PREFIX_VIEWS = 4  # union views of layer prefixes (image_view's ``layer``) kept per store object
 
 
 def default_root() -> Path:
@@ -115,9 +118,11 @@ class Store:
     """A layerkit store. ``Store()`` opens the default store; ``Store(path)`` any other.
 
     Reading a store that does not exist yet shows no images; the directory is created on first write.
+    ``progress`` receives the events of work the store does on its own when asked for something (indexing
+    a large layer on first use); the faces set it to draw them.
     """
 
-    def __init__(self, root: str | os.PathLike | None = None) -> None:
+    def __init__(self, root: str | os.PathLike | None = None, progress: Progress | None = None) -> None:
         if root is not None and not os.fspath(root):
             # Path("") is the current directory: an empty --store must not quietly mean some store
             raise HostPathError("the store path is empty: name a directory, or leave it out for the default store")
@@ -129,7 +134,9 @@ class Store:
         # blob digest -> the diff_id its content was checked to have (files in layerkit/verified/)
         self.verified_dir = self.meta_dir / "verified"
         self._verified: dict[str, str] = {}
-        self._views: dict[str, object] = {}
+        self._views: dict[str, object] = {}  # top chain ID -> union view
+        self._prefix_views: dict[str, object] = {}  # chain ID -> union view of a layer prefix (a few)
+        self.progress = serialized(progress)  # layers are indexed on several threads (index_layers)
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
@@ -297,18 +304,19 @@ class Store:
         self._verified[digest] = diff_id
 
     def _index_with_progress(self, digest: str) -> LayerIndex:
-        """Index a stored blob; a large one shows a progress bar (tqdm.auto: a widget in a notebook, text
-        on a terminal, nothing when stderr is not a TTY)."""
+        """Index a stored blob; a large one reports ``indexing`` events, then ``done``, to
+        :attr:`progress` (the faces draw them: a bar on a terminal or in a notebook)."""
         size = self.blobs.size(digest)
-        if size < 64 << 20:
+        report = self.progress
+        if report is None or size < INDEX_PROGRESS_MIN:
             return index_blob(self.blobs, digest, f"layer {digest}")
-        from tqdm.auto import tqdm
 
-        with tqdm(total=size, desc=f"indexing {digest[7:19]}", unit="B", unit_scale=True, unit_divisor=1000,
-                  disable=None, leave=True) as bar:
-            def progress(offset: int) -> None:
-                bar.update(max(0, min(offset, size) - bar.n))
-            return index_blob(self.blobs, digest, f"layer {digest}", progress=progress)
+        def progress(offset: int) -> None:
+            report(ProgressEvent("layer", digest, min(offset, size), size, Status.INDEXING))
+        progress(0)
+        idx = index_blob(self.blobs, digest, f"layer {digest}", progress=progress)
+        report(ProgressEvent("layer", digest, size, size, Status.DONE))
+        return idx
 
     def save_layer_index(self, index: LayerIndex, digest: str) -> None:
         """Cache a layer index computed from blob ``digest`` (whose content was hashed to its diff_id)."""
@@ -317,10 +325,29 @@ class Store:
         self._mark_checked(digest, index.diff_id)
         self._index_cache[index.diff_id] = index
 
-    def image_view(self, image: Image):
-        """The union view of an image's layers, built once per process (keyed by the top chain ID)."""
+    def image_view(self, image: Image, layer: int | None = None):
+        """The union view of an image's layers, built once per process (keyed by the top chain ID).
+
+        ``layer`` (0 at the bottom): the view of the layers up to that one, as dive shows a layer. The last
+        :data:`PREFIX_VIEWS` such views are kept (one may hold a hundred thousand paths); raises
+        :class:`LayerkitError` naming the image's layers when it has no layer ``layer``."""
         from .union import UnionView
 
+        if layer is not None and layer != len(image.layers) - 1:
+            if not 0 <= layer < len(image.layers):
+                raise LayerkitError(f"{image.name} has no layer {layer}: its layers are 0 to "
+                                    f"{len(image.layers) - 1}")
+            key = image.chain_ids[layer]
+            view = self._prefix_views.pop(key, None)
+            if view is None:
+                view = self._views.get(key)  # another image whose top is this layer (a parent)
+            if view is None:
+                self.index_layers(image.layers)
+                view = UnionView([la.index() for la in image.layers[:layer + 1]])
+            self._prefix_views[key] = view  # the newest last
+            while len(self._prefix_views) > PREFIX_VIEWS:
+                del self._prefix_views[next(iter(self._prefix_views))]
+            return view
         key = image.chain_ids[-1] if image.diff_ids else "empty"
         view = self._views.get(key)
         if view is None:
@@ -485,31 +512,6 @@ class Store:
             for d in dict.fromkeys(img.diff_ids):
                 users.setdefault(d, []).append(img)
         return users
-
-    # ---- containers ---------------------------------------------------------------------------
-
-    def containers(self) -> list:
-        """Every container of the store, newest first."""
-        from .container import list_containers
-
-        return list_containers(self)
-
-    def find_container(self, name: str, missing_ok: bool = False):
-        """A container by name, ID or unique ID prefix (:class:`ContainerNotFound` if none)."""
-        from .container import get_container
-
-        return get_container(self, name, missing_ok=missing_ok)
-
-    def container_users(self) -> dict[str, list[str]]:
-        """image ID -> names of the containers created from it."""
-        out: dict[str, list[str]] = {}
-        for c in self.containers():
-            out.setdefault(c.image_id, []).append(c.name)
-        return out
-
-    def container_counts(self) -> dict[str, int]:
-        """image ID -> number of containers using it."""
-        return {k: len(v) for k, v in self.container_users().items()}
 
     # ---- writing images -----------------------------------------------------------------------
 

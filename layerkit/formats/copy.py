@@ -27,19 +27,17 @@ import difflib
 import io
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 from ..engine.image import Image
 from ..engine.mediatypes import REF_NAME
+from ..engine.progress import Progress
 from ..engine.reference import Reference, parse_reference
 from ..engine.store import Store, user_reference_error
 from ..errors import ImageNotFound, InvalidArchive, InvalidReference, LayerkitError, NotFound
 from .sources import Source
-
-Progress = Callable[[str, int], None]
 
 TRANSPORTS = ("docker-archive", "oci", "oci-archive", "docker", "docker-daemon", "layerkit")
 # skopeo knows these, layerkit's copy does not
@@ -430,11 +428,11 @@ def copy(store: Store, src: str, dst: str, insecure: bool = False, progress: Pro
     store reference), through the store.
 
     ``insecure`` allows plain HTTP / unverified TLS for ``docker://`` registries other than localhost;
-    ``endpoint`` is the engine for ``docker-daemon:`` (default ``DOCKER_HOST``); ``progress(message,
-    nbytes)`` is passed to the load, pull or push. Both sides are parsed and the destination checked
-    before anything moves. Returns ``{"source", "destination", "id", "manifest_digest", "names" (what
-    the destination calls the image), "pull", "push" (the registry transfers, or None), "engine_ids",
-    "lines"}``.
+    ``endpoint`` is the engine for ``docker-daemon:`` (default ``DOCKER_HOST``); ``progress`` receives the
+    events of the load, pull or push (:mod:`layerkit.engine.progress`). Both sides are parsed and the
+    destination checked before anything moves. Returns ``{"source", "destination", "id",
+    "manifest_digest", "names" (what the destination calls the image), "pull", "push" (the registry
+    transfers, or None), "engine_ids", "lines"}``.
     """
     s = parse_location(src)
     d = parse_location(dst)

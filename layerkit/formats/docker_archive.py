@@ -13,6 +13,7 @@ from pathlib import Path
 from ..engine.digests import hex_of
 from ..engine.image import Image
 from ..engine.layer import open_uncompressed
+from ..engine.progress import Progress
 from ..engine.reference import Reference, parse_reference
 from ..engine.store import Store
 from ..errors import InvalidManifest, InvalidReference
@@ -32,8 +33,9 @@ def _expected_digest(name: str) -> str | None:
     return None
 
 
-def load_docker_archive(store: Store, src: Source, progress=None) -> list[LoadedImage]:
-    """Import every image listed in ``manifest.json``."""
+def load_docker_archive(store: Store, src: Source, progress: Progress | None = None) -> list[LoadedImage]:
+    """Import every image listed in ``manifest.json``; ``progress`` receives each layer's events
+    (:class:`~.importer.ImportBatch`)."""
     manifest = src.read_json("manifest.json", "manifest")[1]  # not its bytes: up to 16 MiB
     if not isinstance(manifest, list) or not manifest:
         raise InvalidManifest(f"{src.label}: manifest.json is not a non-empty list")
@@ -47,7 +49,7 @@ def load_docker_archive(store: Store, src: Source, progress=None) -> list[Loaded
         return [LoadedImage(image, [_tag_string(t) for t in taken]) for image, taken in batch.commit()]
 
 
-def _add_entry(batch: ImportBatch, src: Source, i: int, entry: object, progress) -> None:
+def _add_entry(batch: ImportBatch, src: Source, i: int, entry: object, progress: Progress | None) -> None:
     """Verify one ``manifest.json`` entry; its new layers are read when the batch commits."""
     if not isinstance(entry, dict) or not isinstance(entry.get("Config"), str) \
             or not isinstance(entry.get("Layers"), list):

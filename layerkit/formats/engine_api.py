@@ -16,13 +16,14 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
 from ..engine.humanize import rfc3339
 from ..engine.image import Image
+from ..engine.progress import Progress, ProgressEvent, Status
 from ..engine.reference import Reference, parse_reference
 from ..engine.store import Store
 from ..errors import ContainerNotFound, ImageNotFound, InvalidReference, LayerkitError
@@ -37,8 +38,6 @@ _MODE_DIR = 1 << 31  # Go's os.ModeDir and os.ModeSymlink, as the archive stat h
 _MODE_SYMLINK = 1 << 27
 STAT_WORKERS = 4
 TREE_MIN_ROWS = 4  # an added directory with this many added paths below it is read as one archive
-
-Progress = Callable[[str, int], None]
 
 
 class EngineUnavailable(LayerkitError):
@@ -145,15 +144,16 @@ def load_from_engine(store: Store, name: str, endpoint: str | None = None,
     to a temporary file under the store (never held in memory), then imported as ``load`` does.
 
     The engine names the archive's images as it resolves ``name`` (Podman calls a short name
-    ``localhost/NAME``); an image ID gives an untagged image, as ``docker save ID`` does. ``progress(message,
-    nbytes)`` is called as archive bytes arrive. Raises :class:`ImageNotFound` when the engine has no such
-    image, :class:`EngineUnavailable` / :class:`EngineError` for engine problems.
+    ``localhost/NAME``); an image ID gives an untagged image, as ``docker save ID`` does. ``progress``
+    receives the archive's events (``what`` ``"archive"``: ``downloading`` as its bytes arrive, ``done``
+    once it is all there), then those of its layers as ``load`` reports them. Raises
+    :class:`ImageNotFound` when the engine has no such image, :class:`EngineUnavailable` /
+    :class:`EngineError` for engine problems.
     """
     from .docker_archive import load_docker_archive
     from .oci import load_oci
     from .sources import TarSource
 
-    emit = progress or (lambda message, nbytes: None)
     client = connect(endpoint)
     url = client.layerkit_endpoint
     what = f"load {name} from the engine"
@@ -169,22 +169,24 @@ def load_from_engine(store: Store, name: str, endpoint: str | None = None,
         # locked while it exists, so a killed load's file is removed by the next writer (blobs.remove_stale)
         with store.blobs.temp_file("stream-", ".tar") as (f, tmp):
             try:
+                received = 0
                 for chunk in client.api.get_image(name, chunk_size=CHUNK):
                     f.write(chunk)
-                    emit(f"{name}: Receiving", len(chunk))
+                    received += len(chunk)
+                    if progress is not None:
+                        progress(ProgressEvent("archive", None, received, None, Status.DOWNLOADING))
             except Exception as exc:  # noqa: BLE001
                 if _is_sdk_error(exc):
                     raise _api_error(client, exc, what) from None
                 raise
             f.flush()
+            if progress is not None:
+                progress(ProgressEvent("archive", None, received, received, Status.DONE))
             src = TarSource(tmp, f"engine {url}: {name}")
             try:
-                def quiet(message: str, nbytes: int) -> None:
-                    emit(message, 0)  # the bytes were counted as they arrived
-
                 if src.has("manifest.json"):
-                    return load_docker_archive(store, src, progress=quiet)
-                return load_oci(store, src, progress=quiet)
+                    return load_docker_archive(store, src, progress=progress)
+                return load_oci(store, src, progress=progress)
             finally:
                 src.close()
     finally:

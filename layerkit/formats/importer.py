@@ -16,6 +16,10 @@ The layers of one image may be ingested concurrently (``workers``; the registry'
 layer is its own HTTP stream): hashing, inflating, socket reads and file writes release the GIL, so layers
 overlap on several cores. The largest layers start first; the first failure stops the others (their next
 read raises), and every temporary blob of the image is dropped before the error is raised.
+
+Progress (:mod:`layerkit.engine.progress`): each layer of an image is reported once, ``exists`` when the
+store holds it (nothing is read) or ``done`` with its blob's size once it is verified; the event names the
+layer by its blob digest when the source gives one, else by its diff_id.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from ..engine.digests import sha256_bytes
 from ..engine.image import Image
 from ..engine.layer import IngestResult, fetch_layer, ingest_layer
 from ..engine.mediatypes import oci_layer_type
+from ..engine.progress import Progress, ProgressEvent, Status
 from ..engine.reference import Reference
 from ..engine.shapes import check_config  # the same rules check what the store reads back
 from ..engine.store import NewImage, NewLayer, Store
@@ -111,7 +116,7 @@ class ImportBatch:
         self._pending: dict[str, IngestResult] = {}  # diff_id -> verified, uncommitted layer
         self._defer = defer
         self._tags = 0
-        self._deferred: dict[str, tuple[LayerSource, Callable[[str, int], None] | None]] = {}
+        self._deferred: dict[str, tuple[LayerSource, Progress | None]] = {}
         # config, layers (a str: the diff_id of a layer still to ingest), tags, manifest
         self._images: list[tuple[bytes, list[NewLayer | str], list[Reference], bytes | None]] = []
 
@@ -129,7 +134,7 @@ class ImportBatch:
         tags: list[Reference],
         label: str,
         expected_id: str | None = None,
-        progress: Callable[[str, int], None] | None = None,
+        progress: Progress | None = None,
         manifest_bytes: bytes | None = None,
         workers: int = 1,
         index_now: bool = True,
@@ -180,13 +185,13 @@ class ImportBatch:
             if have is not None and self.store.blobs.has(src.digest):
                 entries.append(NewLayer(src.digest, diff_id, have[0], have[1]))
                 if progress:
-                    progress(f"{diff_id[7:19]}: Already exists", 0)
+                    progress(_exists(src, diff_id))
                 continue
             hit = self._known.get(diff_id)
             if hit is not None and self.store.blobs.has(hit[0]):
                 entries.append(NewLayer(hit[0], diff_id, hit[1], hit[2]))
                 if progress:
-                    progress(f"{diff_id[7:19]}: Already exists", 0)
+                    progress(_exists(src, diff_id))
                 continue
             if self._defer and workers <= 1:
                 self._deferred[diff_id] = (src, progress)
@@ -198,7 +203,7 @@ class ImportBatch:
                 entries.append(NewLayer(res.digest, diff_id, oci_layer_type(res.compression),
                                         res.compressed_size))
                 if progress:
-                    progress(f"{diff_id[7:19]}: Loaded", res.compressed_size)
+                    progress(_done(src, diff_id, res))
                 continue
             todo[diff_id] = src
             entries.append(diff_id)
@@ -227,7 +232,7 @@ class ImportBatch:
         return res
 
     def _ingest_all(self, todo: dict[str, LayerSource], workers: int,
-                    progress: Callable[[str, int], None] | None, index_now: bool = True
+                    progress: Progress | None, index_now: bool = True
                     ) -> dict[str, IngestResult]:
         """Ingest these layers on up to ``workers`` threads, all or none: on the first failure the
         others are stopped, every temporary blob is dropped and that failure is raised."""
@@ -250,7 +255,7 @@ class ImportBatch:
                     raise _Cancelled
                 done[diff_id] = res
                 if progress:
-                    progress(f"{diff_id[7:19]}: Loaded", res.compressed_size)
+                    progress(_done(src, diff_id, res))
 
         # largest first: the biggest layer is the longest chain of work, so it must not start last
         order = sorted(todo.items(), key=lambda kv: -(kv[1].size or 0))
@@ -301,7 +306,7 @@ class ImportBatch:
             self._pending[diff_id] = res
             del self._deferred[diff_id]
             if progress:
-                progress(f"{diff_id[7:19]}: Loaded", res.compressed_size)
+                progress(_done(src, diff_id, res))
 
     def commit(self) -> list[tuple[Image, list[Reference]]]:
         """Everything verified: make the blobs visible, then record all the images at once, in order."""
@@ -343,6 +348,16 @@ class ImportBatch:
         self._images = []
 
 
+def _exists(src: LayerSource, diff_id: str) -> ProgressEvent:
+    """The event of a layer the store holds already (nothing read)."""
+    return ProgressEvent("layer", src.digest or diff_id, 0, src.size, Status.EXISTS)
+
+
+def _done(src: LayerSource, diff_id: str, res: IngestResult) -> ProgressEvent:
+    """The event of a layer read and verified."""
+    return ProgressEvent("layer", src.digest or diff_id, res.compressed_size, res.compressed_size, Status.DONE)
+
+
 def _store_layers(store: Store) -> tuple[dict[str, tuple[str, str, int]], dict[str, tuple[str, int]]]:
     """What :meth:`Store.known_layers` and :meth:`Store.layer_blobs` say, from one pass over the store's
     images (each call reads every manifest and config of the store)."""
@@ -363,7 +378,7 @@ def import_image(
     tags: list[Reference],
     label: str,
     expected_id: str | None = None,
-    progress: Callable[[str, int], None] | None = None,
+    progress: Progress | None = None,
     manifest_bytes: bytes | None = None,
     workers: int = 1,
     index_now: bool = True,

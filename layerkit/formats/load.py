@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..engine.progress import Progress
 from ..engine.store import Store
 from ..errors import InvalidArchive, NotFound
 from .docker_archive import load_docker_archive
@@ -46,8 +47,9 @@ def open_source(store: Store, path: str) -> tuple[Source, str | None, Path | Non
     return open_archive(p, str(path)), tag, None
 
 
-def load_path(store: Store, path: str, progress=None) -> list[LoadedImage]:
-    """Import every image at ``path``; see the module docstring for what is recognised."""
+def load_path(store: Store, path: str, progress: Progress | None = None) -> list[LoadedImage]:
+    """Import every image at ``path``; see the module docstring for what is recognised. ``progress``
+    receives each layer's events (:mod:`layerkit.engine.progress`)."""
     src, tag, _ = open_source(store, path)
     try:
         if src.has("manifest.json"):

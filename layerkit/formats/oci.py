@@ -18,6 +18,7 @@ from ..engine import mediatypes as mt
 from ..engine.digests import hex_of, sha256_bytes
 from ..engine.image import Image
 from ..engine.mediatypes import CONTAINERD_NAME, OCI_INDEX, OCI_MANIFEST, REF_NAME, Descriptor
+from ..engine.progress import Progress
 from ..engine.reference import Reference, parse_reference
 from ..engine.store import Store
 from ..errors import (
@@ -136,8 +137,10 @@ def _name_of(desc: Descriptor) -> Reference | None:
     return None
 
 
-def load_oci(store: Store, src: Source, tag: str | None = None, progress=None) -> list[LoadedImage]:
-    """Import the images an OCI layout's index.json names (or only the one tagged ``tag``)."""
+def load_oci(store: Store, src: Source, tag: str | None = None, progress: Progress | None = None
+             ) -> list[LoadedImage]:
+    """Import the images an OCI layout's index.json names (or only the one tagged ``tag``); ``progress``
+    receives each layer's events (:class:`~.importer.ImportBatch`)."""
     _, layout = src.read_json("oci-layout", "oci-layout")
     if not isinstance(layout, dict) or "imageLayoutVersion" not in layout:
         raise InvalidManifest(f"{src.label}: oci-layout lacks imageLayoutVersion")
@@ -169,7 +172,8 @@ def load_oci(store: Store, src: Source, tag: str | None = None, progress=None) -
                 for image, taken in batch.commit()]
 
 
-def _add_image(batch: ImportBatch, src: Source, desc: Descriptor, tags: list[Reference], progress) -> None:
+def _add_image(batch: ImportBatch, src: Source, desc: Descriptor, tags: list[Reference], progress: Progress | None
+               ) -> None:
     """Verify one image of the layout and stream its new layers into the batch."""
     mdesc = _pick_manifest(src, desc)
     manifest_bytes = _read_blob(src, mdesc, "manifest")

@@ -1,5 +1,5 @@
-"""DataFrames, one function per question, built from what :mod:`layerkit.commands` and
-:mod:`layerkit.engine.analysis` return (rows), never by reading the store again.
+"""DataFrames, one function per question, built from what :mod:`layerkit.commands` returns (results and
+their rows), never by reading the store again.
 
 The same rules hold for every frame (``tests/test_magics.py`` asserts them for every verb):
 
@@ -28,11 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..engine.digests import short
-from ..engine.humanize import human_size
-from ..engine.layerindex import Entry
-from ..engine.union import mode_string
-from ..results import Message, Sections, Table, TreeListing
+from ..results import Message, Sections, Table, TreeListing, human_size, permissions, short
 
 SIZE_COLUMNS = ("size", "tar_size", "compressed_size", "shared_size", "unique_size", "total_bytes",
                 "wasted_bytes", "reclaimable_bytes", "size_a", "size_b", "below_size", "size_bytes",
@@ -59,7 +55,7 @@ def _permissions(types: Iterable[Any], modes: Iterable[Any]) -> list[str | None]
         key = (t, int(m))
         s = memo.get(key)
         if s is None:
-            s = memo[key] = mode_string(Entry("", t, 0, int(m), 0, 0, 0, "", -1))
+            s = memo[key] = permissions(t, int(m))
         out.append(s)
     return out
 

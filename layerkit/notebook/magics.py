@@ -1,5 +1,8 @@
 """``%lk`` and ``%%lk``: the CLI's words in a notebook, going through the same :mod:`layerkit.commands`.
 
+The words and the call each verb makes are the CLI's own table, :mod:`layerkit.verbs`; this module turns the
+results into what a notebook shows (:func:`to_frame`).
+
 Listing verbs return DataFrames (``hist = %lk history demo:v1``; ``--format json`` returns the CLI's JSON
 as Python data, ``--no-trunc`` shows IDs and commands whole; both are refused by name where they do not
 apply), ``%lk plot KIND TARGET...`` returns a Figure (or one line when there is nothing to draw),
@@ -20,11 +23,12 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from .. import commands
-from ..cli import UsageError as CliUsageError
-from ..cli import _Exit, build_parser, run
 from ..errors import EXPECTED, LayerkitError, one_line
 from ..results import Document, Message, Sections, Stream, Table, TreeListing
+from ..verbs import ParserExit, build_parser, piped, progress_title, run, subparser
+from ..verbs import UsageError as CliUsageError
 from .frames import FrameSet  # noqa: F401  (re-exported: it used to live here)
+from .progress import notebook_progress
 
 PLOT_KINDS = ("layers", "shared", "sharing", "cumulative", "wasted", "largest", "directories", "diff")
 
@@ -94,24 +98,13 @@ def to_frame(verb: str, result: Any, no_trunc: bool = False, layers: int | None 
     return result
 
 
-def _verb_parser(parser: argparse.ArgumentParser, words: list[str]) -> argparse.ArgumentParser | None:
-    """The sub-parser that parses ``words`` (``image prune`` goes two levels down), or None."""
-    p = parser
-    for w in words[:2]:
-        subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
-        if not subs or w not in subs[0].choices:
-            break
-        p = subs[0].choices[w]
-    return p if p is not parser else None
-
-
 def _options(words: list[str]) -> tuple[list[str], bool, bool]:
     """Check ``--format`` and ``--no-trunc`` against the verb: ``--format`` where the CLI's verb takes it;
     ``--no-trunc`` where the CLI's verb takes it or the verb returns a frame (it then applies to the
     display). Returns the words for the CLI's parser, whether JSON was asked for, and no_trunc; raises a
     usage error naming the verb where an option does not apply."""
     verb = words[0]
-    sub = _verb_parser(build_parser(), words)
+    sub = subparser(words)
     known = sub._option_string_actions if sub is not None else {}
     fmt = [w for w in words if w == "--format" or w.startswith("--format=")]
     if fmt and "--format" not in known:
@@ -134,7 +127,6 @@ def plot(store, kind: str, targets: list[str]):
     """``%lk plot KIND TARGET...``: frames from the commands, then the figure."""
     import pandas as pd
 
-    from ..engine import analysis
     from . import frames, plots
 
     if kind not in PLOT_KINDS:
@@ -142,7 +134,7 @@ def plot(store, kind: str, targets: list[str]):
     if not targets:
         raise LayerkitError(f"%lk plot {kind} needs an image or container name")
     if kind in ("layers", "shared", "sharing"):
-        rows = analysis.shared_layers([store.image(t) for t in targets])
+        rows = commands.shared_layers(store, targets).rows
         if kind == "layers":
             return plots.layer_sizes(frames.shared_long(rows))
         if kind == "shared":
@@ -151,14 +143,14 @@ def plot(store, kind: str, targets: list[str]):
     target = targets[0]
     if kind == "diff":
         return plots.diff_bytes(frames.diff(commands.diff(store, target)), f"Changes in {target}")
-    img = store.image(target)
+    img = commands.image_info(store, target, size=False).to_json()
     if kind == "cumulative":
         return plots.cumulative_size(frames.layers(commands.layers(store, target)), f"Cumulative size of {target}")
     if kind == "wasted":
-        parts = [frames.layer_files(analysis.layer_files(store, img, i)).assign(layer=i)
-                 for i in range(len(img.diff_ids))]
+        parts = [frames.layer_files(commands.layer_files(store, target, i).rows).assign(layer=i)
+                 for i in range(img["layers"])]
         return plots.wasted_by_layer(pd.concat(parts) if parts else frames.layer_files([]).assign(layer=0),
-                                     f"Bytes made unreachable in {target}", diff_ids=img.diff_ids)
+                                     f"Bytes made unreachable in {target}", diff_ids=img["diff_ids"])
     return plots.largest_files(frames.files(commands.files(store, target)), by_directory=kind == "directories",
                                image=target)
 
@@ -172,10 +164,8 @@ class LayerkitMagics(Magics):
         self.store_dir: str | None = None
 
     def _store(self, override: str | None = None):
-        from ..engine.store import Store
-
-        d = override or self.store_dir
-        return Store(d) if d else Store()
+        # a panel or plot may index a large layer on first use: its bar shows in the cell
+        return commands.open_store(override or self.store_dir or None, progress=notebook_progress("layerkit"))
 
     @line_cell_magic
     def lk(self, line: str = "", cell: str | None = None) -> Any:
@@ -233,7 +223,7 @@ class LayerkitMagics(Magics):
                       "layers of images, or a container's diff and commit")
                 return None
             kind = rest.pop(0) if rest[:1] in (["explorer"], ["shared"], ["container"]) else None
-            if kind is None and rest and store.find_container(rest[0], missing_ok=True) is not None:
+            if kind is None and rest and commands.is_container(store, rest[0]):
                 kind = "container"  # a bare name: containers first, as Docker resolves names
             if kind == "shared":
                 return lkw.shared_layers_panel(store, rest or None)
@@ -248,36 +238,34 @@ class LayerkitMagics(Magics):
         parser = build_parser()
         try:
             args = parser.parse_args(words)
-        except _Exit:
+        except ParserExit:
             return None  # --help was printed
         args.store = str(store.root)
         if getattr(args, "action", None) == "prune" and not args.force:
             raise CliUsageError(f"%lk {args.verb} prune removes data and cannot ask here: add -f")
         if args.verb in ("run", "start", "exec"):
             return self._run_captured(args)
-        result = run(args)
+        with notebook_progress(progress_title(args)) as progress:
+            result = run(args, progress=progress)
         if json_:  # what `layerkit VERB --format json` prints, as Python data
             return result.to_json() if result is not None else None
-        layers = len(store.image(args.image).diff_ids) if args.verb == "efficiency" else None
+        layers = commands.image_info(store, args.image, size=False).to_json()["layers"] \
+            if args.verb == "efficiency" else None
         return to_frame(args.verb, result, no_trunc, layers)
 
     def _run_captured(self, args: argparse.Namespace) -> Any:
         """Run a process verb with its output relayed into the cell's output."""
-        from ..cli import _piped
-
         store = self._store(args.store)
         if args.verb == "run":
-            res = _piped(commands.run, True, True, store, args.image, args.command or None, args.name,
+            res = piped(commands.run, True, True, store, args.image, args.command or None, args.name,
                          remove=args.rm)
         elif args.verb == "start":
-            res = _piped(commands.start, True, True, store, args.container)
+            res = piped(commands.start, True, True, store, args.container)
         else:
-            res = _piped(commands.exec_, True, True, store, args.container, args.command)
+            res = piped(commands.exec_, True, True, store, args.container, args.command)
         return to_frame(args.verb, res)
 
     def _cell(self, store, words: list[str], cell: str) -> Any:
-        from ..cli import _piped
-
         verb = words[0]
         if verb == "run":
             p = argparse.ArgumentParser(prog="%%lk run", add_help=False)
@@ -288,12 +276,12 @@ class LayerkitMagics(Magics):
                 a = p.parse_args(words[1:])
             except SystemExit:
                 raise CliUsageError("usage: %%lk run [--name NAME] [--rm] IMAGE") from None
-            res = _piped(commands.run, True, True, store, a.image, ["/bin/sh", "-c", cell], a.name, remove=a.rm)
+            res = piped(commands.run, True, True, store, a.image, ["/bin/sh", "-c", cell], a.name, remove=a.rm)
             return to_frame("run", res)
         if verb == "exec":
             if len(words) != 2:
                 raise CliUsageError("usage: %%lk exec CONTAINER")
-            res = _piped(commands.exec_, True, True, store, words[1], ["/bin/sh", "-c", cell])
+            res = piped(commands.exec_, True, True, store, words[1], ["/bin/sh", "-c", cell])
             return to_frame("exec", res)
         raise CliUsageError(f"%%lk {verb}: only run and exec take a cell")
 

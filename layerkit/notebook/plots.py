@@ -22,8 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from ..engine.digests import short
-from ..engine.humanize import human_size
+from ..results import human_size, short
 
 MAX_IMAGES = 20
 MAX_LAYERS = 40

@@ -10,6 +10,9 @@ container (its diff). Long tables show their first rows and count the rest; a ta
 The HTML embeds every figure as a base64 PNG and carries its own CSS: no script, font or style is fetched,
 so it opens offline and prints. Every string that comes from an image (paths, commands, labels, tags) is
 escaped by Jinja2's autoescape; the Markdown escapes only what Markdown would otherwise interpret.
+
+The ``report`` verb of the CLI and of ``%lk`` is :func:`report` (rendering belongs to the faces); every
+number comes from :mod:`layerkit.commands`, through :mod:`.frames` and :mod:`.plots`.
 """
 
 from __future__ import annotations
@@ -20,18 +23,19 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from .. import commands
-from ..engine import analysis
-from ..engine.digests import short
-from ..engine.humanize import human_size
-from ..engine.store import Store
 from ..errors import LayerkitError
+from ..results import Message, human_size, short
 from . import frames, plots
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..engine.store import Store
 
 HISTORY_ROWS = 30  # rows of a history table; the rest are counted
 DIFF_ROWS = 40  # rows of a container's diff
@@ -100,26 +104,27 @@ def layer_changes(store: Store, name: str, lay: pd.DataFrame, top: int = TOP_CHA
 def image_sections(store: Store, name: str, eff: dict | None = None) -> list[Section]:
     """One image: history, layers with their changes, figures, and dive's inefficient files (``eff``:
     ``commands.efficiency(store, name).to_json()`` when the caller has it already)."""
-    img = store.image(name)
+    img = commands.image_info(store, name).to_json()
     hist = frames.history(commands.history(store, name))
     lay = frames.layers(commands.layers(store, name))
     files = frames.files(commands.files(store, name))
-    changes = [frames.layer_files(analysis.layer_files(store, img, i)).assign(layer=i)
-               for i in range(len(img.diff_ids))]
+    changes = [frames.layer_files(commands.layer_files(store, name, i).rows).assign(layer=i)
+               for i in range(img["layers"])]
     ch = pd.concat(changes) if changes else frames.layer_files([]).assign(layer=0)
     eff = eff if eff is not None else commands.efficiency(store, name).to_json()
-    s = Section(f"Image {img.name}",
-                f"ID {img.id}, {len(img.diff_ids)} layers, {human_size(img.size)} of files "
-                f"({len(files):,} paths in the union view). {frames.efficiency_text(eff, len(img.diff_ids))}.")
+    s = Section(f"Image {img['name']}",
+                f"ID {img['id']}, {img['layers']} layers, {human_size(img['size'])} of files "
+                f"({len(files):,} paths in the union view). {frames.efficiency_text(eff, img['layers'])}.")
     h, more = _head(hist[["id", "created", "created_by", "size", "comment"]], HISTORY_ROWS, "entries")
     s.tables.append(Block("History (newest first)", h, more))
     per_layer = layer_changes(store, name, lay)
     table = lay[["diff_id", "size", "tar_size", "compressed_size", "files", "shared_by"]].join(per_layer)
     s.tables.append(Block("Layers (bottom first) and what each added (A), modified (M) and removed (R)", table))
-    s.figures.append(("Cumulative size by layer", plots.cumulative_size(lay, f"Cumulative size of {img.name}")))
-    s.figures.append(("Largest files", plots.largest_files(files, n=12, image=img.name)))
+    s.figures.append(("Cumulative size by layer", plots.cumulative_size(lay, f"Cumulative size of {img['name']}")))
+    s.figures.append(("Largest files", plots.largest_files(files, n=12, image=img["name"])))
     s.figures.append(("Bytes made unreachable by each layer",
-                      plots.wasted_by_layer(ch, f"Bytes made unreachable in {img.name}", diff_ids=img.diff_ids)))
+                      plots.wasted_by_layer(ch, f"Bytes made unreachable in {img['name']}",
+                                            diff_ids=img["diff_ids"])))
     ineff = frames.efficiency(eff)
     h, more = _head(ineff, INEFFICIENT_ROWS, "paths", "total_bytes")
     s.tables.append(Block("Inefficient files (dive: paths in more than one layer)", h, more))
@@ -128,11 +133,10 @@ def image_sections(store: Store, name: str, eff: dict | None = None) -> list[Sec
 
 def images_sections(store: Store, names: list[str]) -> list[Section]:
     """Several images: which layers they share, figures only (the summary table has the numbers)."""
-    imgs = [store.image(n) for n in names]
-    rows = analysis.shared_layers(imgs)
+    rows = commands.shared_layers(store, names).rows
     long = frames.shared_long(rows)
     summary = frames.sharing_summary(rows)
-    s = Section("Shared layers", f"{len(imgs)} images; a layer is shared when the same layer sits on the same "
+    s = Section("Shared layers", f"{len(names)} images; a layer is shared when the same layer sits on the same "
                                  f"stack (same chain ID), as Docker counts it. Layers are named by diff_id.")
     s.figures.append(("Layer sizes per image", plots.layer_sizes(long)))
     s.figures.append(("Shared layers", plots.shared_heatmap(frames.shared_matrix(rows))))
@@ -142,15 +146,15 @@ def images_sections(store: Store, names: list[str]) -> list[Section]:
 
 def container_sections(store: Store, name: str) -> list[Section]:
     """A container: its diff and the bytes it changed."""
-    c = store.find_container(name)
+    c = commands.container(store, name).to_json()
     d = frames.diff(commands.diff(store, name))
     counts = d["kind"].value_counts()
-    s = Section(f"Container {c.name}", f"ID {c.id}, from {c.image_name}; {len(d):,} changed paths "
+    s = Section(f"Container {c['name']}", f"ID {c['id']}, from {c['image']}; {len(d):,} changed paths "
                                        f"({counts.get('A', 0):,} added, {counts.get('C', 0):,} changed, "
                                        f"{counts.get('D', 0):,} deleted), {human_size(int(d['size'].sum()))}.")
     h, more = _head(d, DIFF_ROWS, "paths", "size")
     s.tables.append(Block("Changes (docker diff)", h, more))
-    s.figures.append(("Changed bytes", plots.diff_bytes(d, f"Changes in {c.name}")))
+    s.figures.append(("Changed bytes", plots.diff_bytes(d, f"Changes in {c['name']}")))
     return [s]
 
 
@@ -159,21 +163,21 @@ def summary_section(store: Store, images: list[str], containers: list[str],
     """The table that opens the report: every target with its size, layers, dive's efficiency, wasted and
     reclaimable bytes, and the bytes it shares with the other images of the report (``effs``: each
     image's ``commands.efficiency`` JSON, when the caller has it already)."""
-    shared = frames.sharing_summary(analysis.shared_layers([store.image(n) for n in images])) if images else None
+    shared = frames.sharing_summary(commands.shared_layers(store, images).rows) if images else None
     rows = []
     for n in images:
-        img = store.image(n)
+        img = commands.image_info(store, n).to_json()
         eff = (effs or {}).get(n) or commands.efficiency(store, n).to_json()
-        rows.append({"target": n, "kind": "image", "id": img.id, "size": img.size, "layers": len(img.diff_ids),
+        rows.append({"target": n, "kind": "image", "id": img["id"], "size": img["size"], "layers": img["layers"],
                      "efficiency": eff["efficiency"], "wasted_bytes": eff["wasted_bytes"],
                      "reclaimable_bytes": eff["reclaimable_bytes"],
-                     "shared_size": int(shared.loc[img.name, "shared_size"]) if shared is not None and
-                     img.name in shared.index else 0})
+                     "shared_size": int(shared.loc[img["name"], "shared_size"]) if shared is not None and
+                     img["name"] in shared.index else 0})
     ps = {r["name"]: r for r in commands.ps(store, all=True).to_json()}
     for n in containers:
-        c = store.find_container(n)
-        r = ps.get(c.name, {})
-        rows.append({"target": n, "kind": f"container of {c.image_name}", "id": c.id, "size": r.get("size"),
+        c = commands.container(store, n).to_json()
+        r = ps.get(c["name"], {})
+        rows.append({"target": n, "kind": f"container of {c['image']}", "id": c["id"], "size": r.get("size"),
                      "layers": None, "efficiency": None, "wasted_bytes": None, "reclaimable_bytes": None,
                      "shared_size": None})
     df = frames.report_summary(rows)
@@ -190,13 +194,13 @@ def build(store: Store, targets: list[str]) -> list[Section]:
     containers: list[str] = []
     ids: set[str] = set()
     for t in targets:
-        if store.find_container(t, missing_ok=True) is not None:
+        if commands.is_container(store, t):
             if t not in containers:
                 containers.append(t)
         else:
-            img = store.image(t)  # fail early, naming the target
-            if img.id not in ids:  # two tags of one image: one section
-                ids.add(img.id)
+            image_id = commands.image_info(store, t, size=False).to_json()["id"]  # fail early, naming the target
+            if image_id not in ids:  # two tags of one image: one section
+                ids.add(image_id)
                 images.append(t)
     if not images and not containers:
         raise LayerkitError("nothing to report: name an image or a container")
@@ -353,6 +357,14 @@ def render_markdown(sections: list[Section], title: str, out: Path) -> str:
             png.write_bytes(_png(fig))
             lines += [f"![{_md_escape(cap)}]({quote(png.name)})", ""]  # a space would end the link
     return "\n".join(lines)
+
+
+def report(store: Store, targets: list[str], output: str) -> Message:
+    """The ``report TARGET... -o FILE.html|FILE.md`` verb (CLI and ``%lk``): the output path is checked before
+    anything is read (:func:`layerkit.commands.output_path`), then the report is written."""
+    commands.output_path(output)
+    out = write_report(store, targets, output)
+    return Message([f"Report written to {out}"], {"output": str(out)})
 
 
 def write_report(store: Store, targets: list[str], output: str) -> Path:

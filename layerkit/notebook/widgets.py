@@ -11,9 +11,9 @@ Three panels, each a :class:`ipywidgets.VBox`:
 - :func:`container_panel`: pick a container -> its diff and diff-size chart; commit it with a message and a
   tag, and see the new image's history.
 
-Panels take every number from the frames built on :mod:`layerkit.commands` and
-:mod:`layerkit.engine.analysis` (no panel computes its own analysis; file contents come from
-``commands.cat``) and update their ``Output`` widgets in
+Panels take every number from the frames built on :mod:`layerkit.commands` (no panel computes its own
+analysis or builds a union view; file contents come from ``commands.cat``, an entry from
+``commands.lookup``) and update their ``Output`` widgets in
 place with :func:`show`: it sets ``out.outputs`` as ``out.outputs = ()`` plus ``out.append_display_data(obj)``
 would, which works in a kernel and in-process (``with out:`` needs a kernel), but with PNGs base64-encoded
 so that browsers show them. Tables are paged (``PAGE_SIZE`` rows) so an image of 100,000 files stays
@@ -27,20 +27,19 @@ import html
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 import pandas as pd
 from IPython.display import HTML
 
 from .. import commands
-from ..engine import analysis
-from ..engine.digests import short
-from ..engine.humanize import human_size
-from ..engine.image import Image
-from ..engine.store import Store
 from ..errors import LayerkitError
+from ..results import human_size, parse_time, short
 from . import frames, plots
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..engine.store import Store
 
 PAGE_SIZE = 200
 TREE_ROWS = 22  # rows the tree's list shows at once (it scrolls; pages of PAGE_SIZE rows)
@@ -171,9 +170,9 @@ def _looks_like_text(data: bytes) -> bool:
 def _image_options(store: Store) -> list[tuple[str, str]]:
     """(label, image ID) for every image, newest first; the label lists its tags."""
     out = []
-    for img in store.images():
-        tags = ", ".join(t.familiar for t in img.tags) or "<none>"
-        out.append((f"{tags} ({img.short_id})", img.id))
+    for img in commands.image_names(store).rows:
+        tags = ", ".join(img["tags"]) or "<none>"
+        out.append((f"{tags} ({short(img['id'])})", img["id"]))
     return out
 
 
@@ -508,20 +507,14 @@ def _content_html(data: bytes, size: int) -> str:
 
 # ---- the image explorer ----------------------------------------------------------------------
 
-def _union_rows(view) -> list[dict]:
-    """The rows :func:`layerkit.engine.analysis.files` gives, for any union view (here a layer prefix)."""
-    return [{"path": u.entry.path, "type": u.entry.type, "size": u.entry.size, "mode": u.entry.mode,
-             "uid": u.entry.uid, "gid": u.entry.gid, "link": u.entry.link or None, "layer_index": u.layer,
-             "layer": view.diff_ids[u.layer]} for u in view.walk("/")]
-
-
-def _efficiency(store: Store, img: Image) -> tuple[str, pd.DataFrame | None]:
-    """dive's efficiency line (never ``nan%``) and inefficient files, from ``commands.efficiency``."""
+def _efficiency(store: Store, img: dict) -> tuple[str, pd.DataFrame | None]:
+    """dive's efficiency line (never ``nan%``) and inefficient files, from ``commands.efficiency`` (``img``:
+    ``commands.image_info``)."""
     try:
-        eff = commands.efficiency(store, img.id).to_json()
+        eff = commands.efficiency(store, img["id"]).to_json()
     except Exception as exc:  # another module's failure must not break the panel
         return f"efficiency: failed ({type(exc).__name__}: {exc})", None
-    return frames.efficiency_text(eff, len(img.diff_ids)), frames.efficiency(eff)
+    return frames.efficiency_text(eff, img["layers"]), frames.efficiency(eff)
 
 
 class ImageExplorer(widgets.VBox):
@@ -529,12 +522,12 @@ class ImageExplorer(widgets.VBox):
 
     def __init__(self, store: Store, image: str | None = None, page_size: int = PAGE_SIZE) -> None:
         self.store = store
-        self.img: Image | None = None
+        self.img: dict | None = None  # the shown image: commands.image_info
         self.k = 0  # the selected layer
         self._busy = False
         self._layers: pd.DataFrame | None = None
         self._changes: dict[int, pd.DataFrame] = {}  # layer -> frames.layer_files, for this image
-        self._views: OrderedDict[str, tuple[Any, pd.DataFrame]] = OrderedDict()  # chain_id -> (view, files)
+        self._views: OrderedDict[str, pd.DataFrame] = OrderedDict()  # chain_id -> files of the view up to it
         self._tree: pd.DataFrame | None = None  # the union view up to the layer, filtered and sorted
         self._changes_shown: pd.DataFrame | None = None
 
@@ -611,7 +604,7 @@ class ImageExplorer(widgets.VBox):
         self.file_path.observe(lambda c: self.show_file(c["new"]) if c["new"] else None, "value")
         self.refresh.on_click(lambda _b: self.reload())
 
-        self.reload(store.image(image).id if image else None)
+        self.reload(commands.image_info(store, image, size=False).to_json()["id"] if image else None)
 
     # ---- images ----------------------------------------------------------------------------
 
@@ -640,18 +633,20 @@ class ImageExplorer(widgets.VBox):
     def select_image(self, image_id: str) -> None:
         """Show an image: history, layer sizes, efficiency, then its top layer."""
         try:
-            img = self.store.image(image_id)
+            img = commands.image_info(self.store, image_id, size=False).to_json()
         except LayerkitError as exc:
             self.summary.value = _error(str(exc))
             return
         self.img = img
         self._changes = {}
-        hist = frames.history(commands.history(self.store, img.id))
-        self._layers = frames.layers(commands.layers(self.store, img.id))
-        tags = ", ".join(t.familiar for t in img.tags) or "<none>"
-        created = img.created.strftime("%Y-%m-%d %H:%M:%S UTC") if img.created else "unknown"
-        self.summary.value = (f"<b>{html.escape(tags)}</b> · {html.escape(img.id)}<br>{len(img.layers)} layers · "
-                              f"{human_size(img.size)} of files · created {created}")
+        hist = frames.history(commands.history(self.store, img["id"]))
+        self._layers = frames.layers(commands.layers(self.store, img["id"]))
+        tags = ", ".join(img["tags"]) or "<none>"
+        created = parse_time(img["created"])
+        created = created.strftime("%Y-%m-%d %H:%M:%S UTC") if created else "unknown"
+        size = int(self._layers["size"].sum())  # Docker's image size: the sum of its layers'
+        self.summary.value = (f"<b>{html.escape(tags)}</b> · {html.escape(img['id'])}<br>{img['layers']} layers · "
+                              f"{human_size(size)} of files · created {created}")
         line, ineff = _efficiency(self.store, img)
         parts: list[Any] = [_note(line)]
         if ineff is not None and len(ineff):
@@ -660,7 +655,7 @@ class ImageExplorer(widgets.VBox):
         # every column on the page, no inner scroll box; a multi-line command keeps its lines
         show(self.history_out, table_html(
             hist[["id", "created", "created_by", "size", "comment", "empty_layer"]],
-            caption=f"History of {img.name} (newest first)", max_height=None, wrap=("created_by", "comment"),
+            caption=f"History of {img['name']} (newest first)", max_height=None, wrap=("created_by", "comment"),
             formatters={"id": _short_id, "created": _time}))
         opts = [(f"{i}: {short(r['diff_id'])} · {human_size(r['size'])} · {r['files']} files · "
                  f"{_cut(r['created_by'], 60)}", int(i))
@@ -686,35 +681,29 @@ class ImageExplorer(widgets.VBox):
         """:func:`frames.layer_files` of layer ``k`` of the shown image (cached per image)."""
         df = self._changes.get(k)
         if df is None:
-            df = self._changes[k] = frames.layer_files(analysis.layer_files(self.store, self.img, k))
+            df = self._changes[k] = frames.layer_files(commands.layer_files(self.store, self.img["id"], k).rows)
         return df
 
-    def view_files(self, k: int) -> tuple[Any, pd.DataFrame]:
-        """The union view of layers 0..k and its :func:`frames.files` frame (a few kept, by chain ID)."""
+    def view_files(self, k: int) -> pd.DataFrame:
+        """The :func:`frames.files` frame of the union view of layers 0..k (``commands.files``; a few kept,
+        by chain ID)."""
         img = self.img
-        key = img.chain_ids[k]
+        key = img["chain_ids"][k]
         hit = self._views.get(key)
         if hit is not None:
             self._views.move_to_end(key)
             return hit
-        if k == len(img.layers) - 1:
-            view = self.store.image_view(img)
-            df = frames.files(analysis.files(self.store, img))
-        else:
-            from ..engine.union import UnionView
-
-            view = UnionView([layer.index() for layer in img.layers[:k + 1]])
-            df = frames.files(_union_rows(view))
-        self._views[key] = (view, df)
+        df = frames.files(commands.files(self.store, img["id"], layer=k))
+        self._views[key] = df
         while len(self._views) > MAX_VIEWS:
             self._views.popitem(last=False)
-        return view, df
+        return df
 
     def select_layer(self, k: int) -> None:
         """Show layer ``k``: its changes, the union view up to it, the chart with it highlighted."""
         self.k = k
         img = self.img
-        fig = plots.cumulative_size(self._layers, f"Cumulative size of {img.name}, layer {k} selected")
+        fig = plots.cumulative_size(self._layers, f"Cumulative size of {img['name']}, layer {k} selected")
         ax = fig.axes[0]
         bars = ax.patches
         pos = list(self._layers.sort_index().index).index(k)
@@ -724,10 +713,10 @@ class ImageExplorer(widgets.VBox):
         ax.axvspan(k - 0.45, k + 0.45, color="#dd8452", alpha=0.18, zorder=0)
         show(self.chart_out, fig)
         self._refilter_changes()
-        _view, files = self.view_files(k)
-        title = f"Largest files of {img.name} up to layer {k}"
+        files = self.view_files(k)
+        title = f"Largest files of {img['name']} up to layer {k}"
         show(self.tree_chart_out, plots.largest_files(files, n=15, title=title))
-        self.layer_tree.show(img.id, k, paths=int(self._layers.loc[:k, "files"].sum()), name=img.name)
+        self.layer_tree.show(img["id"], k, paths=int(self._layers.loc[:k, "files"].sum()), name=img["name"])
         self._refilter_tree()
         show(self.file_out)
 
@@ -745,7 +734,7 @@ class ImageExplorer(widgets.VBox):
         df = self._changes_shown
         full = self.layer_changes(self.k)
         counts = full["kind"].value_counts()
-        caption = (f"Layer {self.k} of {self.img.name}: " +
+        caption = (f"Layer {self.k} of {self.img['name']}: " +
                    ", ".join(f"{counts.get(kd, 0):,} {kd}" for kd in CHANGE_KINDS) +
                    f" ({human_size(int(full['size'].sum()))} added or rewritten)")
         if df is None or not len(df):
@@ -759,7 +748,7 @@ class ImageExplorer(widgets.VBox):
     def _refilter_tree(self) -> None:
         if self.img is None:
             return
-        _view, df = self.view_files(self.k)
+        df = self.view_files(self.k)
         text = self.path_filter.value.strip()
         if text:
             df = df[df.index.str.contains(text, regex=False, case=False)]
@@ -775,7 +764,7 @@ class ImageExplorer(widgets.VBox):
 
     def _render_tree(self) -> None:
         df = self._tree
-        _view, full = self.view_files(self.k)
+        full = self.view_files(self.k)
         caption = f"{len(full):,} paths in the union view of layers 0–{self.k}"
         if len(df) != len(full):
             caption += f", {len(df):,} match"
@@ -801,7 +790,7 @@ class ImageExplorer(widgets.VBox):
     def versions(self, path: str) -> pd.DataFrame:
         """What each layer of the shown image holds for ``path`` (:func:`frames.versions` of
         ``commands.versions``: entries, whiteouts, opaque markers, and where the union lookup stops)."""
-        return frames.versions(commands.versions(self.store, self.img.id, path))
+        return frames.versions(commands.versions(self.store, self.img["id"], path))
 
     def show_file(self, path: str) -> None:
         """Show ``path`` as the union view up to the selected layer has it (its bytes through
@@ -809,45 +798,41 @@ class ImageExplorer(widgets.VBox):
         if self.img is None:
             return
         path = "/" + path.strip().lstrip("/")
-        view, _files = self.view_files(self.k)
         parts: list[Any] = []
         try:
-            ue = view.lookup(path, follow=False)
+            e = commands.lookup(self.store, self.img["id"], path, layer=self.k).to_json()
         except LayerkitError as exc:
             parts.append(_error(f"{exc} (in the union view up to layer {self.k})"))
-            ue = None
-        if ue is not None:
-            e = ue.entry
-            head = (f"<b>{html.escape(path)}</b> · {e.type} · {human_size(e.size)} · mode {e.mode:04o} · "
-                    f"uid:gid {e.uid}:{e.gid} · from layer {ue.layer}")
+            e = None
+        if e is not None:
+            head = (f"<b>{html.escape(path)}</b> · {e['type']} · {human_size(e['size'])} · mode {e['mode']:04o} · "
+                    f"uid:gid {e['uid']}:{e['gid']} · from layer {e['layer_index']}")
             parts.append(head)
-            if e.type == "hardlink":
-                parts.append(_note(f"hard link to {e.link}"))
-            if e.type == "symlink":
-                parts.append(_note(f"symbolic link to {e.link}"))
-            elif e.type == "dir":
-                parts.append(_note(f"directory with {len(view.listdir(path)):,} entries"))
-            elif e.type in ("file", "hardlink"):
+            if e["type"] == "hardlink":
+                parts.append(_note(f"hard link to {e['link'] or ''}"))
+            if e["type"] == "symlink":
+                parts.append(_note(f"symbolic link to {e['link'] or ''}"))
+            elif e["type"] == "dir":
+                parts.append(_note(f"directory with {e['entries']:,} entries"))
+            elif e["type"] in ("file", "hardlink"):
                 try:  # a hardlink reads the file it was linked to
-                    data = _read_capped(commands.cat(self.store, self.img.id, path, layer=self.k), TEXT_PREVIEW)
+                    data = _read_capped(commands.cat(self.store, self.img["id"], path, layer=self.k), TEXT_PREVIEW)
                 except LayerkitError as exc:
                     parts.append(_error(str(exc)))
                 else:
-                    try:  # a hardlink's size is its file's
-                        size = view.data_entry(ue).entry.size
-                    except LayerkitError:
-                        size = max(e.size, len(data))
+                    # a hardlink's size is its file's
+                    size = e["data_size"] if e["data_size"] is not None else max(e["size"], len(data))
                     parts.append(_content_html(data, size))
         vers = self.versions(path)
         if len(vers):
             vers = vers.assign(up_to_layer=vers.index <= self.k)
             parts.append(table_html(vers[["layer", "entry", "size", "permissions", "union", "tar_path", "up_to_layer"]],
-                                    caption=f"Layers of {self.img.name} holding a version of {path} (the union "
+                                    caption=f"Layers of {self.img['name']} holding a version of {path} (the union "
                                             f"view of the image shows the top one, unless it is a whiteout)",
                                     max_height=None, formatters={"layer": _short_id,
                                                                  "up_to_layer": lambda v: "yes" if v else "no"}))
         else:
-            parts.append(_note(f"No layer of {self.img.name} has an entry for {path} (an implied directory "
+            parts.append(_note(f"No layer of {self.img['name']} has an entry for {path} (an implied directory "
                                f"or a path outside the image)."))
         show(self.file_out, *parts)
 
@@ -886,7 +871,7 @@ class SharedLayersPanel(widgets.VBox):
         self.add_class("lk-shared")
         self.images.observe(self._on_images, "value")
         self.refresh.on_click(lambda _b: self.reload())
-        chosen = [store.image(n).id for n in images] if images else None
+        chosen = [commands.image_info(store, n, size=False).to_json()["id"] for n in images] if images else None
         self.reload(chosen)
 
     def reload(self, select: list[str] | None = None) -> None:
@@ -913,8 +898,7 @@ class SharedLayersPanel(widgets.VBox):
                 show(out)
             show(self.table_out, _note("Pick one or more images."))
             return
-        imgs = [self.store.image(i) for i in self.images.value]
-        rows = analysis.shared_layers(imgs)
+        rows = commands.shared_layers(self.store, list(self.images.value)).rows
         summary = frames.sharing_summary(rows)
         long = frames.shared_long(rows)
         show(self.heatmap_out, plots.shared_heatmap(frames.shared_matrix(rows)))
@@ -976,11 +960,12 @@ class ContainerPanel(widgets.VBox):
         self.container.observe(self._on_container, "value")
         self.commit.on_click(lambda _b: self.do_commit())
         self.refresh.on_click(lambda _b: self.reload())
-        self.reload(store.find_container(container).name if container else None)
+        self.reload(commands.container(store, container).to_json()["name"] if container else None)
 
     def reload(self, select: str | None = None) -> None:
         """Re-read the store's containers and show ``select`` or the current one."""
-        opts = [(f"{c.name} · {c.image_name} · {c.status}", c.name) for c in self.store.containers()]
+        opts = [(f"{c['name']} · {c['image']} · {c['status']}", c["name"])
+                for c in commands.ps(self.store, all=True).rows]
         names = [v for _, v in opts]
         want = select or self.container.value
         self._busy = True

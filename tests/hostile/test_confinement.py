@@ -28,6 +28,7 @@ from builders import D, F, layer_tar
 from realtools import require
 
 from layerkit.cli import main
+from layerkit.engine.container import find_container
 from layerkit.engine.runspec import MASKED_PATHS
 from layerkit.engine.store import Store
 from layerkit.examples import busybox_archive, busybox_layer
@@ -341,7 +342,7 @@ def test_image_user_is_applied_and_owns_what_it_creates(capsys, world: World) ->
     assert (seen["home"], seen["cwd"]) == ("/home/app", "/home/app")
     assert_docker_status(seen, root=False)
     assert "wrote" not in seen
-    c = Store(world.store_dir).find_container("asapp")
+    c = find_container(Store(world.store_dir), "asapp")
     st = os.lstat(c.upper / "home" / "app" / "mine")
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (APP_UID, APP_UID, 0o644)
     rc, out, _ = world.lk(capsys, "diff", "asapp")
@@ -366,7 +367,7 @@ def test_runc_failure_is_one_line(capsys, world: World) -> None:
     rc, out, _ = world.lk(capsys, "ps", "-a", "--format", "json")
     row = next(r for r in json.loads(out) if r["name"] == "nocmd")
     assert row["status"].startswith("Exited (127)")
-    cdir = Store(world.store_dir).find_container("nocmd").dir
+    cdir = find_container(Store(world.store_dir), "nocmd").dir
     assert not (cdir / "runc").exists(), "runc's state and the bundle are removed after the run"
     world.lk(capsys, "rm", "nocmd")
 
@@ -408,7 +409,7 @@ def test_user_namespace_keeps_real_ids_in_the_writable_layer(capsys, monkeypatch
     assert_docker_status(seen)
     assert "wrote" not in seen and "made" not in seen  # no device node at all in a user namespace
     assert Path("/proc/sys/kernel/core_pattern").read_bytes() == before
-    upper = Store(world.store_dir).find_container("uns").upper
+    upper = find_container(Store(world.store_dir), "uns").upper
     owners = {p: (os.lstat(upper / p).st_uid, os.lstat(upper / p).st_gid) for p in ("root/f", "newd", "etc/group")}
     assert owners == {"root/f": (0, 0), "newd": (1000, 1000), "etc/group": (0, 0)}
     rc, out, _ = world.lk(capsys, "diff", "uns")
@@ -420,7 +421,7 @@ def test_user_namespace_keeps_real_ids_in_the_writable_layer(capsys, monkeypatch
                             "echo ids: $(id -u) $(id -G); echo x > mine")
     assert rc == 0, err
     assert sorted(fields(out)["ids"].split()) == sorted(["1000", "1000", "29", "50"])
-    st = os.lstat(Store(world.store_dir).find_container("unsapp").upper / "home" / "app" / "mine")
+    st = os.lstat(find_container(Store(world.store_dir), "unsapp").upper / "home" / "app" / "mine")
     assert (st.st_uid, st.st_gid) == (APP_UID, APP_UID)
     world.lk(capsys, "rm", "unsapp")
 

@@ -26,6 +26,7 @@ from builders import F, layer_tar, write_layout
 
 from layerkit import cli
 from layerkit.cli import main
+from layerkit.engine.container import find_container
 from layerkit.engine.store import Store
 from layerkit.examples import busybox_archive
 
@@ -503,7 +504,7 @@ def test_cp_out_a_name_longer_than_the_host_allows(capsys, store, tmp_path):
 # ---- names that are not UTF-8 in a container's writable layer -----------------------------------
 
 def _upper(store: Path, name: str) -> Path:
-    return Store(store).find_container(name).upper
+    return find_container(Store(store), name).upper
 
 
 def test_diff_and_commit_with_a_name_that_is_not_utf8(capsysbinary, store, container, tmp_path):
@@ -531,7 +532,7 @@ def test_diff_and_commit_with_a_name_that_is_not_utf8(capsysbinary, store, conta
         assert tf.extractfile("bad\udcff").read() == b"x\n"
     # a container of the new image: its lower layers now hold those names, and diff still works
     assert main(["--store", str(store), "create", "--name", "c2", "bytes:1"]) == 0
-    Store(store).find_container("c2").remove("/bad\udcff")
+    find_container(Store(store), "c2").remove("/bad\udcff")
     capsysbinary.readouterr()
     assert main(["--store", str(store), "diff", "c2"]) == 0
     out, _ = capsysbinary.readouterr()

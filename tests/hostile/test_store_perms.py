@@ -30,6 +30,7 @@ from builders import EPOCH, D, F, H, S, layer_tar, write_layout
 from realtools import BUSYBOX, require
 
 from layerkit.cli import main
+from layerkit.engine.container import find_container
 from layerkit.engine.image import chain_ids
 from layerkit.engine.store import PRIVATE_DIRS, Store
 
@@ -108,7 +109,7 @@ def test_private_dirs_are_0700_whatever_the_umask(tmp_path, umask):
         os.umask(old)
     for p in _private_paths(store):
         assert _mode(p) == 0o700, f"{p}: {_mode(p):o}"
-    c = Store(store).find_container("c")
+    c = find_container(Store(store), "c")
     assert _mode(c.dir) == 0o700
     # the OCI layout stays as other tools expect it: directories as the umask made them, files 0600
     assert (store / "blobs" / "sha256").is_dir() and _mode(store / "index.json") == 0o600 & ~umask
@@ -132,7 +133,7 @@ def test_other_users_cannot_reach_extracted_layers_or_upper_dirs(open_dir, tmp_p
     device = extracted / "dev" / "lkmem"  # /dev/mem's numbers, 0666 in the image
     # what a container wrote: its upper directory
     assert main(["--store", str(store), "create", "--name", "c", "suid:1"]) == 0
-    c = Store(store).find_container("c")
+    c = find_container(Store(store), "c")
     c.write("/secret", b"a token the container wrote\n", 0o644)
     secret = c.upper / "secret"
     assert secret.read_bytes().startswith(b"a token")

@@ -13,6 +13,8 @@ Keys are matched whatever form Docker wrote them in (``host``, ``https://host``,
 Docker Hub is ``docker.io`` here and ``https://index.docker.io/v1/`` in the files, as Docker writes it.
 Credential helpers (``credsStore``, ``credHelpers``) are not consulted.
 
+:func:`login` checks the credentials against the registry (``GET /v2/`` through its auth flow, basic or
+bearer: :func:`check_login`) before saving them; :func:`logout` removes them from layerkit's file.
 Secrets are never printed, logged or put into an error message.
 """
 
@@ -25,37 +27,16 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from ..errors import LayerkitError
+from ...errors import LayerkitError
+from .errors import RegistryAuthError
+from .transport import DOCKER_HUB, RegistryClient, normalize_registry
 
-DOCKER_HUB = "docker.io"
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
-_HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
 
 
 class CredentialsError(LayerkitError):
     """A credentials file cannot be read or written (never quotes the secret itself)."""
-
-
-def normalize_registry(name: str | None) -> str:
-    """The registry as a reference names it: ``docker.io`` for the Hub, else ``host[:port]`` in lower case.
-
-    Accepts what users and config files write: ``127.0.0.1:5000``, ``https://127.0.0.1:5000/``,
-    ``https://index.docker.io/v1/``, ``index.docker.io``, or nothing (the Hub).
-    """
-    text = (name or "").strip()
-    if not text:
-        return DOCKER_HUB
-    if "://" not in text:
-        text = "//" + text
-    parts = urlsplit(text)
-    host = (parts.netloc or parts.path.split("/", 1)[0]).lower()
-    if "@" in host:  # never keep user info from a URL
-        host = host.rsplit("@", 1)[1]
-    if host in _HUB_ALIASES:
-        return DOCKER_HUB
-    return host
 
 
 def config_path() -> Path:
@@ -86,6 +67,7 @@ def _read_config(path: Path) -> dict:
         return {}
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not valid JSON"
+        # no cause: a JSONDecodeError holds the whole file, secrets and all, and a traceback would show it
         raise CredentialsError(f"{path}: cannot read credentials file ({reason})") from None
     if not isinstance(data, dict):
         raise CredentialsError(f"{path}: credentials file is not a JSON object")
@@ -101,6 +83,7 @@ def _decode(entry: object, path: Path, key: str) -> tuple[str, str] | None:
         try:
             user, sep, password = base64.b64decode(auth, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError, ValueError):
+            # no cause: a UnicodeDecodeError holds the decoded secret
             raise CredentialsError(f"{path}: the auth entry for {key} is not valid base64 of user:password"
                                    ) from None
         if not sep or not user:
@@ -170,14 +153,24 @@ def save_credentials(registry: str, username: str, password: str) -> Path:
     return path
 
 
+def check_login(registry: str, username: str, password: str, insecure: bool = False) -> None:
+    """Verify credentials: ``GET /v2/`` through the registry's auth flow (basic or bearer) must give 200."""
+    domain = normalize_registry(registry)
+    with RegistryClient(domain, f"login {domain}", insecure=insecure, credentials=(username, password)) as client:
+        resp = client.request("GET", "/v2/")
+        with contextlib.closing(resp):
+            if resp.status_code in (401, 403):
+                raise RegistryAuthError(f"login {domain}: unauthorized: incorrect username or password")
+            if resp.status_code != 200:
+                raise client.error_for(resp)
+
+
 def login(registry: str, username: str, password: str, insecure: bool = False) -> None:
     """Check the credentials against the registry (``GET /v2/`` with its auth flow), then save them.
 
-    Raises :class:`~layerkit.formats.registry.RegistryAuthError` when the registry refuses them and the
-    other registry errors when it cannot be reached; nothing is saved then.
+    Raises :class:`~.errors.RegistryAuthError` when the registry refuses them and the other registry
+    errors when it cannot be reached; nothing is saved then.
     """
-    from .registry import check_login
-
     if not username:
         raise CredentialsError("login: a user name is required")
     registry = normalize_registry(registry)
