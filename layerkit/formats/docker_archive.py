@@ -3,16 +3,9 @@
 
 from __future__ import annotations
 
-import io
-import json
-import os
-import tarfile
-import tempfile
 from pathlib import Path
 
-from ..engine.digests import hex_of
 from ..engine.image import Image
-from ..engine.layer import open_uncompressed
 from ..engine.progress import Progress
 from ..engine.reference import Reference, parse_reference
 from ..engine.store import Store
@@ -20,6 +13,9 @@ from ..errors import InvalidManifest, InvalidReference
 from .importer import ImportBatch, LayerSource, LoadedImage
 from .oci import check_layout_sizes
 from .sources import Source, shown
+from .transports.archive_writers import DockerArchiveDestination, tag_string
+from .transports.copy import copy_image
+from .transports.store import StoreSource
 
 
 def _expected_digest(name: str) -> str | None:
@@ -77,61 +73,15 @@ def _add_entry(batch: ImportBatch, src: Source, i: int, entry: object, progress:
               expected_id=_expected_digest(config_name), progress=progress)
 
 
-def _tag_string(ref: Reference) -> str:
-    return ref.familiar if ref.tag else ref.familiar + ":latest"
+_tag_string = tag_string  # the loader's name for it
 
 
 def save_docker_archive(store: Store, images: list[tuple[Image, list[Reference]]], out: Path) -> None:
     """Write a classic docker-archive (as skopeo and ``docker save`` before 25 do) that ``docker load``,
-    ``podman load`` and ``skopeo copy docker-archive:`` accept.
+    ``podman load`` and ``skopeo copy docker-archive:`` accept: the stored images, each with the tags
+    given (:class:`~.transports.archive_writers.DockerArchiveDestination` says how).
 
     Layers are written uncompressed (``HEX.tar`` named by diff_id) because the diff_ids in the config
     must match the archive's layer files; the archive is written to a temporary file and renamed.
     """
-    out = Path(out)
-    fd, tmp = tempfile.mkstemp(dir=out.parent if str(out.parent) else ".", prefix="." + out.name + ".")
-    os.close(fd)
-    try:
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tf:
-            tf.copybufsize = 1 << 20
-            written: set[str] = set()
-            manifest = []
-            repositories: dict[str, dict[str, str]] = {}
-            for image, tags in images:
-                # a pulled layer's diff_id is checked (and its tar size known) once it is indexed
-                store.index_layers(image.layers)
-                config_bytes = store.blobs.read_bytes(image.id)
-                config_name = hex_of(image.id) + ".json"
-                if config_name not in written:
-                    _add_bytes(tf, config_name, config_bytes)
-                    written.add(config_name)
-                layer_names = []
-                for layer in image.layers:
-                    name = hex_of(layer.diff_id) + ".tar"
-                    if name not in written:
-                        ti = tarfile.TarInfo(name)
-                        ti.size = layer.tar_size
-                        ti.mode = 0o644
-                        with store.blobs.open(layer.digest) as f:
-                            tf.addfile(ti, open_uncompressed(f))
-                        written.add(name)
-                    layer_names.append(name)
-                repo_tags = [_tag_string(t) for t in tags]
-                manifest.append({"Config": config_name, "RepoTags": repo_tags or None,
-                                 "Layers": layer_names})
-                for t in tags:
-                    repositories.setdefault(t.familiar_name, {})[t.tag or "latest"] = hex_of(image.id)
-            _add_bytes(tf, "manifest.json", json.dumps(manifest, separators=(",", ":")).encode())
-            if repositories:
-                _add_bytes(tf, "repositories", json.dumps(repositories, separators=(",", ":")).encode())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _add_bytes(tf: tarfile.TarFile, name: str, data: bytes) -> None:
-    ti = tarfile.TarInfo(name)
-    ti.size = len(data)
-    ti.mode = 0o644
-    tf.addfile(ti, io.BytesIO(data))
+    copy_image(StoreSource(store, images), DockerArchiveDestination(out))

@@ -16,13 +16,28 @@ all (:meth:`abort`, or an exception inside its ``with`` block).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from ...engine.progress import Progress
 from ...engine.reference import Reference
 from ..importer import LayerSource
+
+
+@dataclass
+class FileLayer(LayerSource):
+    """A layer whose blob is a file holding exactly the blob (layerkit's store): checked when it was
+    stored, so a destination may link it (an OCI layout), re-read it from any offset (a registry's chunked
+    upload, a retried one) and inflate it knowing the tar's length beforehand (a docker-archive's member).
+
+    ``tar_size()`` is the uncompressed tar's length; it may index the layer first (a pulled layer's tar
+    length is known once it is indexed)."""
+
+    path: Path | None = None
+    media_type: str = ""
+    tar_size: Callable[[], int] | None = None
 
 
 @dataclass

@@ -1,0 +1,112 @@
+"""``copy_image``: every image a source names, into a destination, all or nothing.
+
+What containers/image's ``copy.Image`` does, split as layerkit splits the work:
+
+* platform choice is the source's (a registry's or a layout's index is resolved to one manifest for the
+  platform asked for, through :func:`layerkit.engine.mediatypes.choose_platform`, when it is opened);
+* the config is checked against the digest the source names for it (the image ID) before anything is put;
+* blob reuse and compression are the destination's: it skips a blob it holds (:meth:`has_blob`: the store
+  by diff_id, a registry by ``HEAD`` or a cross-repository mount, a layout by file), and writes a layer in
+  the form its format needs (a docker-archive holds uncompressed tars; a layout and a registry keep the
+  blob as it came, so the source's manifest and its digest survive);
+* every blob a destination writes is checked against its digest while it streams (:func:`spool` for the
+  destinations that are not the store; the store checks blob digests and diff_ids itself), and a
+  destination makes the images visible only in its :meth:`commit`.
+
+Reading layers is lazy: a layer is opened only when the destination streams it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from ...engine.digests import sha256_bytes
+from ...engine.layer import detect_compression
+from ...engine.progress import Progress
+from ...engine.reference import Reference
+from ...errors import DigestMismatch, InvalidArchive
+from ..importer import LayerSource
+from .base import ImageDestination, ImageSource, SourceImage
+
+CHUNK = 1 << 20
+
+Names = list[Reference] | Callable[[SourceImage], list[Reference]] | None
+
+
+def check_config(image: SourceImage) -> None:
+    """The config hashes to the image ID its source names (when it names one)."""
+    if image.expected_id:
+        got = sha256_bytes(image.config_bytes)
+        if got != image.expected_id:
+            raise DigestMismatch(f"{image.label}: config hashes to {got}, expected {image.expected_id}")
+
+
+def copy_image(src: ImageSource, dst: ImageDestination, names: Names = None,
+               progress: Progress | None = None) -> list:
+    """Put every image ``src`` yields into ``dst`` and commit them together; returns ``dst.commit()``.
+
+    ``names`` are the references each image takes at the destination: a list (every image the same), a
+    function of the :class:`~.base.SourceImage`, or None for the names the source gives it. ``progress``
+    receives the destination's events (:mod:`layerkit.engine.progress`). On any error the destination is
+    aborted (nothing of the copy is visible there) and the error raised."""
+    with dst:
+        for image in src.images():
+            check_config(image)
+            taken = image.names if names is None else names(image) if callable(names) else list(names)
+            dst.put_image(image, taken, progress)
+        return dst.commit()
+
+
+class _Hashing:
+    """Read a layer, counting and hashing what passes; :meth:`check` compares with the layer's claims."""
+
+    def __init__(self, f: BinaryIO, layer: LayerSource) -> None:
+        self._f = f
+        self._layer = layer
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.head = b""
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(CHUNK if n is None or n < 0 else n)
+        if data:
+            if len(self.head) < 512:
+                self.head += data[:512 - len(self.head)]
+            self.hash.update(data)
+            self.size += len(data)
+            if self._layer.size is not None and self.size > self._layer.size:
+                raise InvalidArchive(f"{self._layer.label}: more than the {self._layer.size} bytes its "
+                                     f"descriptor says")
+        return data
+
+    def check(self) -> str:
+        """The blob's digest, once its size and digest are what the source said."""
+        layer = self._layer
+        if layer.size is not None and self.size != layer.size:
+            raise InvalidArchive(f"{layer.label}: {self.size} bytes, but its descriptor says {layer.size}")
+        digest = "sha256:" + self.hash.hexdigest()
+        if layer.digest and digest != layer.digest:
+            raise DigestMismatch(f"{layer.label}: blob hashes to {digest}, expected {layer.digest}")
+        return digest
+
+
+def spool(layer: LayerSource, out: BinaryIO) -> tuple[str, int, str]:
+    """Stream a layer blob into ``out``, checking its size and digest; (digest, size, compression of
+    the blob by its first bytes: ``tar``, ``gzip`` or ``zstd``)."""
+    with layer.open() as f:
+        reader = _Hashing(f, layer)
+        while data := reader.read(CHUNK):
+            out.write(data)
+        digest = reader.check()
+    return digest, reader.size, detect_compression(reader.head)
+
+
+def spool_to_file(layer: LayerSource, path: Path) -> tuple[str, int, str]:
+    """:func:`spool` into a new file at ``path`` (flushed, not fsynced: the caller renames or reads it)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "wb") as out:
+        return spool(layer, out)
