@@ -31,14 +31,14 @@ from pathlib import Path
 from ...engine import mediatypes as mt
 from ...engine.digests import hex_of, sha256_bytes
 from ...engine.layer import open_uncompressed
-from ...engine.mediatypes import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, REF_NAME
+from ...engine.mediatypes import OCI_INDEX, REF_NAME
 from ...engine.progress import Progress
 from ...engine.reference import Reference
 from ...errors import DigestMismatch, InvalidManifest
 from ..documents import parse_json, want_list, want_object
 from ..importer import LayerSource
 from .base import FileLayer, SourceImage
-from .copy import CHUNK, spool_to_file
+from .copy import CHUNK, manifest_for, spool_to_file
 
 
 def tag_string(ref: Reference) -> str:
@@ -179,33 +179,6 @@ class DockerArchiveDestination:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
-
-
-def _keeps(manifest_bytes: bytes | None, config_digest: str, digests: list[str]) -> dict | None:
-    """The source's manifest, parsed, when it names exactly this config and these layer blobs."""
-    if not manifest_bytes:
-        return None
-    try:
-        m = json.loads(manifest_bytes)
-        if m.get("config", {}).get("digest") == config_digest \
-                and [d.get("digest") for d in m.get("layers", [])] == digests:
-            return m
-    except (ValueError, AttributeError):
-        pass
-    return None
-
-
-def manifest_for(image: SourceImage, layers: list[tuple[str, int, str]]) -> tuple[bytes, str]:
-    """The manifest to write for the image whose layer blobs are ``(digest, size, media type)``: the
-    source's own when it names exactly these blobs, else an OCI manifest; (bytes, media type)."""
-    image_id = sha256_bytes(image.config_bytes)
-    kept = _keeps(image.manifest_bytes, image_id, [d for d, _, _ in layers])
-    if kept is not None:
-        return image.manifest_bytes, kept.get("mediaType") or OCI_MANIFEST
-    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                "config": {"mediaType": OCI_CONFIG, "digest": image_id, "size": len(image.config_bytes)},
-                "layers": [{"mediaType": t, "digest": d, "size": s} for d, s, t in layers]}
-    return json.dumps(manifest, separators=(",", ":")).encode(), OCI_MANIFEST
 
 
 def _media_type(image: SourceImage, i: int, layer: LayerSource, compression: str) -> str:

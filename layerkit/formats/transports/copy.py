@@ -19,6 +19,7 @@ Reading layers is lazy: a layer is opened only when the destination streams it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import BinaryIO
 
 from ...engine.digests import sha256_bytes
 from ...engine.layer import detect_compression
+from ...engine.mediatypes import OCI_CONFIG, OCI_MANIFEST
 from ...engine.progress import Progress
 from ...engine.reference import Reference
 from ...errors import DigestMismatch, InvalidArchive
@@ -110,3 +112,30 @@ def spool_to_file(layer: LayerSource, path: Path) -> tuple[str, int, str]:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     with os.fdopen(fd, "wb") as out:
         return spool(layer, out)
+
+
+def _keeps(manifest_bytes: bytes | None, config_digest: str, digests: list[str]) -> dict | None:
+    """The source's manifest, parsed, when it names exactly this config and these layer blobs."""
+    if not manifest_bytes:
+        return None
+    try:
+        m = json.loads(manifest_bytes)
+        if m.get("config", {}).get("digest") == config_digest \
+                and [d.get("digest") for d in m.get("layers", [])] == digests:
+            return m
+    except (ValueError, AttributeError):
+        pass
+    return None
+
+
+def manifest_for(image: SourceImage, layers: list[tuple[str, int, str]]) -> tuple[bytes, str]:
+    """The manifest to write for the image whose layer blobs are ``(digest, size, media type)``: the
+    source's own when it names exactly these blobs, else an OCI manifest; (bytes, media type)."""
+    image_id = sha256_bytes(image.config_bytes)
+    kept = _keeps(image.manifest_bytes, image_id, [d for d, _, _ in layers])
+    if kept is not None:
+        return image.manifest_bytes, kept.get("mediaType") or OCI_MANIFEST
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": image_id, "size": len(image.config_bytes)},
+                "layers": [{"mediaType": t, "digest": d, "size": s} for d, s, t in layers]}
+    return json.dumps(manifest, separators=(",", ":")).encode(), OCI_MANIFEST
