@@ -27,10 +27,10 @@ from ...engine.layer import layer_workers
 from ...engine.progress import Progress, ProgressEvent, Status, serialized
 from ...engine.reference import Reference
 from ...engine.store import Store
+from ..imagesource import SourceImage
 from ..importer import LayerSource
-from ..transports.base import SourceImage
-from ..transports.copy import copy_image
-from ..transports.store import StoreDestination
+from ..pipeline import copy_image
+from ..stored import StoreDestination
 from .credentials import credentials_for
 from .errors import RegistryUnreachable, one_line
 from .manifests import ResolvedManifest, fetch_config, get_config, parse_platform, resolve
@@ -230,7 +230,7 @@ def pull(store: Store, ref: str, platform: str | None = None, insecure: bool = F
     :class:`~layerkit.errors.InvalidManifest` or :class:`~layerkit.errors.UnsupportedMediaType`, each one
     line naming the reference and the registry; the store is then unchanged.
 
-    ``copy_image`` from a :class:`RegistrySource` into the store (:class:`~..transports.store.StoreDestination`).
+    ``copy_image`` from a :class:`RegistrySource` into the store (:class:`~..stored.StoreDestination`).
     """
     emit = serialized(progress)
     src = RegistrySource(ref, store, platform=platform, insecure=insecure, progress=emit)

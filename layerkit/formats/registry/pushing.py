@@ -33,10 +33,10 @@ from ...engine.progress import Progress, ProgressEvent, Status
 from ...engine.reference import Reference
 from ...engine.store import Store
 from ...errors import DigestMismatch, ImageNotFound, InvalidReference, LayerkitError
+from ..imagesource import SourceImage
 from ..importer import LayerSource
-from ..transports.base import FileLayer, SourceImage
-from ..transports.copy import copy_image, manifest_for, spool_to_file
-from ..transports.store import StoreSource
+from ..pipeline import FileLayer, copy_image, manifest_for, spool_to_file
+from ..stored import StoreSource
 from .credentials import credentials_for
 from .errors import RegistryError, RegistryUnreachable
 from .results import LayerTransfer, TransferResult
@@ -427,7 +427,7 @@ def push(store: Store, image: str, ref: str | None = None, insecure: bool = Fals
     announced (``waiting``), as its bytes leave (``uploading``) and with its outcome (``exists``,
     ``mounted``, ``done``), one call at a time.
 
-    ``copy_image`` from the store (:class:`~..transports.store.StoreSource`) to a :class:`RegistryDestination`.
+    ``copy_image`` from the store (:class:`~..stored.StoreSource`) to a :class:`RegistryDestination`.
     """
     img = store.image(image)
     r = parse_ref(ref if ref is not None else image, "push")

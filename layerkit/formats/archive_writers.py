@@ -28,17 +28,16 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from ...engine import mediatypes as mt
-from ...engine.digests import hex_of, sha256_bytes
-from ...engine.layer import open_uncompressed
-from ...engine.mediatypes import OCI_INDEX, REF_NAME
-from ...engine.progress import Progress
-from ...engine.reference import Reference
-from ...errors import DigestMismatch, InvalidManifest
-from ..documents import parse_json, want_list, want_object
-from ..importer import LayerSource
-from .base import FileLayer, SourceImage
-from .copy import CHUNK, manifest_for, spool_to_file
+from ..engine import mediatypes as mt
+from ..engine.digests import hex_of, sha256_bytes
+from ..engine.layer import open_uncompressed
+from ..engine.mediatypes import OCI_INDEX, REF_NAME
+from ..engine.progress import Progress
+from ..engine.reference import Reference
+from ..errors import DigestMismatch, InvalidManifest
+from .documents import parse_json, want_list, want_object
+from .imagesource import LayerSource, SourceImage
+from .pipeline import CHUNK, FileLayer, manifest_for, spool_to_file
 
 
 def tag_string(ref: Reference) -> str:

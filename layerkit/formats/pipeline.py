@@ -1,4 +1,4 @@
-"""``copy_image``: every image a source names, into a destination, all or nothing.
+"""The image pipeline's one copy, ``copy_image``: every image a source names, into a destination, all or nothing.
 
 What containers/image's ``copy.Image`` does, split as layerkit splits the work:
 
@@ -14,6 +14,10 @@ What containers/image's ``copy.Image`` does, split as layerkit splits the work:
   destination makes the images visible only in its :meth:`commit`.
 
 Reading layers is lazy: a layer is opened only when the destination streams it.
+
+(Here, beside the format modules, rather than in :mod:`.transports`: the registry's ``pull`` and ``push``
+and the archive formats' ``save`` are copies too, and the transports' table imports them; so the copy and
+the store's side of it, :mod:`.stored`, import no transport module and no cycle forms.)
 """
 
 from __future__ import annotations
@@ -22,19 +26,33 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ...engine.digests import sha256_bytes
-from ...engine.layer import detect_compression
-from ...engine.mediatypes import OCI_CONFIG, OCI_MANIFEST
-from ...engine.progress import Progress
-from ...engine.reference import Reference
-from ...errors import DigestMismatch, InvalidArchive
-from ..importer import LayerSource
-from .base import ImageDestination, ImageSource, SourceImage
+from ..engine.digests import sha256_bytes
+from ..engine.layer import detect_compression
+from ..engine.mediatypes import OCI_CONFIG, OCI_MANIFEST
+from ..engine.progress import Progress
+from ..engine.reference import Reference
+from ..errors import DigestMismatch, InvalidArchive
+from .imagesource import ImageDestination, ImageSource, LayerSource, SourceImage
 
 CHUNK = 1 << 20
+
+
+@dataclass
+class FileLayer(LayerSource):
+    """A layer whose blob is a file holding exactly the blob (layerkit's store): checked when it was
+    stored, so a destination may link it (an OCI layout), re-read it from any offset (a registry's chunked
+    upload, a retried one) and inflate it knowing the tar's length beforehand (a docker-archive's member).
+
+    ``tar_size()`` is the uncompressed tar's length; it may index the layer first (a pulled layer's tar
+    length is known once it is indexed)."""
+
+    path: Path | None = None
+    media_type: str = ""
+    tar_size: Callable[[], int] | None = None
 
 Names = list[Reference] | Callable[[SourceImage], list[Reference]] | None
 

@@ -1,9 +1,9 @@
 """layerkit's own store as a transport: ``layerkit:REF`` or a bare reference.
 
-* :class:`StoreSource` yields stored images as :class:`~.base.SourceImage` values whose layers open the
-  stored blobs (:class:`~.base.FileLayer`: a destination may link them, re-read them, inflate them); the
+* :class:`StoreSource` yields stored images as :class:`~.imagesource.SourceImage` values whose layers open the
+  stored blobs (:class:`~.pipeline.FileLayer`: a destination may link them, re-read them, inflate them); the
   manifest is the one the store keeps, byte for byte, so a copy out keeps its digest.
-* :class:`StoreDestination` brings images in through :class:`~layerkit.formats.importer.ImportBatch`: a
+* :class:`StoreDestination` brings images in through :class:`~.importer.ImportBatch`: a
   layer whose diff_id the store holds is not read, every new blob is verified (digest, diff_id) before it
   is renamed into place, and the images of one copy are recorded together or not at all.
 
@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ...engine.image import Image, Layer
-from ...engine.progress import Progress
-from ...engine.reference import Reference, parse_reference
-from ...engine.store import Store
-from ...errors import InvalidReference
-from ..importer import ImportBatch
-from .base import FileLayer, SourceImage
+from ..engine.image import Image, Layer
+from ..engine.progress import Progress
+from ..engine.reference import Reference, parse_reference
+from ..engine.store import Store
+from ..errors import InvalidReference
+from .imagesource import SourceImage
+from .importer import ImportBatch
+from .pipeline import FileLayer
 
 LABEL = "layerkit store"
 
@@ -94,7 +95,7 @@ class StoreSource:
 
 
 class StoreDestination:
-    """Images into the store, all or nothing (:class:`~layerkit.formats.importer.ImportBatch`).
+    """Images into the store, all or nothing (:class:`~.importer.ImportBatch`).
 
     ``defer``: an archive's layers are read after every image's documents were checked, in archive order;
     ``workers`` and ``index_now``: see :meth:`ImportBatch.add` (a pull fetches several layers at once and
