@@ -51,6 +51,41 @@ def _temp_beside(out: Path) -> Path:
     return Path(tmp)
 
 
+class _TempArchive:
+    """A tar written to a temporary file beside ``out``, created when first written to (opening a
+    destination leaves nothing on disk), renamed into place by :meth:`finish`, removed by :meth:`drop`."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.tmp: Path | None = None
+        self._tf: tarfile.TarFile | None = None
+
+    def tar(self) -> tarfile.TarFile:
+        if self._tf is None:
+            self.tmp = _temp_beside(self.out)
+            self._tf = tarfile.open(self.tmp, "w", format=tarfile.PAX_FORMAT)
+            self._tf.copybufsize = 1 << 20
+        return self._tf
+
+    def finish(self) -> None:
+        tf = self.tar()
+        tf.close()
+        os.replace(self.tmp, self.out)
+        self._tf = None
+        self.tmp = None
+
+    def drop(self) -> None:
+        if self._tf is not None:
+            try:
+                self._tf.close()
+            except (OSError, tarfile.TarError):
+                pass
+            self._tf = None
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
+            self.tmp = None
+
+
 def _add_bytes(tf: tarfile.TarFile, name: str, data: bytes) -> None:
     ti = tarfile.TarInfo(name)
     ti.size = len(data)
@@ -92,13 +127,19 @@ class DockerArchiveDestination:
     def __init__(self, path: str | os.PathLike, label: str | None = None) -> None:
         self.path = Path(path)
         self.label = label or f"docker-archive:{path}"
-        self._tmp = _temp_beside(self.path)
-        self._tf = tarfile.open(self._tmp, "w", format=tarfile.PAX_FORMAT)
-        self._tf.copybufsize = 1 << 20
+        self._archive = _TempArchive(self.path)  # created by the first image put
         self._written: set[str] = set()
         self._manifest: list[dict] = []
         self._repositories: dict[str, dict[str, str]] = {}
         self._ids: list[tuple[str, list[Reference]]] = []
+
+    @property
+    def _tf(self) -> tarfile.TarFile:
+        return self._archive.tar()
+
+    @property
+    def _tmp(self) -> Path:
+        return self._archive.tmp
 
     def has_blob(self, digest: str) -> bool:
         """The archive holds this config (by image ID) or layer (by diff_id) already."""
@@ -133,6 +174,7 @@ class DockerArchiveDestination:
             with layer.open() as f:
                 self._tf.addfile(ti, open_uncompressed(f))
             return
+        self._tf  # noqa: B018 - the temporary archive exists: the spooled layer is named after it
         spooled = self._tmp.with_name(self._tmp.name + ".layer")
         try:
             spool_to_file(layer, spooled)
@@ -157,8 +199,7 @@ class DockerArchiveDestination:
             _add_bytes(self._tf, "manifest.json", json.dumps(self._manifest, separators=(",", ":")).encode())
             if self._repositories:
                 _add_bytes(self._tf, "repositories", json.dumps(self._repositories, separators=(",", ":")).encode())
-            self._tf.close()
-            os.replace(self._tmp, self.path)
+            self._archive.finish()
         except BaseException:
             self.abort()
             raise
@@ -166,11 +207,7 @@ class DockerArchiveDestination:
 
     def abort(self) -> None:
         """Remove the temporary archive."""
-        try:
-            self._tf.close()
-        except (OSError, tarfile.TarError):
-            pass
-        self._tmp.unlink(missing_ok=True)
+        self._archive.drop()
 
     def __enter__(self) -> DockerArchiveDestination:
         return self
@@ -191,8 +228,9 @@ def _media_type(image: SourceImage, i: int, layer: LayerSource, compression: str
 class _LayoutWriter:
     """What the layout and the archive share: blobs by digest, and the index entries of the images put."""
 
-    def __init__(self, name: str | None) -> None:
+    def __init__(self, name: str | None, use_names: bool = True) -> None:
         self.name = name  # a verbatim ref.name (oci:DIR:NAME) for every image, instead of their names
+        self.use_names = use_names  # False: an image put without ``name`` is listed unnamed (skopeo's oci:DIR)
         self.entries: list[dict] = []
         self.ids: list[tuple[str, list[str]]] = []
 
@@ -236,7 +274,7 @@ class _LayoutWriter:
         if not self.has_blob(mdigest):
             self._put_bytes(mdigest, mbytes)
         base = {"mediaType": mtype, "digest": mdigest, "size": len(mbytes)}
-        refs = [self.name] if self.name else [t.normalized for t in names]
+        refs = [self.name] if self.name else [t.normalized for t in names] if self.use_names else []
         if refs:
             self.entries += [{**base, "annotations": {REF_NAME: r}} for r in refs]
         elif not self._listed_unnamed(mdigest):  # an unnamed image is never listed twice
@@ -248,16 +286,24 @@ class OciLayoutDestination(_LayoutWriter):
     """An OCI layout directory at ``path`` (created, or added to: names it lists move to the new images).
 
     ``name`` (``oci:DIR:NAME``) is the ref.name every image put is written under, verbatim; without it
-    each image is listed under its names' normalized form, or unnamed."""
+    each image is listed under its names' normalized form (unnamed with ``use_names=False``, as skopeo
+    writes ``oci:DIR``)."""
 
-    def __init__(self, path: str | os.PathLike, name: str | None = None, label: str | None = None) -> None:
-        super().__init__(name)
+    def __init__(self, path: str | os.PathLike, name: str | None = None, label: str | None = None,
+                 use_names: bool = True) -> None:
+        super().__init__(name, use_names)
         self.path = Path(path)
         self.label = label or f"oci:{path}"
         self._blobs = self.path / "blobs" / "sha256"
         self._created: list[Path] = []
-        self._made_dir = not self.path.exists()
-        self._blobs.mkdir(parents=True, exist_ok=True)
+        self._made_dir: bool | None = None  # known once the first image is put
+
+    def put_image(self, image: SourceImage, names: list[Reference], progress: Progress | None = None) -> None:
+        """Create the layout's directories if need be, then write the image (:class:`_LayoutWriter`)."""
+        if self._made_dir is None:
+            self._made_dir = not self.path.exists()
+            self._blobs.mkdir(parents=True, exist_ok=True)
+        super().put_image(image, names, progress)
 
     def has_blob(self, digest: str) -> bool:
         """The layout holds this blob."""
@@ -309,6 +355,7 @@ class OciLayoutDestination(_LayoutWriter):
     def commit(self) -> list[tuple[str, list[str]]]:
         """Write ``oci-layout`` (if missing) and ``index.json`` (one rename); returns (image ID, ref.names)
         per image."""
+        self.path.mkdir(parents=True, exist_ok=True)  # a copy of no image still leaves a layout
         layout = self.path / "oci-layout"
         if not layout.exists():
             layout.write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
@@ -351,14 +398,22 @@ class OciArchiveDestination(_LayoutWriter):
     """An OCI archive at ``path``: the layout's blobs streamed into a tar as they come, ``oci-layout`` and
     ``index.json`` added at commit, the temporary file then renamed into place."""
 
-    def __init__(self, path: str | os.PathLike, name: str | None = None, label: str | None = None) -> None:
-        super().__init__(name)
+    def __init__(self, path: str | os.PathLike, name: str | None = None, label: str | None = None,
+                 use_names: bool = True) -> None:
+        super().__init__(name, use_names)
         self.path = Path(path)
         self.label = label or f"oci-archive:{path}"
-        self._tmp = _temp_beside(self.path)
-        self._tf = tarfile.open(self._tmp, "w", format=tarfile.PAX_FORMAT)
-        self._tf.copybufsize = 1 << 20
+        self._archive = _TempArchive(self.path)  # created by the first image put
         self._written: set[str] = set()
+
+    @property
+    def _tf(self) -> tarfile.TarFile:
+        return self._archive.tar()
+
+    @property
+    def _tmp(self) -> Path:
+        self._archive.tar()
+        return self._archive.tmp
 
     def has_blob(self, digest: str) -> bool:
         """The archive holds this blob already."""
@@ -394,8 +449,7 @@ class OciArchiveDestination(_LayoutWriter):
             _add_bytes(self._tf, "oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
             index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": self.entries}
             _add_bytes(self._tf, "index.json", json.dumps(index, separators=(",", ":")).encode())
-            self._tf.close()
-            os.replace(self._tmp, self.path)
+            self._archive.finish()
         except BaseException:
             self.abort()
             raise
@@ -403,11 +457,7 @@ class OciArchiveDestination(_LayoutWriter):
 
     def abort(self) -> None:
         """Remove the temporary archive."""
-        try:
-            self._tf.close()
-        except (OSError, tarfile.TarError):
-            pass
-        self._tmp.unlink(missing_ok=True)
+        self._archive.drop()
 
     def __enter__(self) -> OciArchiveDestination:
         return self
