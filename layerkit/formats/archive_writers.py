@@ -209,6 +209,10 @@ class DockerArchiveDestination:
         """Remove the temporary archive."""
         self._archive.drop()
 
+    def summary(self, results: list[tuple[str, list[Reference]]]) -> dict:
+        """What a copy reports of the images committed: their RepoTags (familiar form)."""
+        return {"names": [n.familiar for _, names in results for n in names]}
+
     def __enter__(self) -> DockerArchiveDestination:
         return self
 
@@ -248,6 +252,10 @@ class _LayoutWriter:
 
     def _listed_unnamed(self, mdigest: str) -> bool:
         return False
+
+    def summary(self, results: list[tuple[str, list[str]]]) -> dict:
+        """What a copy reports of the images committed: the ref.names they are listed under."""
+        return {"names": [r for _, refs in results for r in refs]}
 
     def put_image(self, image: SourceImage, names: list[Reference], progress: Progress | None = None) -> None:
         """Write the image's blobs the layout lacks (layers, config, manifest) and note its index entries."""

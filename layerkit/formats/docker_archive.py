@@ -13,11 +13,11 @@ from ..engine.store import Store
 from ..errors import InvalidManifest, InvalidReference
 from .archive_writers import DockerArchiveDestination, tag_string
 from .imagesource import SourceImage
-from .importer import ImportBatch, LayerSource, LoadedImage
+from .importer import LayerSource, LoadedImage
 from .oci import check_layout_sizes
-from .pipeline import copy_image
+from .pipeline import Listed, copy_image
 from .sources import Source, shown
-from .stored import StoreSource
+from .stored import StoreDestination, StoreSource
 
 
 def _expected_digest(name: str) -> str | None:
@@ -65,12 +65,14 @@ def load_docker_archive(store: Store, src: Source, progress: Progress | None = N
     """Import every image listed in ``manifest.json``; ``progress`` receives each layer's events
     (:class:`~.importer.ImportBatch`)."""
     manifest = archive_entries(src)
-    with ImportBatch(store, defer=True) as batch:
-        for img in source_images(src, manifest):
-            batch.add_image(img, progress=progress)
-        manifest.clear()  # the batch holds what it needs (100,000 tags: 8 MB)
-        # nothing is recorded until every image of the archive has been verified
-        return [LoadedImage(image, [_tag_string(t) for t in taken]) for image, taken in batch.commit()]
+
+    def images() -> Iterator[SourceImage]:
+        yield from source_images(src, manifest)
+        manifest.clear()  # the store's batch holds what it needs (100,000 tags: 8 MB)
+
+    # nothing is recorded until every image of the archive has been verified
+    done = copy_image(Listed(src.label, images()), StoreDestination(store, defer=True), progress=progress)
+    return [LoadedImage(image, [_tag_string(t) for t in taken]) for image, taken in done]
 
 
 def _entry_image(src: Source, i: int, entry: object) -> SourceImage:

@@ -247,6 +247,7 @@ class DaemonDestination:
         os.close(fd)
         self._tmp = Path(tmp)
         self._archive = DockerArchiveDestination(self._tmp, label)
+        self._names: list[Reference] = []
 
     def has_blob(self, digest: str) -> bool:
         """The archive for the engine holds this blob (the engine's own store is not asked)."""
@@ -255,6 +256,11 @@ class DaemonDestination:
     def put_image(self, image: SourceImage, names: list[Reference], progress: Progress | None = None) -> None:
         """Add the image to the archive for the engine."""
         self._archive.put_image(image, names, progress)
+        self._names += names
+
+    def summary(self, results: list[str]) -> dict:
+        """What a copy reports: the image IDs the engine took and the names sent."""
+        return {"engine_ids": results, "names": [n.familiar for n in self._names]}
 
     def commit(self) -> list[str]:
         """``docker load`` the archive; the image IDs the engine reports."""

@@ -27,10 +27,10 @@ from ..errors import (
 from .archive_writers import OciArchiveDestination, OciLayoutDestination
 from .documents import parse_json, want_list, want_object
 from .imagesource import SourceImage
-from .importer import ImportBatch, LayerSource, LoadedImage
-from .pipeline import copy_image
+from .importer import LayerSource, LoadedImage
+from .pipeline import Listed, copy_image
 from .sources import Source, blob_name
-from .stored import StoreSource
+from .stored import StoreDestination, StoreSource
 
 
 def host_platform() -> tuple[str, str]:
@@ -172,12 +172,10 @@ def load_oci(store: Store, src: Source, tag: str | None = None, progress: Progre
     """Import the images an OCI layout's index.json names (or only the one tagged ``tag``); ``progress``
     receives each layer's events (:class:`~.importer.ImportBatch`)."""
     images = list(source_images(src, tag))  # every document checked before a layer is read
-    with ImportBatch(store, defer=True) as batch:
-        for img in images:
-            batch.add_image(img, progress=progress)
-        # nothing is recorded until every image of the layout has been verified
-        return [LoadedImage(image, [t.familiar if t.tag else t.familiar + ":latest" for t in taken])
-                for image, taken in batch.commit()]
+    # nothing is recorded until every image of the layout has been verified
+    done = copy_image(Listed(src.label, images), StoreDestination(store, defer=True), progress=progress)
+    return [LoadedImage(image, [t.familiar if t.tag else t.familiar + ":latest" for t in taken])
+            for image, taken in done]
 
 
 def _image_of(src: Source, desc: Descriptor, tags: list[Reference]) -> SourceImage:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -79,6 +79,28 @@ def copy_image(src: ImageSource, dst: ImageDestination, names: Names = None,
             taken = image.names if names is None else names(image) if callable(names) else list(names)
             dst.put_image(image, taken, progress)
         return dst.commit()
+
+
+class Listed:
+    """Images already at hand (or yielded by a generator) as an :class:`~.imagesource.ImageSource`: what a
+    format module passes to :func:`copy_image` after opening its input itself."""
+
+    def __init__(self, label: str, images: Iterable[SourceImage]) -> None:
+        self.label = label
+        self._images = images
+
+    def images(self) -> Iterator[SourceImage]:
+        """The images, in order."""
+        yield from self._images
+
+    def close(self) -> None:
+        """Nothing to release: whoever opened the input closes it."""
+
+    def __enter__(self) -> Listed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class _Hashing:

@@ -123,6 +123,10 @@ class StoreDestination:
         """Make the blobs visible and record every image put, in order, with one update of the index."""
         return self._batch.commit()
 
+    def summary(self, results: list[tuple[Image, list[Reference]]]) -> dict:
+        """What a copy reports of the images committed: the tags they took."""
+        return {"names": [t.familiar for _, taken in results for t in taken]}
+
     def abort(self) -> None:
         """Drop every temporary blob; the store is as it was."""
         self._batch.abort()

@@ -145,7 +145,7 @@ class RegistrySource:
     Each distinct layer is announced ``waiting`` to ``progress`` when the manifest is read, then
     ``downloading`` as its bytes arrive; ``progress`` is called one call at a time. After the copy,
     :attr:`manifest` is what was resolved, :attr:`opened` the layers requested and :attr:`moved` the
-    bytes received."""
+    bytes received; :meth:`transfer` says what the pull did."""
 
     def __init__(self, ref: str, store: Store | None = None, platform: str | None = None, insecure: bool = False,
                  progress: Progress | None = None, what: str | None = None) -> None:
@@ -162,6 +162,9 @@ class RegistrySource:
         self.manifest: ResolvedManifest | None = None
         self.opened: set[str] = set()
         self.moved = 0
+        self.up_to_date = False
+        # how the store takes this source's layers: several downloads at once, diff_ids checked on first use
+        self.store_options = {"workers": pull_workers(False), "index_now": False}
 
     def _emit(self, event: ProgressEvent) -> None:
         if self._progress is not None:
@@ -199,9 +202,24 @@ class RegistrySource:
         for ld in {ld["digest"]: ld for ld in m.layers}.values():
             self._emit(ProgressEvent("layer", ld["digest"], 0, ld["size"], Status.WAITING))
         names = [Reference(r.domain, r.path, r.tag, None)] if not r.digest else [r]
+        if self._store is not None:  # the store had this image under this name (Docker: "Image is up to date")
+            self.up_to_date = any(t.normalized == names[0].normalized for img in self._store.images()
+                                  if img.id == m.config["digest"] for t in img.tags)
         yield SourceImage(config_bytes, [self._layer(ld) for ld in m.layers], names, self.what,
                           expected_id=m.config["digest"], manifest_bytes=m.data,
                           media_types=[ld.get("mediaType", "") for ld in m.layers])
+
+    def transfer(self, store: Store, image_id: str) -> TransferResult:
+        """What the copy from this source into ``store`` did (once the image is recorded as ``image_id``),
+        recorded in the store's registry state (where each blob lives, the image's repo digest)."""
+        r, m = self.ref, self.manifest
+        layers = [LayerTransfer.of("pull", ld["digest"], ld["size"],
+                                   Status.DONE if ld["digest"] in self.opened else Status.EXISTS) for ld in m.layers]
+        skipped = sum(la.size for la in layers if not la.moved)
+        record(store, r.domain, r.path, [m.config["digest"]] + [ld["digest"] for ld in m.layers], image_id,
+               f"{r.repository}@{m.top_digest}")
+        return TransferResult(str(r), m.top_digest, image_id, layers, self.moved, skipped, self.client.domain,
+                              m.platform, "pull", m.top_size, self.up_to_date)
 
     def close(self) -> None:
         """Close the registry connections."""
@@ -233,23 +251,7 @@ def pull(store: Store, ref: str, platform: str | None = None, insecure: bool = F
     ``copy_image`` from a :class:`RegistrySource` into the store (:class:`~..stored.StoreDestination`).
     """
     emit = serialized(progress)
-    src = RegistrySource(ref, store, platform=platform, insecure=insecure, progress=emit)
-    up_to_date = {"yes": False}
-
-    def names(image: SourceImage) -> list[Reference]:
-        # the store had this image under this name before the pull (Docker: "Image is up to date")
-        up_to_date["yes"] = any(t.normalized == image.names[0].normalized for img in store.images()
-                                if img.id == image.expected_id for t in img.tags)
-        return image.names
-
-    with src:
+    with RegistrySource(ref, store, platform=platform, insecure=insecure, progress=emit) as src:
         dst = StoreDestination(store, workers=pull_workers(verify), index_now=verify)
-        [(image, _)] = copy_image(src, dst, names=names, progress=emit)
-    r, m, client = src.ref, src.manifest, src.client
-    layers = [LayerTransfer.of("pull", ld["digest"], ld["size"],
-                               Status.DONE if ld["digest"] in src.opened else Status.EXISTS) for ld in m.layers]
-    skipped = sum(la.size for la in layers if not la.moved)
-    record(store, r.domain, r.path, [m.config["digest"]] + [ld["digest"] for ld in m.layers], image.id,
-           f"{r.repository}@{m.top_digest}")
-    return TransferResult(str(r), m.top_digest, image.id, layers, src.moved, skipped, client.domain,
-                          m.platform, "pull", m.top_size, up_to_date["yes"])
+        [(image, _)] = copy_image(src, dst, progress=emit)
+    return src.transfer(store, image.id)

@@ -238,6 +238,7 @@ class RegistryDestination:
     def __init__(self, store: Store, ref: str, insecure: bool = False, progress: Progress | None = None,
                  what: str | None = None) -> None:
         self.store = store
+        self.ref_text = ref
         self.ref = parse_ref(ref, "push")
         if self.ref.digest:
             raise InvalidReference(f"push: cannot push to a digest reference ({ref}); give a tag")
@@ -395,6 +396,11 @@ class RegistryDestination:
         finally:
             self.abort()
         return out
+
+    def summary(self, results: list[TransferResult]) -> dict:
+        """What a copy reports of the push: the reference, the transfer and Docker's lines for it."""
+        return {"names": [self.ref_text], "push": results[0].to_json() if results else None,
+                "lines": [line for res in results for line in res.lines()]}
 
     def abort(self) -> None:
         """Close the connections and remove the temporary files (blobs sent stay unreferenced)."""

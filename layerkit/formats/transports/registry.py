@@ -83,8 +83,9 @@ def _builtin() -> None:
     if _LOADED:
         return
     _LOADED = True
-    from .archives import DockerArchiveSource, OciSource
+    from . import daemon, docker, files, store
 
-    for name, src in (("docker-archive", DockerArchiveSource), ("oci", OciSource), ("oci-archive", OciSource)):
-        if name not in _TABLE:
-            register(name, source=src)
+    for module in (files, docker, daemon, store):  # each module declares its transports
+        for name, (source, destination) in module.TRANSPORTS.items():
+            if name not in _TABLE:  # a transport registered before first use replaces the built-in one
+                register(name, source, destination)
