@@ -34,7 +34,7 @@ from .imagesource import ImageDestination, ImageSource
 from .pipeline import copy_image
 from .stored import StoreDestination, StoreSource
 from .transports.location import Location, TransportError, parse_location
-from .transports.registry import open_destination, open_source
+from .transports.registry import locate, open_destination, open_source
 
 __all__ = ["Location", "TransportError", "copy", "parse_location"]
 
@@ -95,8 +95,8 @@ def copy(store: Store, src: str, dst: str, insecure: bool = False, progress: Pro
     "manifest_digest", "names" (what the destination calls the image), "pull", "push" (the registry
     transfers, or None), "engine_ids", "lines"}``.
     """
-    s = parse_location(src)
-    d = parse_location(dst)
+    s = locate(src)
+    d = locate(dst)
     options = {"store": store, "insecure": insecure, "progress": progress, "endpoint": endpoint}
     destination = open_destination(d, **options)  # checked; nothing is written before an image is put
     try:
