@@ -87,7 +87,7 @@ def load(store: Store, path: str, progress: Progress | None = None) -> Message:
 def _images_with_tags(store: Store, names: list[str]) -> list[tuple[Image, list[Reference]]]:
     """Resolve ``save`` arguments: a tag saves that tag, an ID saves the image untagged (one rule, shared
     with ``save --to-engine``)."""
-    from .formats.engine_api import images_with_tags
+    from .formats.stored import images_with_tags
 
     return images_with_tags(store, names)
 

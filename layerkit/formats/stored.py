@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 from ..engine.image import Image, Layer
 from ..engine.progress import Progress
@@ -115,9 +116,9 @@ class StoreDestination:
 
     def put_image(self, image: SourceImage, names: list[Reference], progress: Progress | None = None) -> None:
         """Verify the image and stream its new layers into temporary blobs (or note them, deferred)."""
-        self._batch.add(image.config_bytes, image.layers, names, image.label, expected_id=image.expected_id,
-                        progress=progress, manifest_bytes=image.manifest_bytes, workers=self._workers,
-                        index_now=self._index_now)
+        if names is not image.names:
+            image = replace(image, names=list(names))
+        self._batch.add_image(image, progress=progress, workers=self._workers, index_now=self._index_now)
 
     def commit(self) -> list[tuple[Image, list[Reference]]]:
         """Make the blobs visible and record every image put, in order, with one update of the index."""
