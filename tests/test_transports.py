@@ -19,6 +19,7 @@ import json
 import tarfile
 from pathlib import Path
 
+import builders
 import pytest
 from realtools import require, run_bytes, skopeo_copy
 from services import start_registry
@@ -228,3 +229,25 @@ def test_docker_archive_straight_to_a_registry(bb, tmp_path, monkeypatch):
         assert again.transferred_bytes == 0
     finally:
         reg.stop()
+
+
+def test_an_archive_layer_that_is_not_its_diff_id_is_refused(tmp_path):
+    """A docker-archive's layer whose tar is not what the config's diff_id says never reaches a layout or a
+    registry (a plain tar's blob digest is its diff_id, so the copy checks it as it hashes)."""
+    said = builders.layer_tar([builders.F("said.txt", b"what the config claims\n")])
+    sent = builders.layer_tar([builders.F("sent.txt", b"what the archive holds\n")])
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(said).hexdigest()]}
+                         }).encode()
+    archive = tmp_path / "lie.tar"
+    with tarfile.open(archive, "w") as tf:
+        builders.add_member(tf, "config.json", config)
+        builders.add_member(tf, "layer/layer.tar", sent)
+        builders.add_member(tf, "manifest.json", json.dumps(
+            [{"Config": "config.json", "RepoTags": ["lk.test/lie:1"], "Layers": ["layer/layer.tar"]}]).encode())
+    layout = tmp_path / "layout"
+    with table.open_source(f"docker-archive:{archive}") as src, \
+            pytest.raises(DigestMismatch, match=r"layer/layer.tar: uncompressed layer hashes to sha256:\w+, but "
+                                                r"the config's diff_id is sha256:"):
+        copy_image(src, table.open_destination(f"oci:{layout}:lie"))
+    assert not layout.exists()

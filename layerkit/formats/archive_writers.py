@@ -37,7 +37,7 @@ from ..engine.reference import Reference
 from ..errors import DigestMismatch, InvalidManifest
 from .documents import parse_json, want_list, want_object
 from .imagesource import LayerSource, SourceImage
-from .pipeline import CHUNK, FileLayer, manifest_for, spool_to_file
+from .pipeline import CHUNK, FileLayer, check_plain_layer, diff_ids_of, manifest_for, spool_to_file
 
 
 def tag_string(ref: Reference) -> str:
@@ -91,17 +91,6 @@ def _add_bytes(tf: tarfile.TarFile, name: str, data: bytes) -> None:
     ti.size = len(data)
     ti.mode = 0o644
     tf.addfile(ti, io.BytesIO(data))
-
-
-def diff_ids_of(image: SourceImage) -> list[str]:
-    """The config's rootfs.diff_ids, one per layer."""
-    config = want_object(parse_json(image.config_bytes, f"{image.label}: config"), f"{image.label}: config")
-    rootfs = config.get("rootfs")
-    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
-    if not isinstance(diff_ids, list) or len(diff_ids) != len(image.layers):
-        raise InvalidManifest(f"{image.label}: config lists {len(diff_ids or [])} diff_ids but the manifest has "
-                              f"{len(image.layers)} layers")
-    return diff_ids
 
 
 class _Counting:
@@ -259,6 +248,7 @@ class _LayoutWriter:
 
     def put_image(self, image: SourceImage, names: list[Reference], progress: Progress | None = None) -> None:
         """Write the image's blobs the layout lacks (layers, config, manifest) and note its index entries."""
+        diff_ids = diff_ids_of(image)
         layers = []
         for i, layer in enumerate(image.layers):
             if isinstance(layer, FileLayer) and layer.path is not None and layer.digest:
@@ -273,6 +263,7 @@ class _LayoutWriter:
                 layers.append((layer.digest, layer.size, _media_type(image, i, layer, compression)))
                 continue
             digest, size, compression = self._put_stream(layer)
+            check_plain_layer(layer, digest, compression, diff_ids[i])
             layers.append((digest, size, _media_type(image, i, layer, compression)))
         image_id = sha256_bytes(image.config_bytes)
         if not self.has_blob(image_id):

@@ -35,7 +35,8 @@ from ..engine.layer import detect_compression
 from ..engine.mediatypes import OCI_CONFIG, OCI_MANIFEST
 from ..engine.progress import Progress
 from ..engine.reference import Reference
-from ..errors import DigestMismatch, InvalidArchive
+from ..errors import DigestMismatch, InvalidArchive, InvalidManifest
+from .documents import parse_json, want_object
 from .imagesource import ImageDestination, ImageSource, LayerSource, SourceImage
 
 CHUNK = 1 << 20
@@ -179,3 +180,23 @@ def manifest_for(image: SourceImage, layers: list[tuple[str, int, str]]) -> tupl
                 "config": {"mediaType": OCI_CONFIG, "digest": image_id, "size": len(image.config_bytes)},
                 "layers": [{"mediaType": t, "digest": d, "size": s} for d, s, t in layers]}
     return json.dumps(manifest, separators=(",", ":")).encode(), OCI_MANIFEST
+
+
+def diff_ids_of(image: SourceImage) -> list[str]:
+    """The config's rootfs.diff_ids, one per layer."""
+    config = want_object(parse_json(image.config_bytes, f"{image.label}: config"), f"{image.label}: config")
+    rootfs = config.get("rootfs")
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(diff_ids, list) or len(diff_ids) != len(image.layers):
+        raise InvalidManifest(f"{image.label}: config lists {len(diff_ids or [])} diff_ids but the manifest has "
+                              f"{len(image.layers)} layers")
+    return diff_ids
+
+
+def check_plain_layer(layer: LayerSource, digest: str, compression: str, diff_id: str) -> None:
+    """An uncompressed layer blob is its tar, so its digest must be the config's diff_id for it: checked
+    for free wherever a layer is spooled (its digest computed anyway). A compressed one is checked when it
+    is first inflated (indexed), as a pull's layers are."""
+    if compression == "tar" and digest != diff_id:
+        raise DigestMismatch(f"{layer.label}: uncompressed layer hashes to {digest}, but the config's diff_id "
+                             f"is {diff_id}")

@@ -35,7 +35,7 @@ from ...engine.store import Store
 from ...errors import DigestMismatch, ImageNotFound, InvalidReference, LayerkitError
 from ..imagesource import SourceImage
 from ..importer import LayerSource
-from ..pipeline import FileLayer, copy_image, manifest_for, spool_to_file
+from ..pipeline import FileLayer, check_plain_layer, copy_image, diff_ids_of, manifest_for, spool_to_file
 from ..stored import StoreSource
 from .credentials import credentials_for
 from .errors import RegistryError, RegistryUnreachable
@@ -287,6 +287,7 @@ class RegistryDestination:
         """Send the blobs the repository lacks (layers first, the config last); the manifest waits for
         :meth:`commit`."""
         r, store = self.ref, self.store
+        diff_ids = diff_ids_of(image)
         blobs: dict[str, Callable[[], Path]] = {}
         descs: list[tuple[str, int, str]] = []
         for i, layer in enumerate(image.layers):
@@ -303,6 +304,7 @@ class RegistryDestination:
                 descs.append((layer.digest, layer.size, mtype))
                 continue
             digest, size, compression, path = self._spooled(layer)
+            check_plain_layer(layer, digest, compression, diff_ids[i])
             blobs.setdefault(digest, lambda p=path: p)
             descs.append((digest, size, mtype or oci_layer_type(compression)))
         cdigest = sha256_bytes(image.config_bytes)
