@@ -21,10 +21,10 @@ def load_json(data: bytes | str, label: str, what: str = "") -> object:
     subject = f"{label}: {what} is" if what else f"{label}:"
     try:
         return json.loads(data)
-    except RecursionError:
-        raise InvalidManifest(f"{subject} JSON nested too deeply") from None
+    except RecursionError as exc:
+        raise InvalidManifest(f"{subject} JSON nested too deeply") from exc
     except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError of bytes that are not UTF-8
-        raise InvalidManifest(f"{subject} not valid JSON ({exc})") from None
+        raise InvalidManifest(f"{subject} not valid JSON ({exc})") from exc
 
 
 def load_object(data: bytes | str, label: str) -> dict:

@@ -168,7 +168,7 @@ class Store:
                 _atomic_write_json(self.root / "index.json",
                                    {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
         except OSError as exc:
-            raise HostPathError(f"cannot write to the store {self.root}: {one_line(exc)}") from None
+            raise HostPathError(f"cannot write to the store {self.root}: {one_line(exc)}") from exc
 
     def check_root(self) -> None:
         """Refuse a store path that exists but is not a directory (a file, ``/dev/null``)."""
@@ -463,7 +463,7 @@ class Store:
             ref = parse_reference(target)
         except InvalidReference as exc:
             if not (1 <= len(hexpart) < 64 and all(c in "0123456789abcdef" for c in hexpart)):
-                raise InvalidReference(user_reference_error(name, exc)) from None
+                raise InvalidReference(user_reference_error(name, exc)) from exc
             ref = None
         if ref is not None:
             if ref.digest:
@@ -545,7 +545,7 @@ class Store:
             try:
                 parsed.append(json.loads(im.config_bytes))
             except (ValueError, RecursionError) as exc:
-                raise InvalidManifest(f"config: not valid JSON ({exc})") from None
+                raise InvalidManifest(f"config: not valid JSON ({exc})") from exc
         with self.locked():
             for digest in {la.digest for im in images for la in im.layers}:
                 if not self.blobs.has(digest):
@@ -645,7 +645,7 @@ class Store:
         try:
             ref = parse_reference(target)
         except InvalidReference as exc:
-            raise InvalidReference(user_reference_error(target, exc)) from None
+            raise InvalidReference(user_reference_error(target, exc)) from exc
         if ref.digest:
             raise InvalidReference(f"refusing to create a tag with a digest reference: {target}")
         with self.locked():

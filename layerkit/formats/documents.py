@@ -34,10 +34,10 @@ def parse_json(data: bytes, where: str) -> object:
         raise InvalidManifest(f"{where} holds too many JSON values (about {items}, at most {MAX_ITEMS})")
     try:
         return json.loads(data)
-    except RecursionError:
-        raise InvalidManifest(f"{where} is not valid JSON (nested too deeply)") from None
+    except RecursionError as exc:
+        raise InvalidManifest(f"{where} is not valid JSON (nested too deeply)") from exc
     except ValueError as exc:  # also UnicodeDecodeError
-        raise InvalidManifest(f"{where} is not valid JSON ({exc})") from None
+        raise InvalidManifest(f"{where} is not valid JSON ({exc})") from exc
 
 
 def want_object(doc: object, where: str) -> dict:

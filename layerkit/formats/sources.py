@@ -279,10 +279,10 @@ class _TarMembers(Source):
                 if on_member is not None and h.type in _REGULAR and not h.name.endswith("/"):
                     on_member(_clean(h.name, self.label), h.offset_data, h.size)
         except TarFormatError as exc:
-            raise self._format_error(exc, reader, stream, seen) from None
+            raise self._format_error(exc, reader, stream, seen) from exc
         except (ValueError, OverflowError, UnicodeError) as exc:  # a PAX number that is not one, say
             at = max(0, (reader.offset - 1) // BLOCK * BLOCK)
-            raise InvalidArchive(f"{self.label}: corrupt tar header at byte {at} ({exc})") from None
+            raise InvalidArchive(f"{self.label}: corrupt tar header at byte {at} ({exc})") from exc
 
     def _format_error(self, exc: TarFormatError, reader: FileReader, stream: _Headers, seen: int
                       ) -> InvalidArchive:
@@ -368,7 +368,7 @@ class TarSource(_TarMembers):
         try:
             self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
-            raise InvalidArchive(f"{self.label}: not a readable tar archive ({exc.strerror})") from None
+            raise InvalidArchive(f"{self.label}: not a readable tar archive ({exc.strerror})") from exc
         try:
             self._length = os.fstat(self._fd).st_size
             self._scan(_FileHeaders(self._fd, self.label))
@@ -416,7 +416,7 @@ class _PassMember(io.RawIOBase):
         try:
             data = self._stream.take(n)
         except _INFLATE_ERRORS as exc:
-            raise _decompress_error(self._owner.label, exc) from None
+            raise _decompress_error(self._owner.label, exc) from exc
         self._left -= len(data)
         return data
 
@@ -452,7 +452,7 @@ class GzipTarSource(_TarMembers):
                 self._scan(stream, on_member)
                 self._keep(pending, stream)
             except _INFLATE_ERRORS as exc:
-                raise _decompress_error(self.label, exc) from None
+                raise _decompress_error(self.label, exc) from exc
             self._length = stream.pos
             if self._end > stream.pos:
                 raise InvalidArchive(f"{self.label}: truncated archive (data ends at byte {self._end}, the "
@@ -488,7 +488,7 @@ class GzipTarSource(_TarMembers):
         try:
             self._stream = _Inflated(self.path, self.label)
         except OSError as exc:
-            raise InvalidArchive(f"{self.label}: not a readable archive ({exc.strerror or exc})") from None
+            raise InvalidArchive(f"{self.label}: not a readable archive ({exc.strerror or exc})") from exc
         return self._stream
 
     def _at_end(self, stream: _Headers) -> bool:
@@ -512,7 +512,7 @@ class GzipTarSource(_TarMembers):
         try:
             stream.seek(m.offset - stream.pos, 1)
         except _INFLATE_ERRORS as exc:
-            raise _decompress_error(self.label, exc) from None
+            raise _decompress_error(self.label, exc) from exc
         if stream.short:
             raise InvalidArchive(f"{self.label}: truncated archive (member {shown(name)} not reached)")
         self._reading = _PassMember(self, stream, m.size)
@@ -547,14 +547,14 @@ class DirSource(Source):
     def size(self, name: str) -> int:
         try:
             return self._path(name).stat().st_size
-        except FileNotFoundError:
-            raise BlobNotFound(f"{self.label}: missing {shown(name)}") from None
+        except FileNotFoundError as exc:
+            raise BlobNotFound(f"{self.label}: missing {shown(name)}") from exc
 
     def open(self, name: str) -> BinaryIO:
         try:
             return open(self._path(name), "rb")
-        except (FileNotFoundError, IsADirectoryError):
-            raise BlobNotFound(f"{self.label}: missing {shown(name)}") from None
+        except (FileNotFoundError, IsADirectoryError) as exc:
+            raise BlobNotFound(f"{self.label}: missing {shown(name)}") from exc
 
 
 def open_archive(path: Path, label: str | None = None) -> Source:

@@ -28,15 +28,13 @@ import os
 import tempfile
 from pathlib import Path
 
-from ...errors import LayerkitError
+from ...errors import (
+    CredentialsError,  # noqa: F401 - defined there, named here too
+    )
 from .errors import RegistryAuthError
 from .transport import DOCKER_HUB, RegistryClient, normalize_registry
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
-
-
-class CredentialsError(LayerkitError):
-    """A credentials file cannot be read or written (never quotes the secret itself)."""
 
 
 def config_path() -> Path:
@@ -68,7 +66,7 @@ def _read_config(path: Path) -> dict:
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not valid JSON"
         # no cause: a JSONDecodeError holds the whole file, secrets and all, and a traceback would show it
-        raise CredentialsError(f"{path}: cannot read credentials file ({reason})") from None
+        raise CredentialsError(f"{path}: cannot read credentials file ({reason})") from exc
     if not isinstance(data, dict):
         raise CredentialsError(f"{path}: credentials file is not a JSON object")
     return data
@@ -82,10 +80,10 @@ def _decode(entry: object, path: Path, key: str) -> tuple[str, str] | None:
     if isinstance(auth, str) and auth:
         try:
             user, sep, password = base64.b64decode(auth, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
+        except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
             # no cause: a UnicodeDecodeError holds the decoded secret
             raise CredentialsError(f"{path}: the auth entry for {key} is not valid base64 of user:password"
-                                   ) from None
+                                   ) from exc
         if not sep or not user:
             raise CredentialsError(f"{path}: the auth entry for {key} is not of the form user:password")
         return user, password
