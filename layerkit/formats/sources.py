@@ -11,7 +11,7 @@ would make of the same headers. A member is a bounded slice of the file (``pread
 A gzipped archive (``docker save | gzip``, a ``.tar.gz`` OCI archive) is never inflated to disk:
 :class:`GzipTarSource` streams it twice at most. Pass 1 reads every header and keeps in memory only the
 small members that look like JSON documents (``manifest.json``, ``index.json``, configs, manifests: each
-under :data:`~layerkit.formats.documents.DOC_LIMIT`, all together under :data:`RETAIN_LIMIT`); pass 2,
+under :data:`~layerkit.engine.shapes.DOC_LIMIT`, all together under :data:`RETAIN_LIMIT`); pass 2,
 started when the first layer is opened, inflates again and hands each referenced member to the ingest as it
 streams by; the loaders ask for layers in archive order (:class:`~layerkit.formats.importer.ImportBatch`
 sorts them by offset), so one pass serves them all, and members nobody references are inflated and
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ..engine.shapes import DOC_LIMIT, parse_json
 from ..engine.tarstream import FileReader, TarFormatError, iter_headers
 from ..errors import BlobNotFound, InvalidArchive, InvalidManifest, LayerkitError
-from .documents import DOC_LIMIT, parse_json
 
 try:  # isal's inflate is 2-3x faster than zlib's (see engine/layer.py): zeros inflate at 2 GB/s here
     from isal import igzip as _gzip
