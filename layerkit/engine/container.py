@@ -34,6 +34,7 @@ from ..errors import (
     MaxDepthExceeded,
     NotFound,
 )
+from .atomic import atomic_write_json
 from .content import iter_entry_bytes
 from .humanize import rfc3339
 from .image import MAX_LAYERS, Image
@@ -92,9 +93,7 @@ class Container:
 
     def save(self) -> None:
         """Write config.json atomically."""
-        tmp = self.dir / ".config.json.tmp"
-        tmp.write_text(json.dumps(self.to_json(), indent=2))
-        os.replace(tmp, self.dir / "config.json")
+        atomic_write_json(self.dir / "config.json", self.to_json(), fsync=False)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

@@ -47,6 +47,7 @@ from ..errors import (
     LayerkitError,
     one_line,
 )
+from .atomic import atomic_write_json
 from .blobs import BlobStore
 from .digests import is_digest, sha256_bytes
 from .image import Image
@@ -74,22 +75,6 @@ def default_root() -> Path:
     xdg = os.environ.get("XDG_DATA_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
     return base / "layerkit"
-
-
-def _atomic_write_json(path: Path, data: object) -> None:
-    """Write JSON to a temporary file in the same directory, fsync it, and rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 @dataclass
@@ -163,9 +148,9 @@ class Store:
             self.blobs.ensure()
             layout = self.root / "oci-layout"
             if not layout.exists():
-                _atomic_write_json(layout, LAYOUT_VERSION)
+                atomic_write_json(layout, LAYOUT_VERSION)
             if not (self.root / "index.json").exists():
-                _atomic_write_json(self.root / "index.json",
+                atomic_write_json(self.root / "index.json",
                                    {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
         except OSError as exc:
             raise HostPathError(f"cannot write to the store {self.root}: {one_line(exc)}") from exc
@@ -209,7 +194,7 @@ class Store:
         return check_index(load_json(data, str(path)), str(path))
 
     def _write_index(self, idx: dict) -> None:
-        _atomic_write_json(self.root / "index.json", idx)
+        atomic_write_json(self.root / "index.json", idx)
 
     def read_meta(self) -> dict:
         """layerkit's own per-image metadata (parents, times)."""
@@ -224,7 +209,7 @@ class Store:
 
     def _write_meta(self, meta: dict) -> None:
         private_dir(self.meta_dir, parents=True)
-        _atomic_write_json(self.meta_dir / "images.json", meta)
+        atomic_write_json(self.meta_dir / "images.json", meta)
 
     # ---- blobs and layer indexes ---------------------------------------------------------------
 

@@ -25,9 +25,9 @@ import binascii
 import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
+from ...engine.atomic import atomic_write_json
 from ...errors import (
     CredentialsError,  # noqa: F401 - defined there, named here too
     )
@@ -120,19 +120,7 @@ def credentials_for(registry: str) -> tuple[str, str] | None:
 def _write_private(path: Path, data: dict) -> None:
     """Write JSON readable by the owner only (0600 from the start), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".")  # mkstemp creates 0600
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write_json(path, data, mode=0o600)  # mkstemp creates it 0600: never readable by others
 
 
 def save_credentials(registry: str, username: str, password: str) -> Path:
