@@ -34,8 +34,8 @@ from ..engine.layer import open_uncompressed
 from ..engine.mediatypes import OCI_INDEX, REF_NAME
 from ..engine.progress import Progress
 from ..engine.reference import Reference
+from ..engine.shapes import parse_json, want_list, want_object
 from ..errors import DigestMismatch, InvalidManifest
-from .documents import parse_json, want_list, want_object
 from .imagesource import LayerSource, SourceImage
 from .pipeline import CHUNK, FileLayer, check_plain_layer, diff_ids_of, manifest_for, spool_to_file
 

@@ -15,6 +15,7 @@ from ..engine.image import Image
 from ..engine.mediatypes import CONTAINERD_NAME, REF_NAME, Descriptor
 from ..engine.progress import Progress
 from ..engine.reference import Reference, parse_reference
+from ..engine.shapes import parse_json, want_list, want_object
 from ..engine.store import Store
 from ..errors import (
     DigestMismatch,
@@ -25,7 +26,6 @@ from ..errors import (
     UnsupportedMediaType,
 )
 from .archive_writers import OciArchiveDestination, OciLayoutDestination
-from .documents import parse_json, want_list, want_object
 from .imagesource import SourceImage
 from .importer import LayerSource, LoadedImage
 from .pipeline import Listed, copy_image

@@ -35,8 +35,8 @@ from ..engine.layer import detect_compression
 from ..engine.mediatypes import OCI_CONFIG, OCI_MANIFEST
 from ..engine.progress import Progress
 from ..engine.reference import Reference
+from ..engine.shapes import parse_json, want_object
 from ..errors import DigestMismatch, InvalidArchive, InvalidManifest
-from .documents import parse_json, want_object
 from .imagesource import ImageDestination, ImageSource, LayerSource, SourceImage
 
 CHUNK = 1 << 20

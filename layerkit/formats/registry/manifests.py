@@ -12,15 +12,15 @@ registry, checked against its descriptor's size and digest (:func:`get_config`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from ...engine import mediatypes as mt
 from ...engine.digests import is_digest, sha256_bytes
 from ...engine.reference import Reference
+from ...engine.shapes import parse_json, want_object
 from ...engine.store import Store
 from ...errors import DigestMismatch, InvalidManifest, UnsupportedMediaType
-from .errors import PlatformNotFound, RegistryError, one_line
+from .errors import PlatformNotFound, RegistryError
 from .transport import RegistryClient
 
 # the registry's Accept header, most wanted first (every media type is defined in engine/mediatypes.py)
@@ -128,13 +128,8 @@ def get_manifest(client: RegistryClient, ref: Reference, reference: str, verify_
     if verify_digest and digest != verify_digest:
         raise DigestMismatch(f"{what}: manifest from registry {client.domain} hashes to {digest}, "
                              f"expected {verify_digest}")
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise InvalidManifest(f"{what}: manifest {reference} from registry {client.domain} is not valid JSON "
-                              f"({one_line(exc, 120)})") from exc
-    if not isinstance(doc, dict):
-        raise InvalidManifest(f"{what}: manifest {reference} from registry {client.domain} is not a JSON object")
+    where = f"{what}: manifest {reference} from registry {client.domain}"
+    doc = want_object(parse_json(data, where, limit=MAX_MANIFEST), where)
     return data, doc, media_type_of(ctype, doc), digest
 
 

@@ -29,7 +29,7 @@ def open_source(loc: Location, store: Store, **_: object) -> StoreSource:
         hint = ""
         if colon and near and loc.text == loc.store_name:  # dockr:busybox is a valid reference, too
             hint = f" (if {head!r} is meant as a transport, did you mean {near[0]!r}? use {_KNOWN})"
-        raise ImageNotFound(f"{exc}{hint}") from None
+        raise ImageNotFound(f"{exc}{hint}") from exc
     names = []
     try:
         r = parse_reference(loc.store_name)
@@ -45,7 +45,7 @@ def open_destination(loc: Location, store: Store, **_: object) -> StoreDestinati
         try:
             r = parse_reference(loc.store_name)
         except InvalidReference as exc:
-            raise TransportError(user_reference_error(loc.store_name, exc)) from None
+            raise TransportError(user_reference_error(loc.store_name, exc)) from exc
         if r.digest:
             raise TransportError(f"{loc}: refusing to create a tag with a digest reference")
     return StoreDestination(store, label=str(loc))
