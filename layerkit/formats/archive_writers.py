@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 
 from ..engine import mediatypes as mt
+from ..engine.atomic import atomic_file
 from ..engine.digests import hex_of, sha256_bytes
 from ..engine.layer import open_uncompressed
 from ..engine.mediatypes import OCI_INDEX, REF_NAME
@@ -371,9 +372,8 @@ class OciLayoutDestination(_LayoutWriter):
             kept = [m for m, d in zip(old["manifests"], descs, strict=True)
                     if d.annotations.get(REF_NAME) not in new_names]
             index["manifests"] = kept + self.entries
-        tmp = idx_path.with_name(".index.json.tmp")
-        tmp.write_text(json.dumps(index, separators=(",", ":")))
-        os.replace(tmp, idx_path)
+        with atomic_file(idx_path, mode=0o644) as f:  # the layout's one point of commit
+            f.write(json.dumps(index, separators=(",", ":")).encode())
         self._created = []
         return self.ids
 
