@@ -10,8 +10,9 @@ What containers/image's ``copy.Image`` does, split as layerkit splits the work:
   the form its format needs (a docker-archive holds uncompressed tars; a layout and a registry keep the
   blob as it came, so the source's manifest and its digest survive);
 * every blob a destination writes is checked against its digest while it streams (:func:`spool` for the
-  destinations that are not the store; the store checks blob digests and diff_ids itself), and a
-  destination makes the images visible only in its :meth:`commit`.
+  destinations that are not the store; the store checks blob digests and diff_ids itself), an
+  uncompressed one against its diff_id too (:func:`check_plain_layer`: the same hash), and a destination
+  makes the images visible only in its :meth:`commit`.
 
 Reading layers is lazy: a layer is opened only when the destination streams it.
 
@@ -55,6 +56,7 @@ class FileLayer(LayerSource):
     media_type: str = ""
     tar_size: Callable[[], int] | None = None
 
+
 Names = list[Reference] | Callable[[SourceImage], list[Reference]] | None
 
 
@@ -71,7 +73,7 @@ def copy_image(src: ImageSource, dst: ImageDestination, names: Names = None,
     """Put every image ``src`` yields into ``dst`` and commit them together; returns ``dst.commit()``.
 
     ``names`` are the references each image takes at the destination: a list (every image the same), a
-    function of the :class:`~.base.SourceImage`, or None for the names the source gives it. ``progress``
+    function of the :class:`~.imagesource.SourceImage`, or None for the names the source gives it. ``progress``
     receives the destination's events (:mod:`layerkit.engine.progress`). On any error the destination is
     aborted (nothing of the copy is visible there) and the error raised."""
     with dst:
