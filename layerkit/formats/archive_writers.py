@@ -4,9 +4,10 @@
   25 do: ``HEX.json`` configs, ``HEX.tar`` uncompressed layers named by diff_id, ``manifest.json`` and
   ``repositories``) that ``docker load``, ``podman load`` and ``skopeo copy docker-archive:`` accept.
   Layers must be uncompressed there, since the config's diff_ids name them: a stored layer is inflated
-  as it is written (its tar length known from its index); a layer from elsewhere is spooled to a
-  temporary file first (its digest checked), inflated once to learn its length and diff_id, then again
-  into the archive.
+  as it is written (its tar length known from its index); a layer whose digest is its diff_id (a plain
+  tar of known size) is streamed straight in, checked as it passes (a lie aborts the archive); any other
+  is spooled to a temporary file first (its digest checked), inflated once to learn its length and
+  diff_id, then again into the archive.
 * :class:`OciLayoutDestination` adds to (or creates) an OCI layout: blobs first, each renamed into place
   (a stored blob is hard-linked), ``index.json`` last, replaced in one rename; names it already lists
   are moved to the new images.
@@ -36,9 +37,9 @@ from ..engine.mediatypes import OCI_INDEX, REF_NAME
 from ..engine.progress import Progress
 from ..engine.reference import Reference
 from ..engine.shapes import parse_json, want_list, want_object
-from ..errors import DigestMismatch, InvalidManifest
+from ..errors import DigestMismatch, InvalidArchive, InvalidManifest
 from .imagesource import LayerSource, SourceImage
-from .pipeline import CHUNK, FileLayer, check_plain_layer, diff_ids_of, manifest_for, spool_to_file
+from .pipeline import CHUNK, FileLayer, Verifying, check_plain_layer, diff_ids_of, manifest_for, spool_to_file
 
 
 def tag_string(ref: Reference) -> str:
@@ -164,10 +165,29 @@ class DockerArchiveDestination:
             with layer.open() as f:
                 self._tf.addfile(ti, open_uncompressed(f))
             return
+        if layer.digest == diff_id and layer.size is not None:
+            # the blob is the tar itself (its digest is the diff_id): streamed straight in and checked as it
+            # passes; a lie aborts the whole temporary archive
+            ti.size = layer.size
+            with layer.open() as f:
+                reader = Verifying(f, layer)
+                try:
+                    self._tf.addfile(ti, reader)
+                except OSError as exc:  # tarfile: the stream ended before ti.size bytes
+                    raise InvalidArchive(f"{layer.label}: {reader.size} bytes, but its descriptor says "
+                                         f"{layer.size}") from exc
+                reader.check()
+            return
         self._tf  # noqa: B018 - the temporary archive exists: the spooled layer is named after it
         spooled = self._tmp.with_name(self._tmp.name + ".layer")
         try:
-            spool_to_file(layer, spooled)
+            digest, size, compression = spool_to_file(layer, spooled)
+            if compression == "tar":  # a plain tar: its digest is its diff_id, its size its length
+                check_plain_layer(layer, digest, compression, diff_id)
+                ti.size = size
+                with open(spooled, "rb") as f:
+                    self._tf.addfile(ti, f)
+                return
             with open(spooled, "rb") as f:
                 counted = _Counting(open_uncompressed(f))
                 while counted.read(CHUNK):

@@ -106,8 +106,9 @@ class Listed:
         self.close()
 
 
-class _Hashing:
-    """Read a layer, counting and hashing what passes; :meth:`check` compares with the layer's claims."""
+class Verifying:
+    """Read a layer, counting and hashing what passes; :meth:`check` compares with the layer's claims (a
+    destination that writes as it reads calls it at the end, and aborts on a lie)."""
 
     def __init__(self, f: BinaryIO, layer: LayerSource) -> None:
         self._f = f
@@ -143,7 +144,7 @@ def spool(layer: LayerSource, out: BinaryIO) -> tuple[str, int, str]:
     """Stream a layer blob into ``out``, checking its size and digest; (digest, size, compression of
     the blob by its first bytes: ``tar``, ``gzip`` or ``zstd``)."""
     with layer.open() as f:
-        reader = _Hashing(f, layer)
+        reader = Verifying(f, layer)
         while data := reader.read(CHUNK):
             out.write(data)
         digest = reader.check()
