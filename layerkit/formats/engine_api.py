@@ -138,15 +138,16 @@ def _is_sdk_error(exc: BaseException) -> bool:
 
 class DaemonSource:
     """``docker-daemon:REF`` as a source: the engine's ``docker save`` of ``name`` (a tag or an image ID)
-    streamed to a temporary file under the store (never held in memory), read as a docker-archive (or, from
+    streamed to a temporary file under the store (without one, the system's temporary directory; never
+    held in memory), read as a docker-archive (or, from
     an engine that writes one, an OCI archive). The file lives until :meth:`close`, since layers are read
     when the destination asks for them.
 
     ``progress`` receives the archive's events (``what`` ``"archive"``: ``downloading`` as its bytes
     arrive, ``done`` once it is all there). :class:`ImageNotFound` when the engine has no such image."""
 
-    def __init__(self, store: Store, name: str, endpoint: str | None = None, progress: Progress | None = None
-                 ) -> None:
+    def __init__(self, store: Store | None, name: str, endpoint: str | None = None,
+                 progress: Progress | None = None) -> None:
         self.store = store
         self.name = name
         self.label = f"docker-daemon:{name}"
@@ -173,8 +174,12 @@ class DaemonSource:
             if _is_sdk_error(exc):
                 raise _api_error(client, exc, what) from exc
             raise
-        # locked while it exists, so a killed load's file is removed by the next writer (blobs.remove_stale)
-        f, tmp = self._stack.enter_context(self.store.blobs.temp_file("stream-", ".tar"))
+        if self.store is not None:
+            # locked while it exists, so a killed load's file is removed by the next writer (blobs.remove_stale)
+            f, tmp = self._stack.enter_context(self.store.blobs.temp_file("stream-", ".tar"))
+        else:  # analysis in place, no store: the system's temporary directory
+            f = self._stack.enter_context(tempfile.NamedTemporaryFile(prefix="layerkit-engine-", suffix=".tar"))
+            tmp = Path(f.name)
         try:
             received = 0
             for chunk in client.api.get_image(name, chunk_size=CHUNK):

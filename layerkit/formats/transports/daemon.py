@@ -9,10 +9,10 @@ from ..engine_api import DaemonDestination, DaemonSource
 from .location import Location, TransportError
 
 
-def open_source(loc: Location, store: Store, endpoint: str | None = None, progress: Progress | None = None,
-                **_: object) -> DaemonSource:
+def open_source(loc: Location, store: Store | None = None, endpoint: str | None = None,
+                progress: Progress | None = None, **_: object) -> DaemonSource:
     """The engine's image REF (a tag, or an image ID ``sha256:HEX``); the archive it sends is kept under
-    ``store`` until the source is closed."""
+    ``store`` (or the system's temporary directory) until the source is closed."""
     return DaemonSource(store, loc.image_id or loc.ref.familiar, endpoint=endpoint, progress=progress)
 
 
