@@ -53,8 +53,9 @@ def _into_store(store: Store, loc: Location, source: ImageSource, progress: Prog
         return image, names, None, []
     options = getattr(source, "store_options", {"defer": True})  # an archive's layers: read in archive order
     done = copy_image(source, StoreDestination(store, **options), progress=progress)
-    if len(done) != 1:
-        raise LayerkitError(f"{loc}: {len(done)} images came from the source; name exactly one")
+    if len(done) != 1:  # a source that names one image by its reference sent several (an engine might)
+        several = getattr(source, "several", "{n} images came from the source; name exactly one")
+        raise LayerkitError(f"{loc}: " + several.format(n=len(done)))
     image, taken = done[0]
     if loc.ref is not None:
         names = [loc.ref] if not loc.ref.digest else []

@@ -146,6 +146,8 @@ class DaemonSource:
     ``progress`` receives the archive's events (``what`` ``"archive"``: ``downloading`` as its bytes
     arrive, ``done`` once it is all there). :class:`ImageNotFound` when the engine has no such image."""
 
+    several = "the engine sent {n} images; name exactly one"  # what a copy says when it sends more than one
+
     def __init__(self, store: Store | None, name: str, endpoint: str | None = None,
                  progress: Progress | None = None) -> None:
         self.store = store
