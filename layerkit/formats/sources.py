@@ -134,6 +134,19 @@ class _MemberReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return True  # analysis in place seeks over file contents (layerkit.engine.inplace)
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._size}.get(whence)
+        if base is None or base + pos < 0:
+            raise ValueError(f"invalid seek ({pos}, {whence})")
+        self._pos = base + pos  # past the end reads nothing, as in a file
+        return self._pos
+
     def read(self, n: int = -1) -> bytes:
         left = self._size - self._pos
         n = left if n is None or n < 0 else min(n, left)

@@ -1,0 +1,189 @@
+"""Analysis in place: an image of any transport (``docker-archive:X``, ``oci:DIR:NAME``, ``docker://REF`` ...)
+read as an :class:`~layerkit.engine.image.Image` without importing it.
+
+:func:`open_in_place` opens the reference with the transport registry (:func:`.registry.open_source`), picks
+the one image it names (:func:`choose_image`) and turns that :class:`~.base.SourceImage` into an ``Image``
+whose layer indexes are built from the layer streams, in memory (:mod:`layerkit.engine.inplace`). Every
+read-only verb analyses the result exactly as it analyses a stored image; nothing is written to the store or
+anywhere else.
+
+The image is what ``load`` would make of the same source, except that nothing is hashed: the layers' diff_ids
+are the config's, unchecked, and their digests are the source's (for a layer whose source names no digest,
+its diff_id, which is what ``load`` finds for an uncompressed layer). The manifest is the source's own when
+it names this config and these layers (as ``load`` keeps it), else the one ``load`` would write, so the
+manifest digest is the same too.
+
+A process keeps the last few images it opened (:data:`KEEP`), keyed by the reference and the identity of the
+file or directory it names, so the notebook's panels and a report, which ask several commands about one
+target, read an archive once; the sources stay open until they are dropped or the process ends.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import threading
+from typing import TYPE_CHECKING
+
+from ...engine.digests import sha256_bytes
+from ...engine.image import Image
+from ...engine.inplace import InPlaceIndexes, LayerBlob
+from ...engine.layer import detect_compression
+from ...engine.mediatypes import OCI_CONFIG, OCI_MANIFEST, oci_layer_type
+from ...engine.shapes import check_manifest
+from ...errors import ImageNotFound, InvalidManifest, MaxDepthExceeded
+from ..documents import parse_json
+from ..importer import MAX_STORED_LAYERS, parse_config
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..importer import LayerSource
+    from .base import ImageSource, SourceImage
+
+# what a reference analysed in place starts with (skopeo's transport names); ``docker`` is ``docker://``
+IN_PLACE_PREFIXES = ("docker-archive:", "oci-archive:", "oci:", "docker://", "docker-daemon:")
+KEEP = 4  # images kept open per process
+
+
+def is_transport_reference(text: str) -> bool:
+    """Whether ``text`` names an image by transport (``docker-archive:PATH``, ``oci:DIR[:NAME]``,
+    ``oci-archive:PATH``, ``docker://REF``, ``docker-daemon:REF``) rather than in the store."""
+    return text.startswith(IN_PLACE_PREFIXES)
+
+
+def choose_image(images: list[SourceImage], label: str) -> SourceImage:
+    """The one image a reference names: the reference's own choice when it made one (the source then yields
+    only that image), else the archive's only image. Several and no choice: a one-line error listing them
+    (as skopeo refuses a docker-archive of several images without a reference)."""
+    if len(images) == 1:
+        return images[0]
+    if not images:
+        raise ImageNotFound(f"{label}: holds no image")
+    names = []
+    for im in images:
+        names += [n.familiar for n in im.names] or [im.expected_id or sha256_bytes(im.config_bytes)]
+    raise InvalidManifest(f"{label}: holds {len(images)} images; name one ({label}:NAME): " + ", ".join(names))
+
+
+def _layer_type(src: LayerSource) -> str:
+    """The layer's media type as ``load`` records it when it writes the manifest: the OCI type of the
+    compression the blob's first bytes show."""
+    f = src.open()
+    try:
+        head = f.read(4)
+    finally:
+        f.close()
+    return oci_layer_type(detect_compression(head))
+
+
+def image_in_place(im: SourceImage, label: str | None = None) -> Image:
+    """The :class:`Image` of a source's image, read in place: config and manifest checked as ``load``
+    checks them, layer indexes built on first use from the source's layer streams (never stored)."""
+    label = label or im.label
+    image_id = sha256_bytes(im.config_bytes)
+    if im.expected_id and image_id != im.expected_id:
+        from ...errors import DigestMismatch
+
+        raise DigestMismatch(f"{im.label}: config hashes to {image_id}, expected {im.expected_id}")
+    config = parse_config(im.config_bytes, im.label)
+    diff_ids = config["rootfs"]["diff_ids"]
+    if len(diff_ids) != len(im.layers):
+        raise InvalidManifest(f"{im.label}: config lists {len(diff_ids)} diff_ids but the manifest has "
+                              f"{len(im.layers)} layers")
+    if len(im.layers) > MAX_STORED_LAYERS:
+        raise MaxDepthExceeded(f"{im.label}: {len(im.layers)} layers, layerkit reads images of at most "
+                               f"{MAX_STORED_LAYERS}")
+    blobs: dict[str, LayerBlob] = {}
+    digests = []
+    for src, diff_id in zip(im.layers, diff_ids, strict=True):
+        digest = src.digest or diff_id
+        blobs.setdefault(digest, LayerBlob(src.open, src.label, src.size))
+        digests.append(digest)
+    manifest = _manifest(im, image_id, digests)
+    if manifest is not None:
+        mbytes = im.manifest_bytes or b""
+    else:
+        # the manifest load writes: each layer typed by the compression its first bytes show
+        descs = [{"mediaType": _layer_type(src), "digest": d, "size": src.size or 0}
+                 for src, d in zip(im.layers, digests, strict=True)]
+        manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                    "config": {"mediaType": OCI_CONFIG, "digest": image_id, "size": len(im.config_bytes)},
+                    "layers": descs}
+        mbytes = json.dumps(manifest, separators=(",", ":")).encode()  # as the store writes it
+    return Image(InPlaceIndexes(blobs, label), image_id, sha256_bytes(mbytes), manifest, config, list(im.names))
+
+
+def _manifest(im: SourceImage, image_id: str, digests: list[str]) -> dict | None:
+    """The source's manifest when ``load`` would keep it (it names this config and these layer blobs)."""
+    if not im.manifest_bytes:
+        return None
+    m = parse_json(im.manifest_bytes, f"{im.label}: manifest")
+    if not isinstance(m, dict) or not isinstance(m.get("config"), dict) or not isinstance(m.get("layers"), list):
+        return None
+    m = check_manifest(m, f"{im.label}: manifest")
+    if m["config"]["digest"] != image_id or [d["digest"] for d in m["layers"]] != digests:
+        return None
+    return m
+
+
+class _Opened:
+    """One reference opened in place: its source (kept open: file reads go back to it) and its image."""
+
+    def __init__(self, source: ImageSource, image: Image) -> None:
+        self.source = source
+        self.image = image
+
+
+_lock = threading.Lock()
+_opened: dict[tuple, _Opened] = {}
+
+
+def _identity(text: str) -> tuple:
+    """What tells a reference's target apart from a later one of the same name: the device, inode, size and
+    modification time of the longest prefix of what follows the transport that exists on disk."""
+    rest = text.split("//", 1)[1] if text.startswith("docker://") else text.split(":", 1)[1]
+    parts = rest.split(":")
+    for n in range(len(parts), 0, -1):
+        try:
+            st = os.stat(":".join(parts[:n]))
+        except (OSError, ValueError):
+            continue
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return ()
+
+
+def open_in_place(text: str, **opts: object) -> Image:
+    """The image the transport reference ``text`` names, read in place (see the module's docstring).
+
+    ``opts`` go to the transport (``insecure``, ``engine`` ...). Errors are the transport's and ``load``'s
+    one-line errors; a reference to several images without a choice is refused naming them."""
+    from .registry import open_source
+
+    key = (text, _identity(text), tuple(sorted(opts.items())))
+    with _lock:
+        hit = _opened.get(key)
+        if hit is not None:
+            _opened[key] = _opened.pop(key)  # the newest last
+            return hit.image
+    source = open_source(text, **opts)
+    try:
+        im = choose_image(list(source.images()), getattr(source, "label", text))
+        image = image_in_place(im, text)
+    except BaseException:
+        source.close()
+        raise
+    with _lock:
+        _opened[key] = _Opened(source, image)
+        while len(_opened) > KEEP:
+            _opened.pop(next(iter(_opened))).source.close()
+    return image
+
+
+def close_all() -> None:
+    """Close every source kept open (at exit, and for tests that remove what they analysed)."""
+    with _lock:
+        while _opened:
+            _opened.pop(next(iter(_opened))).source.close()
+
+
+atexit.register(close_all)
