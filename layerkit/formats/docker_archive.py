@@ -8,6 +8,7 @@ import json
 import os
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..engine.digests import hex_of
@@ -17,6 +18,7 @@ from ..engine.progress import Progress
 from ..engine.reference import Reference, parse_reference
 from ..engine.store import Store
 from ..errors import InvalidManifest, InvalidReference
+from .imagesource import SourceImage
 from .importer import ImportBatch, LayerSource, LoadedImage
 from .oci import check_layout_sizes
 from .sources import Source, shown
@@ -33,24 +35,50 @@ def _expected_digest(name: str) -> str | None:
     return None
 
 
-def load_docker_archive(store: Store, src: Source, progress: Progress | None = None) -> list[LoadedImage]:
-    """Import every image listed in ``manifest.json``; ``progress`` receives each layer's events
-    (:class:`~.importer.ImportBatch`)."""
+def archive_entries(src: Source) -> list:
+    """The entries of the archive's ``manifest.json`` (a non-empty list; each entry checked when read)."""
     manifest = src.read_json("manifest.json", "manifest")[1]  # not its bytes: up to 16 MiB
     if not isinstance(manifest, list) or not manifest:
         raise InvalidManifest(f"{src.label}: manifest.json is not a non-empty list")
     if src.has("index.json") and src.has("oci-layout"):
         check_layout_sizes(src)  # Docker 25+: the layout's descriptors must not lie either
+    return manifest
+
+
+def entry_names(entry: object) -> list[Reference]:
+    """The references an entry's RepoTags give, skipping any that does not parse (for choosing by name)."""
+    tags = entry.get("RepoTags") if isinstance(entry, dict) else None
+    out = []
+    for t in tags if isinstance(tags, list) else []:
+        try:
+            out.append(parse_reference(t))
+        except (InvalidReference, TypeError, AttributeError):
+            continue
+    return out
+
+
+def source_images(src: Source, entries: list | None = None) -> Iterator[SourceImage]:
+    """Each image of the archive (or of ``entries``, a part of its ``manifest.json``) as a
+    :class:`~.imagesource.SourceImage`: entry shape, RepoTags and the config read and checked here,
+    layers opened lazily as bounded slices of the archive."""
+    for i, entry in enumerate(archive_entries(src) if entries is None else entries):
+        yield _entry_image(src, i, entry)
+
+
+def load_docker_archive(store: Store, src: Source, progress: Progress | None = None) -> list[LoadedImage]:
+    """Import every image listed in ``manifest.json``; ``progress`` receives each layer's events
+    (:class:`~.importer.ImportBatch`)."""
+    manifest = archive_entries(src)
     with ImportBatch(store, defer=True) as batch:
-        for i, entry in enumerate(manifest):
-            _add_entry(batch, src, i, entry, progress)
+        for img in source_images(src, manifest):
+            batch.add_image(img, progress=progress)
         manifest.clear()  # the batch holds what it needs (100,000 tags: 8 MB)
         # nothing is recorded until every image of the archive has been verified
         return [LoadedImage(image, [_tag_string(t) for t in taken]) for image, taken in batch.commit()]
 
 
-def _add_entry(batch: ImportBatch, src: Source, i: int, entry: object, progress: Progress | None) -> None:
-    """Verify one ``manifest.json`` entry; its new layers are read when the batch commits."""
+def _entry_image(src: Source, i: int, entry: object) -> SourceImage:
+    """Verify one ``manifest.json`` entry's shape and names and read its config; layers stay unread."""
     if not isinstance(entry, dict) or not isinstance(entry.get("Config"), str) \
             or not isinstance(entry.get("Layers"), list):
         raise InvalidManifest(f"{src.label}: manifest.json entry {i} lacks Config or Layers")
@@ -64,7 +92,7 @@ def _add_entry(batch: ImportBatch, src: Source, i: int, entry: object, progress:
         try:
             tags.append(parse_reference(t))
         except InvalidReference as exc:
-            raise InvalidReference(f"{src.label}: RepoTags entry {t!r}: {exc}") from None
+            raise InvalidReference(f"{src.label}: RepoTags entry {t!r}: {exc}") from exc
     config_name = entry["Config"]
     config_bytes = src.read(config_name)
     layers = []
@@ -73,8 +101,8 @@ def _add_entry(batch: ImportBatch, src: Source, i: int, entry: object, progress:
             raise InvalidManifest(f"{src.label}: manifest.json entry {i} has a non-string layer")
         layers.append(LayerSource(open=lambda n=name: src.open(n), label=f"{src.label}: layer {shown(name)}",
                                   size=src.size(name), digest=_expected_digest(name), offset=src.offset(name)))
-    batch.add(config_bytes, layers, tags, f"{src.label}: {shown(config_name)}",
-              expected_id=_expected_digest(config_name), progress=progress)
+    return SourceImage(config_bytes, layers, tags, f"{src.label}: {shown(config_name)}",
+                       expected_id=_expected_digest(config_name))
 
 
 def _tag_string(ref: Reference) -> str:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -41,17 +40,9 @@ from ..engine.shapes import check_config  # the same rules check what the store 
 from ..engine.store import NewImage, NewLayer, Store
 from ..errors import DigestMismatch, InvalidManifest, LayerkitError, MaxDepthExceeded
 from .documents import parse_json
+from .imagesource import LayerSource, SourceImage
 
-
-@dataclass
-class LayerSource:
-    """Where to read one layer blob from, and what it should hash to."""
-
-    open: Callable[[], BinaryIO]
-    label: str
-    size: int | None = None
-    digest: str | None = None
-    offset: int | None = None  # where it lies in its archive: deferred layers are read in this order
+__all__ = ["ImportBatch", "LayerSource", "LoadedImage", "import_image", "parse_config"]
 
 
 @dataclass
@@ -126,6 +117,12 @@ class ImportBatch:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
+
+    def add_image(self, image: SourceImage, progress: Progress | None = None, workers: int = 1,
+                  index_now: bool = True) -> None:
+        """:meth:`add` for a :class:`~.imagesource.SourceImage` (what every transport's source yields)."""
+        self.add(image.config_bytes, image.layers, image.names, image.label, expected_id=image.expected_id,
+                 progress=progress, manifest_bytes=image.manifest_bytes, workers=workers, index_now=index_now)
 
     def add(
         self,

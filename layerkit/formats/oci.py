@@ -12,6 +12,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..engine import mediatypes as mt
@@ -30,6 +31,7 @@ from ..errors import (
     UnsupportedMediaType,
 )
 from .documents import parse_json, want_list, want_object
+from .imagesource import SourceImage
 from .importer import ImportBatch, LayerSource, LoadedImage
 from .sources import Source, blob_name
 
@@ -137,10 +139,10 @@ def _name_of(desc: Descriptor) -> Reference | None:
     return None
 
 
-def load_oci(store: Store, src: Source, tag: str | None = None, progress: Progress | None = None
-             ) -> list[LoadedImage]:
-    """Import the images an OCI layout's index.json names (or only the one tagged ``tag``); ``progress``
-    receives each layer's events (:class:`~.importer.ImportBatch`)."""
+def source_images(src: Source, tag: str | None = None) -> Iterator[SourceImage]:
+    """The images an OCI layout's index.json names (or only those answering to ``tag``), each as a
+    :class:`~.imagesource.SourceImage` (manifest and config read and checked, layers unread). An image
+    listed under several names comes once, with all of them."""
     _, layout = src.read_json("oci-layout", "oci-layout")
     if not isinstance(layout, dict) or "imageLayoutVersion" not in layout:
         raise InvalidManifest(f"{src.label}: oci-layout lacks imageLayoutVersion")
@@ -164,17 +166,25 @@ def load_oci(store: Store, src: Source, tag: str | None = None, progress: Progre
         g = groups.setdefault(d.digest, (d, []))
         if ref is not None:
             g[1].append(ref)
+    for desc, tags in groups.values():
+        yield _image_of(src, desc, tags)
+
+
+def load_oci(store: Store, src: Source, tag: str | None = None, progress: Progress | None = None
+             ) -> list[LoadedImage]:
+    """Import the images an OCI layout's index.json names (or only the one tagged ``tag``); ``progress``
+    receives each layer's events (:class:`~.importer.ImportBatch`)."""
+    images = list(source_images(src, tag))  # every document checked before a layer is read
     with ImportBatch(store, defer=True) as batch:
-        for desc, tags in groups.values():
-            _add_image(batch, src, desc, tags, progress)
+        for img in images:
+            batch.add_image(img, progress=progress)
         # nothing is recorded until every image of the layout has been verified
         return [LoadedImage(image, [t.familiar if t.tag else t.familiar + ":latest" for t in taken])
                 for image, taken in batch.commit()]
 
 
-def _add_image(batch: ImportBatch, src: Source, desc: Descriptor, tags: list[Reference], progress: Progress | None
-               ) -> None:
-    """Verify one image of the layout and stream its new layers into the batch."""
+def _image_of(src: Source, desc: Descriptor, tags: list[Reference]) -> SourceImage:
+    """Verify one image of the layout (manifest, config) down to its layer descriptors."""
     mdesc = _pick_manifest(src, desc)
     manifest_bytes = _read_blob(src, mdesc, "manifest")
     manifest = _json(manifest_bytes, src.label, f"manifest {mdesc.digest}")
@@ -186,18 +196,20 @@ def _add_image(batch: ImportBatch, src: Source, desc: Descriptor, tags: list[Ref
         raise UnsupportedMediaType(f"{src.label}: unsupported config media type {cdesc.media_type!r}")
     config_bytes = _read_blob(src, cdesc, "config")
     layers = []
+    media_types = []
     for ld in manifest["layers"]:
         ld = Descriptor.from_json(ld, f"{where} layer")
         try:
             mt.compression_of(ld.media_type)  # raises on an unknown layer type
         except UnsupportedMediaType as exc:
-            raise UnsupportedMediaType(f"{src.label}: layer {ld.digest}: {exc}") from None
+            raise UnsupportedMediaType(f"{src.label}: layer {ld.digest}: {exc}") from exc
         name = check_size(src, ld, "layer")
         layers.append(LayerSource(open=lambda n=name: src.open(n),
                                   label=f"{src.label}: layer {ld.digest}",
                                   size=ld.size, digest=ld.digest, offset=src.offset(name)))
-    batch.add(config_bytes, layers, tags, f"{src.label}: {mdesc.digest}", progress=progress,
-              manifest_bytes=manifest_bytes)
+        media_types.append(ld.media_type)
+    return SourceImage(config_bytes, layers, tags, f"{src.label}: {mdesc.digest}",
+                       expected_id=cdesc.digest, manifest_bytes=manifest_bytes, media_types=media_types)
 
 
 def _matches(ref: Reference, tag: str) -> bool:
