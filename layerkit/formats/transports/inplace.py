@@ -21,12 +21,13 @@ target, read an archive once; the sources stay open until they are dropped or th
 from __future__ import annotations
 
 import atexit
+import inspect
 import json
 import os
 import threading
 from typing import TYPE_CHECKING
 
-from ...engine.digests import sha256_bytes
+from ...engine.digests import sha256_bytes, short
 from ...engine.image import Image
 from ...engine.inplace import InPlaceIndexes, LayerBlob
 from ...engine.layer import detect_compression
@@ -35,34 +36,39 @@ from ...engine.shapes import check_manifest
 from ...errors import ImageNotFound, InvalidManifest, MaxDepthExceeded
 from ..documents import parse_json
 from ..importer import MAX_STORED_LAYERS, parse_config
+from .location import TRANSPORTS, TransportError, parse_location
+from .registry import is_transport_reference as registry_says
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..importer import LayerSource
     from .base import ImageSource, SourceImage
 
-# what a reference analysed in place starts with (skopeo's transport names); ``docker`` is ``docker://``
-IN_PLACE_PREFIXES = ("docker-archive:", "oci-archive:", "oci:", "docker://", "docker-daemon:")
 KEEP = 4  # images kept open per process
 
 
 def is_transport_reference(text: str) -> bool:
     """Whether ``text`` names an image by transport (``docker-archive:PATH``, ``oci:DIR[:NAME]``,
-    ``oci-archive:PATH``, ``docker://REF``, ``docker-daemon:REF``) rather than in the store."""
-    return text.startswith(IN_PLACE_PREFIXES)
+    ``oci-archive:PATH``, ``docker://REF``, ``docker-daemon:REF``) rather than in the store.
+
+    A text that starts with a transport's name and a colon is one even when the rest is malformed, so that
+    the transport's parser, not the store's reference grammar, says what is wrong with it."""
+    transport = text.partition(":")[0]
+    return (transport in TRANSPORTS and transport != "layerkit") or registry_says(text)
 
 
 def choose_image(images: list[SourceImage], label: str) -> SourceImage:
     """The one image a reference names: the reference's own choice when it made one (the source then yields
-    only that image), else the archive's only image. Several and no choice: a one-line error listing them
-    (as skopeo refuses a docker-archive of several images without a reference)."""
+    only that image), else the archive's only image. Several and no choice: a one-line
+    :class:`~.location.TransportError` listing their names (as skopeo refuses a docker-archive of several
+    images without a reference); an image without a name is listed by its short ID."""
     if len(images) == 1:
         return images[0]
     if not images:
         raise ImageNotFound(f"{label}: holds no image")
     names = []
     for im in images:
-        names += [n.familiar for n in im.names] or [im.expected_id or sha256_bytes(im.config_bytes)]
-    raise InvalidManifest(f"{label}: holds {len(images)} images; name one ({label}:NAME): " + ", ".join(names))
+        names += [n.familiar for n in im.names] or [short(im.expected_id or sha256_bytes(im.config_bytes))]
+    raise TransportError(f"{label}: holds {len(images)} images; name one of them: " + ", ".join(names))
 
 
 def _layer_type(src: LayerSource) -> str:
@@ -157,7 +163,7 @@ def open_in_place(text: str, **opts: object) -> Image:
 
     ``opts`` go to the transport (``insecure``, ``engine`` ...). Errors are the transport's and ``load``'s
     one-line errors; a reference to several images without a choice is refused naming them."""
-    from .registry import open_source
+    from .registry import open_source, transport
 
     key = (text, _identity(text), tuple(sorted(opts.items())))
     with _lock:
@@ -165,7 +171,11 @@ def open_in_place(text: str, **opts: object) -> Image:
         if hit is not None:
             _opened[key] = _opened.pop(key)  # the newest last
             return hit.image
-    source = open_source(text, **opts)
+    loc = parse_location(text)
+    if _takes(transport(loc.transport).source, "every"):
+        # every image of an archive without a REF, so that the refusal of several can name them
+        opts = {**opts, "every": True}
+    source = open_source(loc, **opts)
     try:
         im = choose_image(list(source.images()), getattr(source, "label", text))
         image = image_in_place(im, text)
@@ -177,6 +187,15 @@ def open_in_place(text: str, **opts: object) -> Image:
         while len(_opened) > KEEP:
             _opened.pop(next(iter(_opened))).source.close()
     return image
+
+
+def _takes(fn: object, name: str) -> bool:
+    """Whether the callable ``fn`` (a transport's source opener) takes the keyword ``name``."""
+    try:
+        params = inspect.signature(fn).parameters  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def close_all() -> None:
