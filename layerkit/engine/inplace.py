@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from ..errors import BlobNotFound, LayerkitError
 from .layer import blob_tar_reader, detect_compression, index_tar_columns, iter_chunks, layer_workers, tar_error
 from .layerindex import LayerIndex
+from .mediatypes import compression_of
 from .tarstream import ChunkReader, FileReader
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -194,6 +195,14 @@ def index_layer_stream(f: BinaryIO, label: str, diff_id: str, size: int | None =
     return LayerIndex(diff_id, tar_size, docker_size, files, columns=cols)
 
 
+def _plain(media_type: str) -> bool:
+    """Whether a layer of this media type is an uncompressed tar (unknown types count as compressed)."""
+    try:
+        return compression_of(media_type) == "tar"
+    except LayerkitError:
+        return False
+
+
 class _Blobs:
     """What the content readers (:func:`.content.iter_entry_bytes`) ask a blob store for: ``open(digest)``."""
 
@@ -253,17 +262,28 @@ class InPlaceIndexes:
         return idx
 
     def index_layers(self, layers: list[Layer]) -> None:
-        """Index the layers not indexed yet, several at once."""
-        todo = {f"{la.digest} {la.diff_id}": la for la in layers if f"{la.digest} {la.diff_id}" not in self._indexes}
-        if len(todo) < 2:
-            return
-        workers = min(len(todo), layer_workers())
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="layerkit-inplace") as pool:
-            # largest first, so the longest layer does not start last
-            order = sorted(todo.values(), key=lambda la: -(self.layers[la.digest].size or 0)
-                           if la.digest in self.layers else 0)
-            for _ in pool.map(lambda la: self.layer_index(la.diff_id, la.digest), order):
-                pass
+        """Index the layers not indexed yet: compressed ones on :func:`.layer.layer_workers` threads (inflating
+        releases the GIL), uncompressed ones meanwhile in this thread, one after the other (parsing headers
+        holds the GIL: on a 100,000-file archive, two threads parsing took 2.1-2.5 s against 1.7-2.2 s for
+        one, inplace_bench's small archive)."""
+        todo = {f"{la.digest} {la.diff_id}": la for la in layers if f"{la.digest} {la.diff_id}" not in self._indexes
+                and la.digest in self.layers}
+        plain = [la for la in todo.values() if _plain(la.media_type)]
+        packed = sorted((la for la in todo.values() if not _plain(la.media_type)),
+                        key=lambda la: -(self.layers[la.digest].size or 0))  # the longest first
+        if len(packed) < 2 and not (packed and plain):
+            plain, packed = plain + packed, []
+        pool = ThreadPoolExecutor(max_workers=min(len(packed), layer_workers()),
+                                  thread_name_prefix="layerkit-inplace") if packed else None
+        try:
+            futures = [pool.submit(self.layer_index, la.diff_id, la.digest) for la in packed] if pool else []
+            for la in plain:
+                self.layer_index(la.diff_id, la.digest)
+            for fut in futures:
+                fut.result()
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
 
     def ancestry(self, image: Image) -> list[Image]:
         """Only the image itself: a source records no parents."""
