@@ -23,7 +23,12 @@ from .engine.layerindex import Entry
 from .engine.progress import Progress
 from .engine.reference import Reference, parse_reference
 from .engine.store import Store
-from .errors import HostPathError, InvalidReference, LayerkitError
+from .errors import (
+    HostPathError,
+    InvalidReference,
+    LayerkitError,
+    PartialFailure,  # noqa: F401 - defined there, named here too
+)
 from .results import (
     Column,
     Document,
@@ -57,7 +62,7 @@ def ref(store: Store | None, text: str) -> Document:
     except InvalidReference as exc:
         from .engine.store import user_reference_error
 
-        raise InvalidReference(user_reference_error(text, exc)) from None
+        raise InvalidReference(user_reference_error(text, exc)) from exc
     data = r.to_json()
     lines = [f"{k}: {'' if v is None else v}" for k, v in data.items()]
     return Document(data, "\n".join(lines))
@@ -320,15 +325,6 @@ def rmi(store: Store, names: list[str], force: bool = False) -> Message:
     if errors:
         raise PartialFailure(errors, Message(lines, data))
     return Message(lines, data)
-
-
-class PartialFailure(LayerkitError):
-    """Some of several named objects failed; the rest succeeded (``rmi a b``)."""
-
-    def __init__(self, errors: list[str], result: Message) -> None:
-        super().__init__("; ".join(errors))
-        self.errors = errors
-        self.result = result
 
 
 # ---- df --------------------------------------------------------------------------------------
@@ -816,9 +812,9 @@ def cp(store: Store, src: str, dst: str) -> Message:
         existing = view.lookup(dpath)
         if existing.entry.type == "dir":
             target = dpath.rstrip("/") + "/" + os.path.basename(os.path.abspath(spath))
-    except LayerkitError:
+    except LayerkitError as exc:
         if dpath.endswith(("/", "/.")) and not os.path.isdir(spath):  # docker cp: "no such directory"
-            raise LayerkitError(f"{dc.name}:{dpath}: no such directory") from None
+            raise LayerkitError(f"{dc.name}:{dpath}: no such directory") from exc
     _copy_in(dc, spath, target)
     return Message([])
 
@@ -891,10 +887,10 @@ def _copy_out(c, view, ue, out: str) -> None:
         if e.type == "dir":
             try:
                 os.mkdir(host)
-            except FileExistsError:
+            except FileExistsError as exc:
                 if not st_.S_ISDIR(os.lstat(host).st_mode):
                     raise HostPathError(f"{host}: exists and is not a directory; cannot copy {e.path} there") \
-                        from None
+                        from exc
             todo += [(child, os.path.join(host, child.entry.path.rsplit("/", 1)[-1]))
                      for child in view.listdir(e.path)]
         elif e.type == "symlink":
@@ -1143,7 +1139,7 @@ def check(store: Store, name: str, lowest_efficiency: float | None = 0.9,
     try:
         rules = check_rules(res, lowest_efficiency, highest_wasted_bytes, highest_user_wasted_percent)
     except ValueError as exc:
-        raise LayerkitError(str(exc)) from None
+        raise LayerkitError(str(exc)) from exc
     failed = [r for r in rules if not r.passed and not r.skipped]
     lines = [r.line() for r in rules]
     lines.append(f"Result:{'FAIL' if failed else 'PASS'} [Total:{len(rules)}] [Passed:"

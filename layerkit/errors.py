@@ -1,7 +1,21 @@
 """Exception classes of layerkit.
 
-Every error the engine raises on bad input is a subclass of :class:`LayerkitError`, so the CLI can turn
-it into one ``layerkit: error: ...`` line and exit 1, and the notebook into one red line.
+Every error layerkit raises on bad input is a subclass of :class:`LayerkitError`, so the CLI can turn
+it into one ``layerkit: error: ...`` line and exit 1, and the notebook into one red line. All of them are
+defined here (the modules that raise them import them from here, and still answer to the old names):
+
+- what the user named does not exist: :class:`NotFound` (:class:`ImageNotFound`, :class:`ContainerNotFound`,
+  :class:`BlobNotFound`, :class:`NotADirectory`, :class:`ManifestNotFound`, :class:`PlatformNotFound`);
+- input that is wrong: :class:`InvalidReference` (:class:`TransportError`), :class:`InvalidArchive`
+  (:class:`TarFormatError`, :class:`LayerFormatError`), :class:`InvalidManifest`, :class:`DigestMismatch`,
+  :class:`InvalidDigest`, :class:`UnsupportedMediaType`, :class:`InvalidPlatform`, :class:`InvalidChange`;
+- refusals: :class:`Conflict`, :class:`MaxDepthExceeded`, :class:`HostPathError`, :class:`FileOpError`;
+- the outside world: :class:`RegistryError` (:class:`RegistryUnreachable`, :class:`RegistryAuthError`, ...),
+  :class:`EngineUnavailable`, :class:`EngineError`, :class:`CredentialsError`, :class:`RuntimeUnavailable`;
+- :class:`PartialFailure`: some of several named objects failed.
+
+An error translated from another keeps it as its ``__cause__`` (``raise ... from exc``); the faces print
+only the one line (``--debug`` shows the chain).
 """
 
 from __future__ import annotations
@@ -60,6 +74,97 @@ class MaxDepthExceeded(LayerkitError):
 class HostPathError(LayerkitError):
     """A path of the host named by the user cannot be used as asked: a store that is not a directory or
     not writable, an output whose directory does not exist, a name too long for the host's file system."""
+
+
+# ---- Store and engine ------------------------------------------------------------------------------------
+
+class InvalidDigest(LayerkitError):
+    """A string is not a valid ``sha256:<64 hex>`` digest."""
+
+
+class TarFormatError(InvalidArchive):
+    """The bytes are not a tar stream layerkit accepts (bad checksum, truncated, malformed or absurd field)."""
+
+
+class LayerFormatError(InvalidArchive):
+    """A layer tar is malformed (bad whiteout marker, path escaping the root, truncated data)."""
+
+
+class NotADirectory(NotFound):
+    """A path component is not a directory."""
+
+
+class InvalidPlatform(LayerkitError):
+    """A platform given as text is not ``os/arch[/variant]``."""
+
+
+# ---- Containers ------------------------------------------------------------------------------------------
+
+class FileOpError(LayerkitError):
+    """A copy-on-write file operation was refused (path missing, wrong type, exists already)."""
+
+
+class InvalidChange(LayerkitError):
+    """A ``-c`` change is not one Docker accepts."""
+
+
+class RuntimeUnavailable(LayerkitError):
+    """A program or file the runtime needs is missing (the message names the Debian package)."""
+
+
+# ---- Transports ------------------------------------------------------------------------------------------
+
+class TransportError(InvalidReference):
+    """A copy source or destination that no transport understands, or that its transport refuses."""
+
+
+class EngineUnavailable(LayerkitError):
+    """No Docker Engine API answers at the endpoint (no socket, connection refused, not an engine)."""
+
+
+class EngineError(LayerkitError):
+    """The engine answered with an error (a failed load, commit, or an API error)."""
+
+
+class CredentialsError(LayerkitError):
+    """A credentials file cannot be read or written (never quotes the secret itself)."""
+
+
+class RegistryError(LayerkitError):
+    """A registry could not be reached or answered with an error; the message names it and the reference."""
+
+
+class RegistryUnreachable(RegistryError):
+    """Connection refused, DNS failure, timeout, or a TLS problem.
+
+    ``permanent`` is True when trying again cannot help (the host name does not resolve)."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class RegistryAuthError(RegistryError):
+    """401 or 403: authentication required, credentials refused, or access denied."""
+
+
+class ManifestNotFound(RegistryError, NotFound):
+    """The registry has no such tag, digest or repository."""
+
+
+class PlatformNotFound(RegistryError, NotFound):
+    """An image index holds no manifest for the asked platform."""
+
+
+# ---- Commands --------------------------------------------------------------------------------------------
+
+class PartialFailure(LayerkitError):
+    """Some of several named objects failed; the rest succeeded (``rmi a b``)."""
+
+    def __init__(self, errors: list[str], result: object) -> None:  # result: a commands.Message
+        super().__init__("; ".join(errors))
+        self.errors = errors
+        self.result = result
 
 
 # What the faces turn into one line besides LayerkitError: failures of the machine (OSError: a missing

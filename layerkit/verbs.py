@@ -451,8 +451,8 @@ def _threshold(text: str, conv):
         return None
     try:
         return conv(text)
-    except ValueError:
-        raise UsageError(f"{PROG} check: error: invalid threshold {text!r}") from None
+    except ValueError as exc:
+        raise UsageError(f"{PROG} check: error: invalid threshold {text!r}") from exc
 
 
 # ---- process verbs: their output relayed when sys.stdout is not the terminal's ---------------------

@@ -442,15 +442,15 @@ class BlobStore:
         """The blob's size in bytes."""
         try:
             return self.path(digest).stat().st_size
-        except FileNotFoundError:
-            raise BlobNotFound(f"blob {digest} not found in store") from None
+        except FileNotFoundError as exc:
+            raise BlobNotFound(f"blob {digest} not found in store") from exc
 
     def open(self, digest: str) -> BinaryIO:
         """Open the blob for reading."""
         try:
             return open(self.path(digest), "rb")
-        except FileNotFoundError:
-            raise BlobNotFound(f"blob {digest} not found in store") from None
+        except FileNotFoundError as exc:
+            raise BlobNotFound(f"blob {digest} not found in store") from exc
 
     def read_bytes(self, digest: str) -> bytes:
         """Read a small blob (manifest, config) whole."""

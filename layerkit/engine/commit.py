@@ -6,7 +6,11 @@ import json
 import shlex
 from datetime import UTC, datetime
 
-from ..errors import LayerkitError, MaxDepthExceeded
+from ..errors import (
+    InvalidChange,  # noqa: F401 - defined there, named here too
+    LayerkitError,
+    MaxDepthExceeded,
+)
 from .container import RUNTIME_DIRS, Container
 from .humanize import rfc3339
 from .image import MAX_LAYERS, Image
@@ -21,10 +25,6 @@ EMPTY_TAR_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddf
 
 CHANGE_VERBS = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "USER", "VOLUME", "WORKDIR", "ONBUILD",
                 "STOPSIGNAL")
-
-
-class InvalidChange(LayerkitError):
-    """A ``-c`` change is not one Docker accepts."""
 
 
 def _json_or_shell(arg: str) -> list[str]:

@@ -26,7 +26,15 @@ from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from ..errors import Conflict, ContainerNotFound, LayerkitError, MaxDepthExceeded, NotFound
+from ..errors import (
+    Conflict,
+    ContainerNotFound,
+    FileOpError,  # noqa: F401 - defined there, named here too
+    LayerkitError,
+    MaxDepthExceeded,
+    NotFound,
+)
+from .atomic import atomic_write_json
 from .content import iter_entry_bytes
 from .humanize import rfc3339
 from .image import MAX_LAYERS, Image
@@ -42,10 +50,6 @@ if TYPE_CHECKING:  # pragma: no cover
 RUNTIME_DIRS = ("/dev", "/proc", "/sys")
 _NAME_WORDS = ("brave", "calm", "eager", "fond", "keen", "lucid", "quirky", "witty", "zen", "bold")
 _NAME_NOUNS = ("turing", "hopper", "lovelace", "ritchie", "thompson", "knuth", "liskov", "torvalds")
-
-
-class FileOpError(LayerkitError):
-    """A copy-on-write file operation was refused (path missing, wrong type, exists already)."""
 
 
 @dataclass
@@ -89,9 +93,7 @@ class Container:
 
     def save(self) -> None:
         """Write config.json atomically."""
-        tmp = self.dir / ".config.json.tmp"
-        tmp.write_text(json.dumps(self.to_json(), indent=2))
-        os.replace(tmp, self.dir / "config.json")
+        atomic_write_json(self.dir / "config.json", self.to_json(), fsync=False)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

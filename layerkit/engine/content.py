@@ -34,4 +34,4 @@ def iter_entry_bytes(blobs: BlobStore, digest: str, entry: Entry, limit: int | N
                 remaining -= len(data)
                 yield data
         except InvalidArchive as exc:  # a corrupt or truncated compressed stream
-            raise InvalidArchive(f"layer {digest}: {exc}") from None
+            raise InvalidArchive(f"layer {digest}: {exc}") from exc

@@ -5,14 +5,12 @@ from __future__ import annotations
 import hashlib
 import re
 
-from ..errors import LayerkitError
+from ..errors import (
+    InvalidDigest,  # noqa: F401 - defined there, named here too
+    )
 
 _DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
 _SHA256_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
-
-
-class InvalidDigest(LayerkitError):
-    """A string is not a valid ``sha256:<64 hex>`` digest."""
 
 
 def validate(digest: str) -> str:

@@ -397,18 +397,18 @@ def extract_layer(store: Store, layer: Layer, dest: Path, image: Image | None = 
                 except LayerFormatError as exc:
                     if repr(h.name) in str(exc):
                         raise
-                    raise LayerFormatError(f"tar entry {h.name!r} {exc}") from None
+                    raise LayerFormatError(f"tar entry {h.name!r} {exc}") from exc
                 except OSError as exc:
                     if exc.errno in _HOST_ERRNOS:
                         raise
-                    raise LayerFormatError(f"cannot extract tar entry {h.name!r}: {_reason(exc)}") from None
+                    raise LayerFormatError(f"cannot extract tar entry {h.name!r}: {_reason(exc)}") from exc
         job.finish()
     except OSError as exc:
         if exc.errno in _HOST_ERRNOS:
             raise
-        raise tar_error(label, exc) from None
+        raise tar_error(label, exc) from exc
     except LayerkitError as exc:
-        raise tar_error(label, exc) from None
+        raise tar_error(label, exc) from exc
     finally:
         tree.close()
 

@@ -22,7 +22,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ..errors import DigestMismatch, InvalidArchive, LayerkitError
+from ..errors import (
+    DigestMismatch,
+    InvalidArchive,
+    LayerFormatError,  # noqa: F401 - defined there, named here too
+    LayerkitError,
+)
 from .blobs import CHUNK, BlobStore
 from .layerindex import OPAQUE_MARKER, WHITEOUT_PREFIX, Columns, Entry, LayerIndex
 from .mediatypes import compression_of as media_type_compression  # noqa: F401 - formats/registry's name
@@ -30,10 +35,6 @@ from .tarstream import ChunkReader, FileReader, Header, TarFormatError, TarReade
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-
-
-class LayerFormatError(InvalidArchive):
-    """A layer tar is malformed (bad whiteout marker, path escaping the root, truncated data)."""
 
 
 def detect_compression(head: bytes) -> str:
@@ -153,7 +154,7 @@ def _inflate(chunks: Iterator[bytes], kind: str) -> Iterator[bytes]:
             try:
                 out = d.decompress(chunk, INFLATE_OUT)
             except Exception as exc:  # zlib.error, EOFError, isal's IsalError, zstd's ZstdError
-                raise InvalidArchive(f"corrupt {kind} stream ({exc})") from None
+                raise InvalidArchive(f"corrupt {kind} stream ({exc})") from exc
             chunk = b""
             if out:
                 yield out
@@ -285,7 +286,7 @@ def index_tar_columns(reader: ChunkReader | FileReader, label: str, verify: bool
                 if progress is not None:
                     progress(reader.offset)
     except Exception as exc:  # a network source raises its library's own errors
-        raise tar_error(label, exc) from None
+        raise tar_error(label, exc) from exc
     return Columns.from_rows(paths, codes, sizes, modes, uids, gids, mtimes, links, offsets)
 
 
@@ -380,7 +381,7 @@ def ingest_layer(
             # chunk (each at most INFLATE_OUT bytes), never kept
             reader.drain()
         except Exception as exc:  # the source's own errors too (see tar_error)
-            raise tar_error(label, exc) from None
+            raise tar_error(label, exc) from exc
         digest = _checked_blob(writer, raw, label, limit, expected_digest)
         if diff_hash is None:
             diff_id, tar_size = digest, raw.total
@@ -534,7 +535,7 @@ def index_blob(blobs: BlobStore, digest: str, label: str,
             try:
                 reader.drain()
             except Exception as exc:
-                raise tar_error(label, exc) from None
+                raise tar_error(label, exc) from exc
             diff_id, tar_size = "sha256:" + h.hexdigest(), count.total
     size, files = cols.docker_size()
     return LayerIndex(diff_id, tar_size, size, files, columns=cols)

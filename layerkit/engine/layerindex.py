@@ -19,11 +19,12 @@ import os
 import posixpath
 import re
 import sys
-import tempfile
 import zlib
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
+
+from .atomic import atomic_file
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -234,16 +235,10 @@ def write_index(index_dir: Path, index: LayerIndex) -> Path:
         crc = zlib.crc32(s, crc)
     head = {"diff_id": index.diff_id, "tar_size": index.tar_size, "size": index.size, "files": index.files,
             "count": len(c), "byteorder": sys.byteorder, "sections": [len(s) for s in sections], "crc32": crc}
-    fd, tmp = tempfile.mkstemp(dir=index_dir, prefix=".idx-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(_MAGIC + json.dumps(head, separators=(",", ":")).encode() + b"\n")
-            for s in sections:
-                f.write(s)
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(final, fsync=False) as f:  # a cache: rebuilt from the layer when lost
+        f.write(_MAGIC + json.dumps(head, separators=(",", ":")).encode() + b"\n")
+        for s in sections:
+            f.write(s)
     final.with_suffix(".json").unlink(missing_ok=True)  # the JSON index earlier versions wrote
     return final
 

@@ -28,7 +28,11 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from ..errors import InvalidManifest, LayerkitError, UnsupportedMediaType
+from ..errors import (
+    InvalidManifest,
+    InvalidPlatform,  # noqa: F401 - defined there, named here too
+    UnsupportedMediaType,
+)
 from .digests import is_digest
 
 # ---- media types ------------------------------------------------------------------------------------
@@ -116,8 +120,8 @@ def compression_of(media_type: str) -> str:
     """``tar``, ``gzip`` or ``zstd`` for a layer media type; :class:`UnsupportedMediaType` otherwise."""
     try:
         return LAYER_COMPRESSION[media_type]
-    except KeyError:
-        raise UnsupportedMediaType(f"unsupported layer media type: {media_type}") from None
+    except KeyError as exc:
+        raise UnsupportedMediaType(f"unsupported layer media type: {media_type}") from exc
 
 
 def oci_layer_type(compression: str) -> str:
@@ -126,10 +130,6 @@ def oci_layer_type(compression: str) -> str:
 
 
 # ---- platforms ------------------------------------------------------------------------------------------
-
-class InvalidPlatform(LayerkitError):
-    """A platform given as text is not ``os/arch[/variant]``."""
-
 
 _ARCH_ALIASES = {"x86_64": ("amd64", None), "x86-64": ("amd64", None), "aarch64": ("arm64", None),
                  "armhf": ("arm", "v7"), "armel": ("arm", "v6"), "i386": ("386", None), "i686": ("386", None)}

@@ -12,12 +12,11 @@ up like any other.
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
+from .atomic import atomic_path
 from .union import UnionView
 
 
@@ -60,9 +59,7 @@ def _key(path: str) -> bytes:
 def build(view: UnionView, dest: Path) -> None:
     """Write the index of ``view`` to ``dest`` atomically."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".view-")
-    os.close(fd)
-    try:
+    with atomic_path(dest) as tmp:
         db = sqlite3.connect(tmp)
         db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
@@ -71,7 +68,3 @@ def build(view: UnionView, dest: Path) -> None:
                        ((_key(u.entry.path), u.layer, u.entry.type, u.entry.size) for u in view.entries()))
         db.commit()
         db.close()
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -15,7 +15,9 @@ import os
 import shutil
 from dataclasses import dataclass, field
 
-from ..errors import LayerkitError
+from ..errors import (
+    RuntimeUnavailable,  # noqa: F401 - defined there, named here too
+)
 
 OCI_VERSION = "1.0.2"
 
@@ -79,10 +81,6 @@ RLIMITS = ({"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024},)
 # Network sysctls Docker sets in a container's own network namespace (daemon/oci_linux.go): binding low
 # ports and ICMP echo sockets need no capability inside.
 SYSCTLS = {"net.ipv4.ip_unprivileged_port_start": "0", "net.ipv4.ping_group_range": "0 2147483647"}
-
-
-class RuntimeUnavailable(LayerkitError):
-    """A program or file the runtime needs is missing (the message names the Debian package)."""
 
 
 def find_program(prog: str, package: str, *extra: str) -> str:

@@ -126,10 +126,10 @@ def load_profile(path: str | None = None) -> dict:
     try:
         with open(path, "rb") as f:
             data = json.load(f)
-    except FileNotFoundError:
-        raise RuntimeUnavailable(f"the seccomp profile {path} is missing: apt-get install {PROFILE_PACKAGE}") from None
+    except FileNotFoundError as exc:
+        raise RuntimeUnavailable(f"the seccomp profile {path} is missing: apt-get install {PROFILE_PACKAGE}") from exc
     except (OSError, ValueError) as e:
-        raise LayerkitError(f"the seccomp profile {path} cannot be read: {e}") from None
+        raise LayerkitError(f"the seccomp profile {path} cannot be read: {e}") from e
     if not isinstance(data, dict) or not isinstance(data.get("syscalls"), list):
         raise LayerkitError(f"the seccomp profile {path} is not a seccomp profile (no syscalls list)")
     return data

@@ -1,4 +1,12 @@
-"""The JSON documents of an image (layout index, manifest, config) checked for the shapes layerkit reads.
+"""The JSON documents of an image (layout index, manifest, config): parsed with bounded cost and checked
+for the shapes layerkit reads. Every JSON document layerkit reads goes through :func:`parse_json`.
+
+Everything here is hostile until checked. A document is refused before parsing when it is larger than
+:data:`DOC_LIMIT` or holds more than :data:`MAX_ITEMS` values: Python's parser makes an object of 56-80
+bytes of every ``[]`` or ``"ab"`` of 3-5 input bytes (8 MiB of ``[],`` parsed to 180 MiB), so the count,
+not the byte size, is what bounds memory (a million items, under 80 MB). Nesting deeper than the
+interpreter's recursion limit raises :class:`RecursionError` inside :func:`json.loads`; it becomes the same
+one-line :class:`~layerkit.errors.InvalidManifest` as any other malformed document.
 
 Docker decodes these into typed Go structs and refuses a document of the wrong shape; layerkit reads them
 as plain dicts, so each is checked once, where it enters (``load``, ``pull``) and where the store reads it
@@ -13,26 +21,65 @@ from ..errors import InvalidManifest
 from .digests import is_digest
 from .humanize import parse_time
 
+# manifest.json of 100,000 tags is about 4 MB; containers/image caps manifests and configs at 4 MiB, layerkit's
+# registry pull configs at 16 MiB
+DOC_LIMIT = 16 << 20
+MAX_ITEMS = 1_000_000
 
-def load_json(data: bytes | str, label: str, what: str = "") -> object:
-    """Parse JSON, failing with :class:`InvalidManifest` naming ``label`` when it is not JSON or nests
-    deeper than Python's parser can follow (``[[[[...`` 100,000 deep). ``what`` names the document
-    after the label (``LABEL: config is not valid JSON``)."""
-    subject = f"{label}: {what} is" if what else f"{label}:"
+
+def parse_json(data: bytes | str, where: str, limit: int | None = DOC_LIMIT, max_items: int | None = MAX_ITEMS
+               ) -> object:
+    """Parse one JSON document; :class:`InvalidManifest` naming ``where`` when it is larger than ``limit``
+    bytes, holds more than ``max_items`` values, nests too deep, or is not JSON."""
+    if limit is not None and len(data) > limit:
+        raise InvalidManifest(f"{where} is too large for a JSON document ({len(data)} bytes, at most {limit})")
+    if max_items is not None:
+        # an upper bound of the values the parser would make: each follows a comma or opens a container
+        raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+        items = raw.count(b",") + raw.count(b"{") + raw.count(b"[")
+        if items > max_items:
+            raise InvalidManifest(f"{where} holds too many JSON values (about {items}, at most {max_items})")
     try:
         return json.loads(data)
-    except RecursionError:
-        raise InvalidManifest(f"{subject} JSON nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError of bytes that are not UTF-8
-        raise InvalidManifest(f"{subject} not valid JSON ({exc})") from None
+    except RecursionError as exc:
+        raise InvalidManifest(f"{where} is not valid JSON (nested too deeply)") from exc
+    except ValueError as exc:  # also UnicodeDecodeError
+        raise InvalidManifest(f"{where} is not valid JSON ({exc})") from exc
+
+
+def want_object(doc: object, where: str) -> dict:
+    """``doc`` if it is a JSON object, else :class:`InvalidManifest` naming ``where``."""
+    if not isinstance(doc, dict):
+        raise InvalidManifest(f"{where} is not a JSON object")
+    return doc
+
+
+def want_list(doc: object, where: str) -> list:
+    """``doc`` if it is a JSON array, else :class:`InvalidManifest` naming ``where``."""
+    if not isinstance(doc, list):
+        raise InvalidManifest(f"{where} is not a JSON array")
+    return doc
+
+
+def str_map(value: object, where: str) -> dict[str, str]:
+    """An optional ``{string: string}`` object (annotations, labels): ``{}`` when absent or null."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise InvalidManifest(f"{where} is not an object of strings")
+    return value
+
+
+def load_json(data: bytes | str, label: str, what: str = "") -> object:
+    """:func:`parse_json` of a document the store reads back (its own ``index.json``, manifests, configs):
+    no size cap, since the store's index grows with its tags (100,000 tags: about 25 MB), but the same
+    refusal of input nested too deep or not JSON, naming ``label`` (and ``what``: ``LABEL: config``)."""
+    return parse_json(data, f"{label}: {what}" if what else label, limit=None, max_items=None)
 
 
 def load_object(data: bytes | str, label: str) -> dict:
     """:func:`load_json` of a document that must be a JSON object."""
-    doc = load_json(data, label)
-    if not isinstance(doc, dict):
-        raise InvalidManifest(f"{label}: not a JSON object")
-    return doc
+    return want_object(load_json(data, label), label)
 
 
 def check_index(idx: object, label: str) -> dict:
@@ -79,8 +126,9 @@ def check_manifest(manifest: dict, label: str) -> dict:
 
 
 def parse_config(config_bytes: bytes, label: str) -> dict:
-    """Parse an image config and check the fields an image needs (rootfs.diff_ids)."""
-    config = load_json(config_bytes, label, "config")
+    """Parse an image config (bounded: :func:`parse_json`) and check the fields an image needs
+    (rootfs.diff_ids) and those layerkit reads later (:func:`check_config`)."""
+    config = parse_json(config_bytes, f"{label}: config")
     if not isinstance(config, dict):
         raise InvalidManifest(f"{label}: config is not a JSON object")
     return check_config(config, label)

@@ -47,6 +47,7 @@ from ..errors import (
     LayerkitError,
     one_line,
 )
+from .atomic import atomic_write_json
 from .blobs import BlobStore
 from .digests import is_digest, sha256_bytes
 from .image import Image
@@ -74,22 +75,6 @@ def default_root() -> Path:
     xdg = os.environ.get("XDG_DATA_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
     return base / "layerkit"
-
-
-def _atomic_write_json(path: Path, data: object) -> None:
-    """Write JSON to a temporary file in the same directory, fsync it, and rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 @dataclass
@@ -163,12 +148,12 @@ class Store:
             self.blobs.ensure()
             layout = self.root / "oci-layout"
             if not layout.exists():
-                _atomic_write_json(layout, LAYOUT_VERSION)
+                atomic_write_json(layout, LAYOUT_VERSION)
             if not (self.root / "index.json").exists():
-                _atomic_write_json(self.root / "index.json",
+                atomic_write_json(self.root / "index.json",
                                    {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
         except OSError as exc:
-            raise HostPathError(f"cannot write to the store {self.root}: {one_line(exc)}") from None
+            raise HostPathError(f"cannot write to the store {self.root}: {one_line(exc)}") from exc
 
     def check_root(self) -> None:
         """Refuse a store path that exists but is not a directory (a file, ``/dev/null``)."""
@@ -209,7 +194,7 @@ class Store:
         return check_index(load_json(data, str(path)), str(path))
 
     def _write_index(self, idx: dict) -> None:
-        _atomic_write_json(self.root / "index.json", idx)
+        atomic_write_json(self.root / "index.json", idx)
 
     def read_meta(self) -> dict:
         """layerkit's own per-image metadata (parents, times)."""
@@ -224,7 +209,7 @@ class Store:
 
     def _write_meta(self, meta: dict) -> None:
         private_dir(self.meta_dir, parents=True)
-        _atomic_write_json(self.meta_dir / "images.json", meta)
+        atomic_write_json(self.meta_dir / "images.json", meta)
 
     # ---- blobs and layer indexes ---------------------------------------------------------------
 
@@ -463,7 +448,7 @@ class Store:
             ref = parse_reference(target)
         except InvalidReference as exc:
             if not (1 <= len(hexpart) < 64 and all(c in "0123456789abcdef" for c in hexpart)):
-                raise InvalidReference(user_reference_error(name, exc)) from None
+                raise InvalidReference(user_reference_error(name, exc)) from exc
             ref = None
         if ref is not None:
             if ref.digest:
@@ -545,7 +530,7 @@ class Store:
             try:
                 parsed.append(json.loads(im.config_bytes))
             except (ValueError, RecursionError) as exc:
-                raise InvalidManifest(f"config: not valid JSON ({exc})") from None
+                raise InvalidManifest(f"config: not valid JSON ({exc})") from exc
         with self.locked():
             for digest in {la.digest for im in images for la in im.layers}:
                 if not self.blobs.has(digest):
@@ -645,7 +630,7 @@ class Store:
         try:
             ref = parse_reference(target)
         except InvalidReference as exc:
-            raise InvalidReference(user_reference_error(target, exc)) from None
+            raise InvalidReference(user_reference_error(target, exc)) from exc
         if ref.digest:
             raise InvalidReference(f"refusing to create a tag with a digest reference: {target}")
         with self.locked():

@@ -41,7 +41,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ..errors import InvalidArchive
+from ..errors import (
+    TarFormatError,  # noqa: F401 - defined there, named here too
+)
 
 BLOCK = 512
 MAX_SPECIAL = 1 << 20  # a PAX record set or a GNU long name (Go's maxSpecialFileSize)
@@ -55,10 +57,6 @@ MAX_MTIME = 253402300799  # 9999-12-31T23:59:59Z
 # type flags of members that carry no data whatever their size field says (Go's isHeaderOnlyType)
 HEADER_ONLY = frozenset((b"1", b"2", b"3", b"4", b"5", b"6"))
 _DEVICES = frozenset((b"3", b"4"))
-
-
-class TarFormatError(InvalidArchive):
-    """The bytes are not a tar stream layerkit accepts (bad checksum, truncated, malformed or absurd field)."""
 
 
 @dataclass(slots=True)
@@ -248,8 +246,8 @@ def _octal(field: bytes) -> int:
         raise TarFormatError(f"invalid number field {field!r} in tar header")
     try:
         return int(s, 8)
-    except ValueError:
-        raise TarFormatError(f"invalid number field {field!r} in tar header") from None
+    except ValueError as exc:
+        raise TarFormatError(f"invalid number field {field!r} in tar header") from exc
 
 
 def _num(field: bytes) -> int:
@@ -261,8 +259,8 @@ def _num(field: bytes) -> int:
     if s.isdigit():  # the common case, plain octal digits: one C call
         try:
             return int(s, 8)
-        except ValueError:
-            raise TarFormatError(f"invalid number field {field!r} in tar header") from None
+        except ValueError as exc:
+            raise TarFormatError(f"invalid number field {field!r} in tar header") from exc
     return _octal(field)
 
 

@@ -24,14 +24,13 @@ import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from ..errors import NotFound
+from ..errors import (
+    NotADirectory,  # noqa: F401 - defined there, named here too
+    NotFound,
+)
 from .layerindex import Columns, Entry, marker_target
 
 MAX_SYMLINKS = 40  # Linux's limit on symlinks followed during one lookup
-
-
-class NotADirectory(NotFound):
-    """A path component is not a directory."""
 
 
 @dataclass(slots=True)

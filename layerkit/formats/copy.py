@@ -166,7 +166,7 @@ def _import(store: Store, loc: Location, insecure: bool, progress: Progress | No
             hint = ""
             if colon and near and loc.text == loc.store_name:  # dockr:busybox is a valid reference, too
                 hint = f" (if {head!r} is meant as a transport, did you mean {near[0]!r}? use {_KNOWN})"
-            raise ImageNotFound(f"{exc}{hint}") from None
+            raise ImageNotFound(f"{exc}{hint}") from exc
         names = []
         try:
             r = parse_reference(loc.store_name)
@@ -216,7 +216,7 @@ def _check_destination(loc: Location) -> None:
             try:
                 r = parse_reference(loc.store_name)
             except InvalidReference as exc:
-                raise TransportError(user_reference_error(loc.store_name, exc)) from None
+                raise TransportError(user_reference_error(loc.store_name, exc)) from exc
             if r.digest:
                 raise TransportError(f"{loc}: refusing to create a tag with a digest reference")
     elif loc.transport == "docker-archive":

@@ -26,7 +26,7 @@ from ..engine.image import Image
 from ..engine.progress import Progress, ProgressEvent, Status
 from ..engine.reference import Reference, parse_reference
 from ..engine.store import Store
-from ..errors import ContainerNotFound, ImageNotFound, InvalidReference, LayerkitError
+from ..errors import ContainerNotFound, EngineError, EngineUnavailable, ImageNotFound, InvalidReference, LayerkitError  # noqa: F401 - defined there, named here too
 from .importer import LoadedImage
 
 DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
@@ -38,14 +38,6 @@ _MODE_DIR = 1 << 31  # Go's os.ModeDir and os.ModeSymlink, as the archive stat h
 _MODE_SYMLINK = 1 << 27
 STAT_WORKERS = 4
 TREE_MIN_ROWS = 4  # an added directory with this many added paths below it is read as one archive
-
-
-class EngineUnavailable(LayerkitError):
-    """No Docker Engine API answers at the endpoint (no socket, connection refused, not an engine)."""
-
-
-class EngineError(LayerkitError):
-    """The engine answered with an error (a failed load, commit, or an API error)."""
 
 
 # ---- connecting ------------------------------------------------------------------------------------
@@ -81,9 +73,9 @@ def _unavailable(url: str, exc: BaseException | str) -> EngineUnavailable:
 def _sdk():
     try:
         import docker
-    except ImportError:  # pragma: no cover - the SDK is a dependency
+    except ImportError as exc:  # pragma: no cover - the SDK is a dependency
         raise LayerkitError("the docker Python SDK is needed to talk to an engine: pip install 'docker>=7'") \
-            from None
+            from exc
     return docker
 
 
@@ -101,16 +93,16 @@ def connect(endpoint: str | None = None):
         try:
             kwargs = docker.utils.kwargs_from_env()  # DOCKER_TLS_VERIFY and DOCKER_CERT_PATH too
         except docker.errors.DockerException as exc:
-            raise _unavailable(url, exc) from None
+            raise _unavailable(url, exc) from exc
     try:
         client = docker.DockerClient(timeout=PING_TIMEOUT, **kwargs)
     except Exception as exc:  # noqa: BLE001 - the SDK raises DockerException, requests or socket errors
-        raise _unavailable(url, exc) from None
+        raise _unavailable(url, exc) from exc
     try:
         client.ping()
     except Exception as exc:  # noqa: BLE001
         client.close()
-        raise _unavailable(url, exc) from None
+        raise _unavailable(url, exc) from exc
     client.api.timeout = API_TIMEOUT
     client.layerkit_endpoint = url
     return client
@@ -162,9 +154,9 @@ def load_from_engine(store: Store, name: str, endpoint: str | None = None,
             client.images.get(name)
         except Exception as exc:  # noqa: BLE001
             if isinstance(exc, _sdk().errors.ImageNotFound):
-                raise ImageNotFound(f"engine at {url}: no such image: {name}") from None
+                raise ImageNotFound(f"engine at {url}: no such image: {name}") from exc
             if _is_sdk_error(exc):
-                raise _api_error(client, exc, what) from None
+                raise _api_error(client, exc, what) from exc
             raise
         # locked while it exists, so a killed load's file is removed by the next writer (blobs.remove_stale)
         with store.blobs.temp_file("stream-", ".tar") as (f, tmp):
@@ -177,7 +169,7 @@ def load_from_engine(store: Store, name: str, endpoint: str | None = None,
                         progress(ProgressEvent("archive", None, received, None, Status.DOWNLOADING))
             except Exception as exc:  # noqa: BLE001
                 if _is_sdk_error(exc):
-                    raise _api_error(client, exc, what) from None
+                    raise _api_error(client, exc, what) from exc
                 raise
             f.flush()
             if progress is not None:
@@ -231,7 +223,7 @@ def save_images_to_engine(store: Store, images: list[tuple[Image, list[Reference
                     raise
                 except Exception as exc:  # noqa: BLE001
                     if _is_sdk_error(exc):
-                        raise _api_error(client, exc, what) from None
+                        raise _api_error(client, exc, what) from exc
                     raise
         finally:
             Path(tmp).unlink(missing_ok=True)
@@ -287,7 +279,7 @@ def engine_containers(endpoint: str | None = None, all: bool = True) -> list[dic
             listed = client.api.containers(all=all) or []
         except Exception as exc:  # noqa: BLE001
             if _is_sdk_error(exc):
-                raise _api_error(client, exc, "list containers") from None
+                raise _api_error(client, exc, "list containers") from exc
             raise
     finally:
         client.close()
@@ -305,11 +297,11 @@ def _get_container(client, name: str, what: str):
     docker = _sdk()
     try:
         return client.containers.get(name)
-    except docker.errors.NotFound:
-        raise ContainerNotFound(f"engine at {client.layerkit_endpoint}: no such container: {name}") from None
+    except docker.errors.NotFound as exc:
+        raise ContainerNotFound(f"engine at {client.layerkit_endpoint}: no such container: {name}") from exc
     except Exception as exc:  # noqa: BLE001
         if _is_sdk_error(exc):
-            raise _api_error(client, exc, what) from None
+            raise _api_error(client, exc, what) from exc
         raise
 
 
@@ -451,7 +443,7 @@ def engine_diff(name: str, endpoint: str | None = None) -> list[dict]:
                     size(r)
         except Exception as exc:  # noqa: BLE001
             if _is_sdk_error(exc):
-                raise _api_error(client, exc, what) from None
+                raise _api_error(client, exc, what) from exc
             raise
         return rows
     finally:
@@ -463,7 +455,7 @@ def _split_repo(repo: str) -> tuple[str, str | None]:
     try:
         ref = parse_reference(repo)
     except InvalidReference as exc:
-        raise InvalidReference(f'"{repo}" is not a valid repository/tag: {exc}') from None
+        raise InvalidReference(f'"{repo}" is not a valid repository/tag: {exc}') from exc
     if ref.digest:
         raise InvalidReference(f"refusing to commit to a digest reference: {repo}")
     head, sep, tail = repo.rpartition(":")
@@ -486,7 +478,7 @@ def engine_commit(name: str, repo: str | None = None, message: str = "", author:
                                      author=author or None, changes=changes or None)
         except Exception as exc:  # noqa: BLE001
             if _is_sdk_error(exc):
-                raise _api_error(client, exc, what) from None
+                raise _api_error(client, exc, what) from exc
             raise
         return image.id
     finally:

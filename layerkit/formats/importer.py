@@ -36,10 +36,9 @@ from ..engine.layer import IngestResult, fetch_layer, ingest_layer
 from ..engine.mediatypes import oci_layer_type
 from ..engine.progress import Progress, ProgressEvent, Status
 from ..engine.reference import Reference
-from ..engine.shapes import check_config  # the same rules check what the store reads back
+from ..engine.shapes import parse_config  # the same rules check what the store reads back
 from ..engine.store import NewImage, NewLayer, Store
 from ..errors import DigestMismatch, InvalidManifest, LayerkitError, MaxDepthExceeded
-from .documents import parse_json
 from .imagesource import LayerSource, SourceImage
 
 __all__ = ["ImportBatch", "LayerSource", "LoadedImage", "import_image", "parse_config"]
@@ -56,15 +55,6 @@ class LoadedImage:
     def id(self) -> str:
         """The image ID (sha256 of the config)."""
         return self.image.id
-
-
-def parse_config(config_bytes: bytes, label: str) -> dict:
-    """Parse an image config (bounded: :func:`.documents.parse_json`) and check the fields an image needs
-    (rootfs.diff_ids) and those layerkit reads later (:func:`layerkit.engine.shapes.check_config`)."""
-    config = parse_json(config_bytes, f"{label}: config")
-    if not isinstance(config, dict):
-        raise InvalidManifest(f"{label}: config is not a JSON object")
-    return check_config(config, label)
 
 
 # ~1 KB of memory per tag from the archive's document to index.json (150,000 short tags: 174 MB peak RSS);

@@ -21,6 +21,7 @@ from ..engine.image import Image
 from ..engine.mediatypes import CONTAINERD_NAME, OCI_INDEX, OCI_MANIFEST, REF_NAME, Descriptor
 from ..engine.progress import Progress
 from ..engine.reference import Reference, parse_reference
+from ..engine.shapes import parse_json, want_list, want_object
 from ..engine.store import Store
 from ..errors import (
     DigestMismatch,
@@ -30,7 +31,6 @@ from ..errors import (
     InvalidReference,
     UnsupportedMediaType,
 )
-from .documents import parse_json, want_list, want_object
 from .imagesource import SourceImage
 from .importer import ImportBatch, LayerSource, LoadedImage
 from .sources import Source, blob_name

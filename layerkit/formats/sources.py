@@ -11,7 +11,7 @@ would make of the same headers. A member is a bounded slice of the file (``pread
 A gzipped archive (``docker save | gzip``, a ``.tar.gz`` OCI archive) is never inflated to disk:
 :class:`GzipTarSource` streams it twice at most. Pass 1 reads every header and keeps in memory only the
 small members that look like JSON documents (``manifest.json``, ``index.json``, configs, manifests: each
-under :data:`~layerkit.formats.documents.DOC_LIMIT`, all together under :data:`RETAIN_LIMIT`); pass 2,
+under :data:`~layerkit.engine.shapes.DOC_LIMIT`, all together under :data:`RETAIN_LIMIT`); pass 2,
 started when the first layer is opened, inflates again and hands each referenced member to the ingest as it
 streams by; the loaders ask for layers in archive order (:class:`~layerkit.formats.importer.ImportBatch`
 sorts them by offset), so one pass serves them all, and members nobody references are inflated and
@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ..engine.shapes import DOC_LIMIT, parse_json
 from ..engine.tarstream import FileReader, TarFormatError, iter_headers
 from ..errors import BlobNotFound, InvalidArchive, InvalidManifest, LayerkitError
-from .documents import DOC_LIMIT, parse_json
 
 try:  # isal's inflate is 2-3x faster than zlib's (see engine/layer.py): zeros inflate at 2 GB/s here
     from isal import igzip as _gzip
@@ -292,10 +292,10 @@ class _TarMembers(Source):
                 if on_member is not None and h.type in _REGULAR and not h.name.endswith("/"):
                     on_member(_clean(h.name, self.label), h.offset_data, h.size)
         except TarFormatError as exc:
-            raise self._format_error(exc, reader, stream, seen) from None
+            raise self._format_error(exc, reader, stream, seen) from exc
         except (ValueError, OverflowError, UnicodeError) as exc:  # a PAX number that is not one, say
             at = max(0, (reader.offset - 1) // BLOCK * BLOCK)
-            raise InvalidArchive(f"{self.label}: corrupt tar header at byte {at} ({exc})") from None
+            raise InvalidArchive(f"{self.label}: corrupt tar header at byte {at} ({exc})") from exc
 
     def _format_error(self, exc: TarFormatError, reader: FileReader, stream: _Headers, seen: int
                       ) -> InvalidArchive:
@@ -381,7 +381,7 @@ class TarSource(_TarMembers):
         try:
             self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
-            raise InvalidArchive(f"{self.label}: not a readable tar archive ({exc.strerror})") from None
+            raise InvalidArchive(f"{self.label}: not a readable tar archive ({exc.strerror})") from exc
         try:
             self._length = os.fstat(self._fd).st_size
             self._scan(_FileHeaders(self._fd, self.label))
@@ -429,7 +429,7 @@ class _PassMember(io.RawIOBase):
         try:
             data = self._stream.take(n)
         except _INFLATE_ERRORS as exc:
-            raise _decompress_error(self._owner.label, exc) from None
+            raise _decompress_error(self._owner.label, exc) from exc
         self._left -= len(data)
         return data
 
@@ -465,7 +465,7 @@ class GzipTarSource(_TarMembers):
                 self._scan(stream, on_member)
                 self._keep(pending, stream)
             except _INFLATE_ERRORS as exc:
-                raise _decompress_error(self.label, exc) from None
+                raise _decompress_error(self.label, exc) from exc
             self._length = stream.pos
             if self._end > stream.pos:
                 raise InvalidArchive(f"{self.label}: truncated archive (data ends at byte {self._end}, the "
@@ -501,7 +501,7 @@ class GzipTarSource(_TarMembers):
         try:
             self._stream = _Inflated(self.path, self.label)
         except OSError as exc:
-            raise InvalidArchive(f"{self.label}: not a readable archive ({exc.strerror or exc})") from None
+            raise InvalidArchive(f"{self.label}: not a readable archive ({exc.strerror or exc})") from exc
         return self._stream
 
     def _at_end(self, stream: _Headers) -> bool:
@@ -525,7 +525,7 @@ class GzipTarSource(_TarMembers):
         try:
             stream.seek(m.offset - stream.pos, 1)
         except _INFLATE_ERRORS as exc:
-            raise _decompress_error(self.label, exc) from None
+            raise _decompress_error(self.label, exc) from exc
         if stream.short:
             raise InvalidArchive(f"{self.label}: truncated archive (member {shown(name)} not reached)")
         self._reading = _PassMember(self, stream, m.size)
@@ -560,14 +560,14 @@ class DirSource(Source):
     def size(self, name: str) -> int:
         try:
             return self._path(name).stat().st_size
-        except FileNotFoundError:
-            raise BlobNotFound(f"{self.label}: missing {shown(name)}") from None
+        except FileNotFoundError as exc:
+            raise BlobNotFound(f"{self.label}: missing {shown(name)}") from exc
 
     def open(self, name: str) -> BinaryIO:
         try:
             return open(self._path(name), "rb")
-        except (FileNotFoundError, IsADirectoryError):
-            raise BlobNotFound(f"{self.label}: missing {shown(name)}") from None
+        except (FileNotFoundError, IsADirectoryError) as exc:
+            raise BlobNotFound(f"{self.label}: missing {shown(name)}") from exc
 
 
 def open_archive(path: Path, label: str | None = None) -> Source:

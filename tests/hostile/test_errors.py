@@ -556,7 +556,7 @@ def test_magic_shows_the_same_one_line(store, tmp_path):
         f.write_text("x")
         (store / "index.json").write_text("[" * 100_000 + "]" * 100_000)
         cases = [(f"--store {f} images", f"the store {f} is not a directory"),
-                 (f"--store {store} images", f"{store / 'index.json'}: JSON nested too deeply"),
+                 (f"--store {store} images", f"{store / 'index.json'} is not valid JSON (nested too deeply)"),
                  (f"--store {store} save -o {tmp_path}/missing/x.tar busybox", "does not exist"),
                  ("--store '' images", "--store needs a directory")]
         for line, message in cases:

@@ -25,18 +25,16 @@ import binascii
 import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
-from ...errors import LayerkitError
+from ...engine.atomic import atomic_write_json
+from ...errors import (
+    CredentialsError,  # noqa: F401 - defined there, named here too
+    )
 from .errors import RegistryAuthError
 from .transport import DOCKER_HUB, RegistryClient, normalize_registry
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
-
-
-class CredentialsError(LayerkitError):
-    """A credentials file cannot be read or written (never quotes the secret itself)."""
 
 
 def config_path() -> Path:
@@ -68,7 +66,7 @@ def _read_config(path: Path) -> dict:
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not valid JSON"
         # no cause: a JSONDecodeError holds the whole file, secrets and all, and a traceback would show it
-        raise CredentialsError(f"{path}: cannot read credentials file ({reason})") from None
+        raise CredentialsError(f"{path}: cannot read credentials file ({reason})") from exc
     if not isinstance(data, dict):
         raise CredentialsError(f"{path}: credentials file is not a JSON object")
     return data
@@ -82,10 +80,10 @@ def _decode(entry: object, path: Path, key: str) -> tuple[str, str] | None:
     if isinstance(auth, str) and auth:
         try:
             user, sep, password = base64.b64decode(auth, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
+        except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
             # no cause: a UnicodeDecodeError holds the decoded secret
             raise CredentialsError(f"{path}: the auth entry for {key} is not valid base64 of user:password"
-                                   ) from None
+                                   ) from exc
         if not sep or not user:
             raise CredentialsError(f"{path}: the auth entry for {key} is not of the form user:password")
         return user, password
@@ -122,19 +120,7 @@ def credentials_for(registry: str) -> tuple[str, str] | None:
 def _write_private(path: Path, data: dict) -> None:
     """Write JSON readable by the owner only (0600 from the start), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".")  # mkstemp creates 0600
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write_json(path, data, mode=0o600)  # mkstemp creates it 0600: never readable by others
 
 
 def save_credentials(registry: str, username: str, password: str) -> Path:

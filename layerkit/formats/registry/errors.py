@@ -21,35 +21,17 @@ from dataclasses import dataclass
 
 import requests
 
-from ...errors import LayerkitError, NotFound
+from ...errors import (  # noqa: F401 - defined there, named here too
+    LayerkitError,
+    ManifestNotFound,
+    NotFound,
+    PlatformNotFound,
+    RegistryAuthError,
+    RegistryError,
+    RegistryUnreachable,
+)
 
 MAX_ERROR_BODY = 65536  # bytes of an error body read for its message
-
-
-class RegistryError(LayerkitError):
-    """A registry could not be reached or answered with an error; the message names it and the reference."""
-
-
-class RegistryUnreachable(RegistryError):
-    """Connection refused, DNS failure, timeout, or a TLS problem.
-
-    ``permanent`` is True when trying again cannot help (the host name does not resolve)."""
-
-    def __init__(self, message: str, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.permanent = permanent
-
-
-class RegistryAuthError(RegistryError):
-    """401 or 403: authentication required, credentials refused, or access denied."""
-
-
-class ManifestNotFound(RegistryError, NotFound):
-    """The registry has no such tag, digest or repository."""
-
-
-class PlatformNotFound(RegistryError, NotFound):
-    """An image index holds no manifest for the asked platform."""
 
 
 class TLSFailure(Exception):

@@ -4,39 +4,33 @@
 manifest lists and schema 2 manifests (:data:`ACCEPT`); its body is read up to :data:`MAX_MANIFEST` bytes.
 A manifest asked for by digest must hash to that digest; one reached through an index must also have the
 size its descriptor gives. An index or list is resolved to one platform (this machine's by default:
-:func:`parse_platform`, :func:`choose_platform`), at most a few levels deep. Docker schema 1 manifests are
+:func:`parse_platform`, :func:`choose_platform`), at most a few levels deep,
+with the one platform matcher of :mod:`layerkit.engine.mediatypes`. Docker schema 1 manifests are
 refused. The config comes from the store when it holds it already (nothing moves), else from the
 registry, checked against its descriptor's size and digest (:func:`get_config`).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
+from ...engine import mediatypes as mt
 from ...engine.digests import is_digest, sha256_bytes
-from ...engine.layer import media_type_compression
 from ...engine.reference import Reference
-from ...engine.store import OCI_INDEX, OCI_MANIFEST, Store
+from ...engine.shapes import parse_json, want_object
+from ...engine.store import Store
 from ...errors import DigestMismatch, InvalidManifest, UnsupportedMediaType
-from ..oci import host_platform
-from .errors import PlatformNotFound, RegistryError, one_line
+from .errors import PlatformNotFound, RegistryError
 from .transport import RegistryClient
 
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_SCHEMA1 = {
-    "application/vnd.docker.distribution.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v1+prettyjws",
-}
-MANIFEST_TYPES = {OCI_MANIFEST, DOCKER_MANIFEST}
-INDEX_TYPES = {OCI_INDEX, DOCKER_MANIFEST_LIST}
-ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST])
+# the registry's Accept header, most wanted first (every media type is defined in engine/mediatypes.py)
+ACCEPT = ", ".join(mt.ACCEPTED_MANIFESTS)
+MANIFEST_TYPES = mt.MANIFEST_TYPES
+INDEX_TYPES = mt.INDEX_TYPES
 
 MAX_MANIFEST = 4 << 20  # what containers/image accepts for a manifest
 MAX_CONFIG = 16 << 20
 MAX_INDEX_DEPTH = 4  # an index of indexes of ... : this many documents at most before the manifest
-_DEFAULT_VARIANT = {"arm64": "v8"}
 
 
 @dataclass
@@ -53,48 +47,32 @@ class ResolvedManifest:
     platform: str | None  # os/arch[/variant] chosen from an index, None without one
 
 
-def parse_platform(text: str | None) -> tuple[str, str, str | None]:
-    """``os/arch[/variant]`` (default: this machine's) -> (os, arch, variant)."""
+def parse_platform(text: str | None) -> mt.Platform:
+    """``os/arch[/variant]`` (default: this machine's) as a :class:`~layerkit.engine.mediatypes.Platform`;
+    a :class:`~.errors.RegistryError` naming the text when it is not one."""
     if not text:
-        os_, arch = host_platform()
-        return os_, arch, None
-    parts = text.strip().lower().split("/")
-    if len(parts) not in (2, 3) or not all(parts):
-        raise RegistryError(f"invalid platform {text!r}: expected os/arch[/variant], e.g. linux/amd64")
-    return parts[0], parts[1], parts[2] if len(parts) == 3 else None
+        return mt.host_platform()
+    try:
+        return mt.Platform.parse(text)
+    except mt.InvalidPlatform as exc:
+        raise RegistryError(str(exc)) from exc
 
 
-def platform_str(p: dict) -> str:
-    """``os/arch[/variant]`` of an index entry's platform object."""
-    s = f"{p.get('os', '?')}/{p.get('architecture', '?')}"
-    return s + (f"/{p['variant']}" if p.get("variant") else "")
-
-
-def choose_platform(index: dict, want: tuple[str, str, str | None], what: str, idigest: str) -> dict:
-    """The descriptor of the manifest for ``want`` in an image index (Docker's matching rules, simplified)."""
+def choose_platform(index: dict, want: mt.Platform, what: str, idigest: str) -> tuple[dict, mt.Platform]:
+    """The entry of an image index for platform ``want`` and the platform it declares, by the one matcher
+    every transport uses (:func:`layerkit.engine.mediatypes.choose_platform`: the image spec's variants with
+    containerd's normalisation, as Docker and skopeo choose); :class:`~.errors.PlatformNotFound` listing
+    what the index has otherwise."""
     entries = index.get("manifests")
     if not isinstance(entries, list):
         raise InvalidManifest(f"{what}: index {idigest} lacks manifests")
-    os_, arch, variant = want
-    matches = []
-    for d in entries:
-        p = d.get("platform") if isinstance(d, dict) else None
-        if not isinstance(p, dict) or p.get("os") != os_ or p.get("architecture") != arch:
-            continue
-        have = p.get("variant") or _DEFAULT_VARIANT.get(arch)
-        if variant is not None and have != (variant or _DEFAULT_VARIANT.get(arch)):
-            continue
-        matches.append(d)
-    if not matches:
-        avail = sorted({platform_str(d.get("platform") or {}) for d in entries if isinstance(d, dict)})
-        want_s = f"{os_}/{arch}" + (f"/{variant}" if variant else "")
-        raise PlatformNotFound(f"{what}: no manifest for platform {want_s} in index {idigest} "
+    descs = [mt.Descriptor.from_json(d, f"{what}: index {idigest} entry") for d in entries]
+    chosen = mt.choose_platform(descs, want)
+    if chosen is None:
+        avail = sorted({str(d.platform) for d in descs if d.platform is not None})
+        raise PlatformNotFound(f"{what}: no manifest for platform {want} in index {idigest} "
                                f"(it has: {', '.join(avail) or 'none'})")
-    # without an asked variant, prefer the default one (arm64/v8) or none, as Docker does
-    if variant is None:
-        matches.sort(key=lambda d: (d["platform"].get("variant") or _DEFAULT_VARIANT.get(arch)) !=
-                     _DEFAULT_VARIANT.get(arch))
-    return matches[0]
+    return entries[descs.index(chosen)], chosen.platform
 
 
 def check_descriptor(d: object, what: str, where: str) -> dict:
@@ -115,14 +93,14 @@ def media_type_of(header: str, doc: dict) -> str:
     if isinstance(mt, str) and mt:
         return mt
     header = header.split(";")[0].strip()
-    if header in MANIFEST_TYPES | INDEX_TYPES | DOCKER_SCHEMA1:
+    if header in MANIFEST_TYPES | INDEX_TYPES | mt.SCHEMA1_TYPES:
         return header
     if doc.get("schemaVersion") == 1:
-        return "application/vnd.docker.distribution.manifest.v1+json"
+        return mt.DOCKER_SCHEMA1
     if "manifests" in doc:
-        return OCI_INDEX
+        return mt.OCI_INDEX
     if "config" in doc and "layers" in doc:
-        return OCI_MANIFEST
+        return mt.OCI_MANIFEST
     return header or "unknown"
 
 
@@ -150,17 +128,12 @@ def get_manifest(client: RegistryClient, ref: Reference, reference: str, verify_
     if verify_digest and digest != verify_digest:
         raise DigestMismatch(f"{what}: manifest from registry {client.domain} hashes to {digest}, "
                              f"expected {verify_digest}")
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise InvalidManifest(f"{what}: manifest {reference} from registry {client.domain} is not valid JSON "
-                              f"({one_line(exc, 120)})") from exc
-    if not isinstance(doc, dict):
-        raise InvalidManifest(f"{what}: manifest {reference} from registry {client.domain} is not a JSON object")
+    where = f"{what}: manifest {reference} from registry {client.domain}"
+    doc = want_object(parse_json(data, where, limit=MAX_MANIFEST), where)
     return data, doc, media_type_of(ctype, doc), digest
 
 
-def resolve(client: RegistryClient, ref: Reference, want: tuple[str, str, str | None]) -> ResolvedManifest:
+def resolve(client: RegistryClient, ref: Reference, want: mt.Platform) -> ResolvedManifest:
     """The image manifest ``ref`` names for platform ``want``, its config and layer descriptors checked."""
     what = client.what
     data, doc, mtype, top_digest = get_manifest(client, ref, ref.digest or ref.tag, ref.digest)
@@ -170,12 +143,12 @@ def resolve(client: RegistryClient, ref: Reference, want: tuple[str, str, str | 
     for _ in range(MAX_INDEX_DEPTH):
         if mtype not in INDEX_TYPES:
             break
-        d = choose_platform(doc, want, what, digest)
+        d, plat = choose_platform(doc, want, what, digest)
         check_descriptor(d, what, f"index {digest} entry")
-        chosen = platform_str(d["platform"])
+        chosen = str(plat)
         data, doc, mtype, digest = get_manifest(client, ref, d["digest"], d["digest"])
         check_size(what, "manifest", d, data)
-    if mtype in DOCKER_SCHEMA1:
+    if mt.is_schema1(mtype):
         raise UnsupportedMediaType(f"{what}: registry {client.domain} serves a Docker schema 1 manifest, "
                                    f"which layerkit does not support")
     if mtype not in MANIFEST_TYPES:
@@ -188,7 +161,7 @@ def resolve(client: RegistryClient, ref: Reference, want: tuple[str, str, str | 
     layer_descs = [check_descriptor(ld, what, f"manifest {digest} layer") for ld in layer_descs]
     for ld in layer_descs:
         try:
-            media_type_compression(ld.get("mediaType", ""))
+            mt.compression_of(ld.get("mediaType", ""))
         except UnsupportedMediaType as exc:
             raise UnsupportedMediaType(f"{what}: layer {ld['digest']}: {exc}") from exc
     return ResolvedManifest(top_digest, top_size, data, digest, mtype, cdesc, layer_descs, chosen)

@@ -26,8 +26,9 @@ from urllib.parse import urlencode, urljoin
 import requests
 
 from ...engine.blobs import CHUNK
+from ...engine.mediatypes import OCI_MANIFEST
 from ...engine.progress import Progress, ProgressEvent, Status
-from ...engine.store import OCI_MANIFEST, Store
+from ...engine.store import Store
 from ...errors import DigestMismatch, ImageNotFound, InvalidReference, LayerkitError
 from .credentials import credentials_for
 from .errors import RegistryError, RegistryUnreachable

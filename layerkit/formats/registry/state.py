@@ -13,12 +13,10 @@ as (:func:`repo_digests`, :func:`image_for_repo_digest`).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from ...engine.atomic import atomic_write_json
 from ...engine.reference import parse_docker_ref
 from ...engine.store import Store
 from ...errors import InvalidReference
@@ -66,15 +64,7 @@ def record(store: Store, domain: str, repo: str, blob_digests: list[str], image_
                    repo_digest.rpartition("@")[0]]
         state["repo_digests"][image_id] = digests + [repo_digest]
         path = _state_path(store)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(state, f, indent=1)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        atomic_write_json(path, state, indent=1, fsync=False)
 
 
 def repo_digests(store: Store, image_id: str) -> list[str]:

@@ -16,7 +16,10 @@ from dataclasses import dataclass
 
 from ...engine.reference import Reference, parse_reference
 from ...engine.store import user_reference_error
-from ...errors import InvalidReference
+from ...errors import (
+    InvalidReference,
+    TransportError,  # noqa: F401 - defined there, named here too
+)
 
 TRANSPORTS = ("docker-archive", "oci", "oci-archive", "docker", "docker-daemon", "layerkit")
 # skopeo knows these, layerkit's copy does not
@@ -30,10 +33,6 @@ _ALNUM = r"(?:[A-Za-z0-9]+)"
 _COMPONENT = rf"(?:{_ALNUM}(?:{_SEP}{_ALNUM})*)"
 _OCI_NAME_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 _IMAGE_ID_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-
-
-class TransportError(InvalidReference):
-    """A copy source or destination that no transport understands, or that its transport refuses."""
 
 
 @dataclass
