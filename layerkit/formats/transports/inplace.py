@@ -32,10 +32,9 @@ from ...engine.image import Image
 from ...engine.inplace import InPlaceIndexes, LayerBlob
 from ...engine.layer import detect_compression
 from ...engine.mediatypes import OCI_CONFIG, OCI_MANIFEST, oci_layer_type
-from ...engine.shapes import check_manifest
+from ...engine.shapes import check_manifest, parse_config, parse_json
 from ...errors import ImageNotFound, InvalidManifest, MaxDepthExceeded
-from ..documents import parse_json
-from ..importer import MAX_STORED_LAYERS, parse_config
+from ..importer import MAX_STORED_LAYERS
 from .location import TRANSPORTS, TransportError, parse_location
 from .registry import is_transport_reference as registry_says
 
