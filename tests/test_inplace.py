@@ -110,6 +110,27 @@ def _ago(text: str) -> str:
     return re.sub(r"[ \t]+", " ", re.sub(r"(About an? \w+|\d+ \w+) ago", "(ago)", text))
 
 
+def test_a_gzipped_docker_archive_in_place(exports, loaded, multi_image, tmp_path, capsys):
+    """``docker save | gzip``: its layers are members of a forward-only stream, each read once in archive
+    order; the verbs print what they print after ``load``."""
+    import gzip
+    import shutil
+
+    gz = tmp_path / "image.tar.gz"
+    with open(exports["podman-docker-archive"].path, "rb") as f, gzip.open(gz, "wb", compresslevel=1) as out:
+        shutil.copyfileobj(f, out)
+    for verb in (["layers"], ["files"], ["efficiency"], ["tree", "--layer", "1"], ["history"]):
+        rc_a, a, _ = cli(capsys, "--store", loaded["podman-docker-archive"], verb[0], multi_image.id, *verb[1:],
+                         "--format", "json")
+        rc_b, b, err = cli(capsys, "--store", tmp_path / "never", verb[0], f"docker-archive:{gz}", *verb[1:],
+                           "--format", "json")
+        assert rc_a == rc_b == 0, err
+        assert json.loads(a) == json.loads(b), verb
+    rc, out, err = cli(capsys, "--store", tmp_path / "never", "cat", f"docker-archive:{gz}", "/app/config.txt")
+    assert (rc, out) == (0, "v2\n"), err
+    assert not (tmp_path / "never").exists()
+
+
 def test_compare_and_the_notebooks_reads_in_place(exports, loaded, multi_image, base_image, tmp_path, capsys):
     """``compare`` across a stored image and an archive read in place, and what the panels and the report
     read (``image_info``, ``layer_files``, ``shared_layers``, ``lookup``), equal the all-stored answers."""

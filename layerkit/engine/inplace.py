@@ -261,6 +261,28 @@ class InPlaceIndexes:
                 idx = self._indexes.setdefault(key, idx)
         return idx
 
+    def compression(self, digest: str, diff_id: str) -> str:
+        """The layer blob's compression (``tar``, ``gzip``, ``zstd``) from its first bytes.
+
+        A forward-only stream (a member of a gzipped archive, read in a pass of its own) is indexed on the way,
+        so that it is read once: asking its compression, then its index, would inflate the archive again."""
+        blob = self.layers[digest]
+        f = blob.open()
+        try:
+            if _seekable(f):
+                return detect_compression(f.read(4))
+            f = _Rewindable(f)
+            kind = detect_compression(f.read(4))
+            f.seek(0)
+            idx = index_layer_stream(f, blob.label, diff_id, blob.size)
+            with self._lock:
+                self._indexes.setdefault(f"{digest} {diff_id}", idx)
+            return kind
+        except OSError as exc:
+            raise tar_error(blob.label, exc) from None
+        finally:
+            f.close()
+
     def index_layers(self, layers: list[Layer]) -> None:
         """Index the layers not indexed yet: compressed ones on :func:`.layer.layer_workers` threads (inflating
         releases the GIL), uncompressed ones meanwhile in this thread, one after the other (parsing headers

@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING
 from ...engine.digests import sha256_bytes, short
 from ...engine.image import Image
 from ...engine.inplace import InPlaceIndexes, LayerBlob
-from ...engine.layer import detect_compression
 from ...engine.mediatypes import OCI_CONFIG, OCI_MANIFEST, oci_layer_type
 from ...engine.shapes import check_manifest, parse_config, parse_json
 from ...errors import ImageNotFound, InvalidManifest, MaxDepthExceeded
@@ -39,7 +38,6 @@ from .location import TRANSPORTS, TransportError, parse_location
 from .registry import is_transport_reference as registry_says
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..importer import LayerSource
     from .base import ImageSource, SourceImage
 
 KEEP = 4  # images kept open per process
@@ -70,17 +68,6 @@ def choose_image(images: list[SourceImage], label: str) -> SourceImage:
     raise TransportError(f"{label}: holds {len(images)} images; name one of them: " + ", ".join(names))
 
 
-def _layer_type(src: LayerSource) -> str:
-    """The layer's media type as ``load`` records it when it writes the manifest: the OCI type of the
-    compression the blob's first bytes show."""
-    f = src.open()
-    try:
-        head = f.read(4)
-    finally:
-        f.close()
-    return oci_layer_type(detect_compression(head))
-
-
 def image_in_place(im: SourceImage, label: str | None = None) -> Image:
     """The :class:`Image` of a source's image, read in place: config and manifest checked as ``load``
     checks them, layer indexes built on first use from the source's layer streams (never stored)."""
@@ -104,18 +91,25 @@ def image_in_place(im: SourceImage, label: str | None = None) -> Image:
         digest = src.digest or diff_id
         blobs.setdefault(digest, LayerBlob(src.open, src.label, src.size))
         digests.append(digest)
+    indexes = InPlaceIndexes(blobs, label)
     manifest = _manifest(im, image_id, digests)
     if manifest is not None:
         mbytes = im.manifest_bytes or b""
     else:
-        # the manifest load writes: each layer typed by the compression its first bytes show
-        descs = [{"mediaType": _layer_type(src), "digest": d, "size": src.size or 0}
+        # the manifest load writes: each layer typed by the compression its first bytes show, asked in the
+        # order the layers lie in the archive (a gzipped archive is then inflated once more, not per layer)
+        kinds: dict[str, str] = {}
+        order = sorted(range(len(digests)), key=lambda i: im.layers[i].offset or 0)
+        for i in order:
+            if digests[i] not in kinds:
+                kinds[digests[i]] = indexes.compression(digests[i], diff_ids[i])
+        descs = [{"mediaType": oci_layer_type(kinds[d]), "digest": d, "size": src.size or 0}
                  for src, d in zip(im.layers, digests, strict=True)]
         manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
                     "config": {"mediaType": OCI_CONFIG, "digest": image_id, "size": len(im.config_bytes)},
                     "layers": descs}
         mbytes = json.dumps(manifest, separators=(",", ":")).encode()  # as the store writes it
-    return Image(InPlaceIndexes(blobs, label), image_id, sha256_bytes(mbytes), manifest, config, list(im.names))
+    return Image(indexes, image_id, sha256_bytes(mbytes), manifest, config, list(im.names))
 
 
 def _manifest(im: SourceImage, image_id: str, digests: list[str]) -> dict | None:
