@@ -11,8 +11,14 @@ How a layer is read (:func:`index_layer_stream`):
 - an uncompressed layer in a seekable stream (a member of an archive file, a blob of a layout): only its
   tar headers are read; file contents are skipped with a seek, so a 1.1 GB layer costs what its headers
   cost (``benchmarks/inplace_bench.py``);
-- a gzip or zstd layer, or any layer of a forward-only stream (a registry): inflated as a stream with the
-  bounded inflater ``load`` uses (:func:`.layer.blob_tar_reader`), a chunk at a time, and dropped.
+- a gzip or zstd layer, or any layer of a forward-only stream (a registry, a member of a gzipped archive):
+  inflated as a stream with the bounded inflater ``load`` uses (:func:`.layer.blob_tar_reader`), a chunk at
+  a time, and dropped. A forward-only layer is indexed the first time it is opened
+  (:meth:`InPlaceIndexes.compression`), so it is read once.
+
+Uncompressed layers are indexed one after the other in the calling thread (parsing headers holds the GIL),
+compressed ones on worker threads meanwhile (inflating releases it). Memory is the indexes (a few hundred
+bytes per entry) and 1 MiB buffers, whatever size a layer claims.
 
 What in-place analysis does not do, unlike ``load``: it does not hash the layers, so a layer's content is
 not checked against the config's ``diff_ids`` nor against its blob digest; the diff_ids shown are the

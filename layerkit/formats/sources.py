@@ -141,10 +141,15 @@ class _MemberReader(io.RawIOBase):
         return self._pos
 
     def seek(self, pos: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._pos, 2: self._size}.get(whence)
-        if base is None or base + pos < 0:
-            raise ValueError(f"invalid seek ({pos}, {whence})")
-        self._pos = base + pos  # past the end reads nothing, as in a file
+        if whence == 1:
+            pos += self._pos
+        elif whence == 2:
+            pos += self._size
+        elif whence != 0:
+            raise ValueError(f"invalid whence {whence}")
+        if pos < 0:
+            raise ValueError(f"negative seek position {pos}")
+        self._pos = pos  # past the end reads nothing, as in a file
         return self._pos
 
     def read(self, n: int = -1) -> bytes:
