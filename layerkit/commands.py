@@ -191,10 +191,24 @@ IMAGE_KEYS = ["repository", "tag", "id", "digest", "created", "size", "shared_si
               "containers", "layers"]
 
 
-def images(store: Store, containers_by_image: dict[str, int] | None = None) -> Table:
-    """``images``: one row per tag (``<none>`` for an untagged image), newest first."""
-    containers_by_image = containers_by_image or store_container_counts(store)
-    imgs, users = _sharing(store)
+def images(store: Store, containers_by_image: dict[str, int] | None = None, source: str | None = None) -> Table:
+    """``images [SOURCE]``: one row per tag (``<none>`` for an untagged image), newest first. ``source``: the
+    images of a transport reference instead of the store's (``images docker-archive:all.tar``: every image of
+    the archive, read in place; sharing counted among them; no containers)."""
+    if source is not None:
+        from .formats.transports.inplace import all_in_place
+
+        with all_in_place(source) as found:
+            found.sort(key=lambda i: (i.created.timestamp() if i.created else 0), reverse=True)  # as the store's
+            return _images_table(found, {})
+    return _images_table(store.images(), containers_by_image or store_container_counts(store))
+
+
+def _images_table(imgs: list[Image], containers_by_image: dict[str, int]) -> Table:
+    users: dict[str, list[Image]] = {}
+    for img in imgs:
+        for cid in img.chain_ids:
+            users.setdefault(cid, []).append(img)
     rows = []
     for img in imgs:
         size, shared, unique = _image_sizes(img, users)

@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", metavar="ENDPOINT", help="engine endpoint for docker-daemon:")
 
     s = sub.add_parser("images", help="list images")
+    s.add_argument("source", nargs="?", metavar="SOURCE",
+                   help="list the images of a transport reference instead, read in place: docker-archive:PATH, "
+                        "oci:DIR, oci-archive:PATH (nothing is loaded)")
     _fmt(s)
 
     s = sub.add_parser("history", help="show the history of an image")
@@ -360,7 +363,7 @@ VERBS: dict[str, Callable[[Store, argparse.Namespace], Any]] = {
     "load": _load,
     "save": _save,
     "copy": lambda s, a: commands.copy(s, a.src, a.dst, insecure=a.insecure, engine=a.engine),
-    "images": lambda s, a: commands.images(s),
+    "images": lambda s, a: commands.images(s, source=a.source),
     "history": lambda s, a: commands.history(s, a.image, no_trunc=a.no_trunc),
     "layers": lambda s, a: commands.layers(s, a.image),
     "inspect": lambda s, a: commands.inspect(s, a.target),

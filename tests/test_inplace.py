@@ -300,6 +300,24 @@ def test_cli_errors_and_exit_statuses(exports, tmp_path, capsys):
     assert not nostore.exists()
 
 
+def test_images_of_an_archive_equal_images_after_load(exports, tmp_path, capsys):
+    """``images docker-archive:X`` lists every image of the archive (sizes, sharing among them) as ``images``
+    lists them once loaded into an empty store; ``images`` of the store is unchanged by it."""
+    all_ = exports["all-docker-archive"].path
+    st = tmp_path / "store"
+    assert main(["--store", str(st), "load", str(all_)]) == 0
+    rc, stored, _ = cli(capsys, "--store", st, "images", "--format", "json")
+    before = snapshot(st)
+    rc2, inplace, err = cli(capsys, "--store", st, "images", f"docker-archive:{all_}", "--format", "json")
+    assert rc == rc2 == 0, err
+    rows = json.loads(inplace)
+    assert rows == json.loads(stored)
+    assert len(rows) == 4 and any(r["shared_size"] for r in rows)  # three names of one image, and the base
+    rc, table, err = cli(capsys, "--store", tmp_path / "never", "images", f"docker-archive:{all_}")
+    assert rc == 0 and table.splitlines()[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
+    assert snapshot(st) == before and not (tmp_path / "never").exists()
+
+
 def test_a_tag_the_store_holds_stays_the_stores(exports, tmp_path, capsys):
     """``oci:v1`` is also a valid tag (repository ``oci``): when the store holds it, it names the stored
     image, as before analysis in place existed."""

@@ -25,6 +25,8 @@ import inspect
 import json
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from ...engine.digests import sha256_bytes, short
@@ -68,9 +70,11 @@ def choose_image(images: list[SourceImage], label: str) -> SourceImage:
     raise TransportError(f"{label}: holds {len(images)} images; name one of them: " + ", ".join(names))
 
 
-def image_in_place(im: SourceImage, label: str | None = None) -> Image:
+def image_in_place(im: SourceImage, label: str | None = None, indexes: InPlaceIndexes | None = None) -> Image:
     """The :class:`Image` of a source's image, read in place: config and manifest checked as ``load``
-    checks them, layer indexes built on first use from the source's layer streams (never stored)."""
+    checks them, layer indexes built on first use from the source's layer streams (never stored).
+    ``indexes``: the provider to add the image's layers to (the images of one archive share theirs, so a
+    layer they share is read once); a new one by default."""
     label = label or im.label
     image_id = sha256_bytes(im.config_bytes)
     if im.expected_id and image_id != im.expected_id:
@@ -85,13 +89,12 @@ def image_in_place(im: SourceImage, label: str | None = None) -> Image:
     if len(im.layers) > MAX_STORED_LAYERS:
         raise MaxDepthExceeded(f"{im.label}: {len(im.layers)} layers, layerkit reads images of at most "
                                f"{MAX_STORED_LAYERS}")
-    blobs: dict[str, LayerBlob] = {}
+    indexes = indexes if indexes is not None else InPlaceIndexes({}, label)
     digests = []
     for src, diff_id in zip(im.layers, diff_ids, strict=True):
         digest = src.digest or diff_id
-        blobs.setdefault(digest, LayerBlob(src.open, src.label, src.size))
+        indexes.layers.setdefault(digest, LayerBlob(src.open, src.label, src.size))
         digests.append(digest)
-    indexes = InPlaceIndexes(blobs, label)
     manifest = _manifest(im, image_id, digests)
     if manifest is not None:
         mbytes = im.manifest_bytes or b""
@@ -189,6 +192,24 @@ def _takes(fn: object, name: str) -> bool:
     except (TypeError, ValueError):
         return False
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+@contextmanager
+def all_in_place(text: str, **opts: object) -> Iterator[list[Image]]:
+    """Every image the reference names (all of an archive or layout without a REF or NAME), read in place,
+    sharing one provider; the source is closed when the block ends (not kept: a listing reads each image
+    once)."""
+    from .registry import open_source, transport
+
+    loc = parse_location(text)
+    if _takes(transport(loc.transport).source, "every"):
+        opts = {**opts, "every": True}
+    source = open_source(loc, **opts)
+    try:
+        indexes = InPlaceIndexes({}, text)
+        yield [image_in_place(im, text, indexes) for im in source.images()]
+    finally:
+        source.close()
 
 
 def close_all() -> None:
