@@ -144,7 +144,7 @@ def image(store: Store, name: str) -> Image:
 
     if is_transport_reference(name):
         stored = _stored(store, name)
-        return stored if stored is not None else open_in_place(name)
+        return stored if stored is not None else open_in_place(name, store)
     return store.image(name)
 
 
@@ -198,7 +198,7 @@ def images(store: Store, containers_by_image: dict[str, int] | None = None, sour
     if source is not None:
         from .formats.transports.inplace import all_in_place
 
-        with all_in_place(source) as found:
+        with all_in_place(source, store) as found:
             found.sort(key=lambda i: (i.created.timestamp() if i.created else 0), reverse=True)  # as the store's
             return _images_table(found, {})
     return _images_table(store.images(), containers_by_image or store_container_counts(store))

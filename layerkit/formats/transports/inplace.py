@@ -36,10 +36,11 @@ from ...engine.mediatypes import OCI_CONFIG, OCI_MANIFEST, oci_layer_type
 from ...engine.shapes import check_manifest, parse_config, parse_json
 from ...errors import ImageNotFound, InvalidManifest, MaxDepthExceeded
 from ..importer import MAX_STORED_LAYERS
-from .location import TRANSPORTS, TransportError, parse_location
+from .location import TRANSPORTS, Location, TransportError, parse_location
 from .registry import is_transport_reference as registry_says
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ...engine.store import Store
     from .base import ImageSource, SourceImage
 
 KEEP = 4  # images kept open per process
@@ -154,24 +155,37 @@ def _identity(text: str) -> tuple:
     return ()
 
 
-def open_in_place(text: str, **opts: object) -> Image:
+def _options(loc: Location, store: Store | None, opts: dict) -> dict:
+    """What the transport's source opener is given: ``every=True`` (every image of an archive without a REF,
+    so that the refusal of several can name them) and the store (a daemon's ``docker save`` is kept under
+    it while the source is open; a registry source takes a config it holds) when the opener takes them."""
+    from .registry import transport
+
+    opener = transport(loc.transport).source
+    out = dict(opts)
+    if _takes(opener, "every"):
+        out["every"] = True
+    if store is not None and _takes(opener, "store"):
+        out["store"] = store
+    return out
+
+
+def open_in_place(text: str, store: Store | None = None, **opts: object) -> Image:
     """The image the transport reference ``text`` names, read in place (see the module's docstring).
 
-    ``opts`` go to the transport (``insecure``, ``engine`` ...). Errors are the transport's and ``load``'s
-    one-line errors; a reference to several images without a choice is refused naming them."""
-    from .registry import open_source, transport
+    ``opts`` go to the transport (``insecure``, ``engine`` ...), and ``store`` when it takes one. Errors are
+    the transport's and ``load``'s one-line errors; a reference to several images without a choice is
+    refused naming them."""
+    from .registry import open_source
 
-    key = (text, _identity(text), tuple(sorted(opts.items())))
+    key = (text, _identity(text), str(store.root) if store is not None else None, tuple(sorted(opts.items())))
     with _lock:
         hit = _opened.get(key)
         if hit is not None:
             _opened[key] = _opened.pop(key)  # the newest last
             return hit.image
     loc = parse_location(text)
-    if _takes(transport(loc.transport).source, "every"):
-        # every image of an archive without a REF, so that the refusal of several can name them
-        opts = {**opts, "every": True}
-    source = open_source(loc, **opts)
+    source = open_source(loc, **_options(loc, store, opts))
     try:
         im = choose_image(list(source.images()), getattr(source, "label", text))
         image = image_in_place(im, text)
@@ -185,6 +199,22 @@ def open_in_place(text: str, **opts: object) -> Image:
     return image
 
 
+@contextmanager
+def all_in_place(text: str, store: Store | None = None, **opts: object) -> Iterator[list[Image]]:
+    """Every image the reference names (all of an archive or layout without a REF or NAME), read in place,
+    sharing one provider; the source is closed when the block ends (not kept: a listing reads each image
+    once)."""
+    from .registry import open_source
+
+    loc = parse_location(text)
+    source = open_source(loc, **_options(loc, store, opts))
+    try:
+        indexes = InPlaceIndexes({}, text)
+        yield [image_in_place(im, text, indexes) for im in source.images()]
+    finally:
+        source.close()
+
+
 def _takes(fn: object, name: str) -> bool:
     """Whether the callable ``fn`` (a transport's source opener) takes the keyword ``name``."""
     try:
@@ -192,24 +222,6 @@ def _takes(fn: object, name: str) -> bool:
     except (TypeError, ValueError):
         return False
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
-@contextmanager
-def all_in_place(text: str, **opts: object) -> Iterator[list[Image]]:
-    """Every image the reference names (all of an archive or layout without a REF or NAME), read in place,
-    sharing one provider; the source is closed when the block ends (not kept: a listing reads each image
-    once)."""
-    from .registry import open_source, transport
-
-    loc = parse_location(text)
-    if _takes(transport(loc.transport).source, "every"):
-        opts = {**opts, "every": True}
-    source = open_source(loc, **opts)
-    try:
-        indexes = InPlaceIndexes({}, text)
-        yield [image_in_place(im, text, indexes) for im in source.images()]
-    finally:
-        source.close()
 
 
 def close_all() -> None:
