@@ -195,6 +195,40 @@ def test_notebook_magic_reads_in_place(exports, tmp_path):
     assert not (tmp_path / "never").exists()
 
 
+def test_a_registry_image_in_place(exports, loaded, multi_image, tmp_path, capsys):
+    """``docker://REF`` (a real docker-registry, the image pushed by skopeo, gzip layers): each layer is
+    streamed once and indexed, never stored; the verbs print what they print after ``load``."""
+    from services import start_registry
+
+    from layerkit.formats.transports.registry import transport
+
+    try:
+        transport("docker")
+    except errors.LayerkitError:
+        pytest.skip("the docker:// source comes with the registry transport (branch i13-transports)")
+    r = start_registry(tmp_path / "registry")
+    try:
+        ref = f"{r.host}/inplace/multi:1"
+        subprocess.run(["skopeo", "--insecure-policy", "copy", "-q", "--dest-tls-verify=false",
+                        f"docker-archive:{exports['podman-docker-archive'].path}", f"docker://{ref}"], check=True)
+        for verb in (["layers"], ["files"], ["efficiency"], ["tree", "--layer", "2"], ["history"]):
+            rc_a, a, _ = cli(capsys, "--store", loaded["podman-docker-archive"], verb[0], multi_image.id,
+                             *verb[1:], "--format", "json")
+            rc_b, b, err = cli(capsys, "--store", tmp_path / "never", verb[0], f"docker://{ref}", *verb[1:],
+                               "--format", "json")
+            assert rc_a == rc_b == 0, err
+            a, b = json.loads(a), json.loads(b)
+            if verb[0] == "layers":  # the registry holds gzip blobs: other digests and compressed sizes
+                for row in a + b:  # (and the store may hold the base image by now: shared_by)
+                    del row["digest"], row["media_type"], row["compressed_size"], row["shared_by"]
+            assert a == b, verb
+        rc, out, err = cli(capsys, "--store", tmp_path / "never", "cat", f"docker://{ref}", "/app/extra.txt")
+        assert (rc, out) == (0, "extra\n"), err
+    finally:
+        r.stop()
+    assert not (tmp_path / "never").exists()
+
+
 # ---- the index itself ------------------------------------------------------------------------------
 
 LAYERS = [
