@@ -7,6 +7,10 @@ and returns a :class:`~layerkit.results.Table`, :class:`~layerkit.results.Messag
 report read everything else they show here too (``image_info``, ``shared_layers``, ``layer_files``,
 ``lookup`` ...): the faces never import the engine. ``report`` renders frames and plots, so it is a face's
 verb (:func:`layerkit.notebook.report.report`); this module imports no face.
+
+A verb's image argument is resolved in one place, :func:`image`: a stored image, or a transport reference
+(``docker-archive:PATH``, ``oci:DIR:NAME``, ``docker://REF`` ...) read in place without touching the store;
+the verbs then ask the image's own source (``img.source``) for union views and file bytes.
 """
 
 from __future__ import annotations

@@ -308,6 +308,51 @@ def test_hostile_layers_are_refused_in_place_as_load_refuses_them(case, kind, tm
         assert open_in_place(f"oci:{layout}:bad:1").size
 
 
+def _bad_archives(tmp_path: Path) -> dict[str, Path]:
+    """Classic docker-archives whose documents are wrong, each in its own way."""
+    from test_bad_input import DockerImage, docker_archive
+
+    out = {}
+    img = DockerImage.make("missing")
+    out["missing-layer"] = docker_archive(tmp_path / "missing.tar", [img], skip={img.layer_names[0]})
+    img = DockerImage.make("count", nlayers=2)
+    img.layer_names = img.layer_names[:1]
+    out["diff-id-count"] = docker_archive(tmp_path / "count.tar", [img])
+    img = DockerImage.make("escape")
+    img.layer_names = ["../../etc/passwd"]
+    out["escaping-name"] = docker_archive(tmp_path / "escape.tar", [img])
+    img = DockerImage.make("config")
+    img.config = b"{not json"
+    out["bad-config"] = docker_archive(tmp_path / "config.tar", [img])
+    out["not-json"] = docker_archive(tmp_path / "manifest.tar", [DockerImage.make("m")], manifest=b"[{")
+    return out
+
+
+def test_bad_archive_documents_are_refused_in_place_as_load_refuses_them(tmp_path, capsys):
+    """An archive whose manifest names a missing layer or a name climbing out, whose config lists another
+    number of layers or is not JSON, whose manifest is not JSON: the verbs fail in place with the line
+    ``load`` prints (after the archive's name), exit status 1, and the store stays as it was."""
+    st = tmp_path / "store"
+    assert main(["--store", str(st), "load", exports_free_layer(tmp_path)]) == 0
+    before = snapshot(st)
+    for case, path in _bad_archives(tmp_path).items():
+        rc, _, load_err = cli(capsys, "--store", st, "load", path)
+        assert rc == 1 and load_err.count("\n") == 1, (case, load_err)
+        for verb in ("efficiency", "layers", "history"):
+            rc, out, err = cli(capsys, "--store", st, verb, f"docker-archive:{path}")
+            assert rc == 1 and out == "" and err.count("\n") == 1, (case, verb, err)
+            # load names the archive as given, in place as docker-archive:PATH; the rest is the same
+            assert err.replace(f"docker-archive:{path}", str(path)) == load_err, (case, err, load_err)
+    assert snapshot(st) == before
+
+
+def exports_free_layer(tmp_path: Path) -> str:
+    """A small valid archive, so that the store exists and has something to keep unchanged."""
+    from test_bad_input import DockerImage, docker_archive
+
+    return str(docker_archive(tmp_path / "good.tar", [DockerImage.make("good")]))
+
+
 def test_cli_errors_and_exit_statuses(exports, tmp_path, capsys):
     """A missing archive, an unknown name in it, an archive of several images named without a REF (the
     line lists them, as skopeo refuses it) and a failing ``check``: one line each, the right exit status."""
