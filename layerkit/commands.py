@@ -8,7 +8,7 @@ report read everything else they show here too (``image_info``, ``shared_layers`
 ``lookup`` ...): the faces never import the engine. ``report`` renders frames and plots, so it is a face's
 verb (:func:`layerkit.notebook.report.report`); this module imports no face.
 
-A verb's image argument is resolved in one place, :func:`image`: a stored image, or a transport reference
+A verb's image argument is resolved in one place, :func:`resolve_image`: a stored image, or a transport reference
 (``docker-archive:PATH``, ``oci:DIR:NAME``, ``docker://REF`` ...) read in place without touching the store;
 the verbs then ask the image's own source (``img.source``) for union views and file bytes.
 """
@@ -135,7 +135,7 @@ def output_path(output: str, directory: bool = False) -> Path:
 
 # ---- the image a verb names: in the store, or in place ------------------------------------------
 
-def image(store: Store, name: str) -> Image:
+def resolve_image(store: Store, name: str) -> Image:
     """The one place a verb's image argument is resolved: an image of the store (a tag, an ID, ``NAME@DIGEST``),
     or a transport reference (``docker-archive:PATH[:REF]``, ``oci:DIR[:NAME]``, ``oci-archive:PATH[:NAME]``,
     ``docker://REF``, ``docker-daemon:REF``) analysed in place: read where it lies, nothing written to the
@@ -236,7 +236,7 @@ def store_container_counts(store: Store) -> dict[str, int]:
 
 def history(store: Store, name: str, no_trunc: bool = False) -> Table:
     """``history IMAGE`` as ``docker history`` prints it, newest first."""
-    img = image(store, name)
+    img = resolve_image(store, name)
     rows = []
     for h in img.history():
         # docker history --format json prints "ID":"<missing>" for a row no local image names
@@ -260,7 +260,7 @@ LAYER_KEYS = ["index", "diff_id", "digest", "media_type", "size", "tar_size", "c
 
 def layers(store: Store, name: str) -> Table:
     """``layers IMAGE``: one row per layer, bottom first, with the three sizes and who shares it."""
-    img = image(store, name)
+    img = resolve_image(store, name)
     users = img.source.diff_id_users()
     created = _layer_created_by(img)
     rows = []
@@ -280,7 +280,7 @@ def layers(store: Store, name: str) -> Table:
 
 def inspect_image(store: Store, name: str) -> Document:
     """``inspect IMAGE``: the record Docker shows, plus the manifest layerkit stores."""
-    img = image(store, name)
+    img = resolve_image(store, name)
     cfg = img.config
     data = {
         "Id": img.id,
@@ -477,7 +477,7 @@ def _target(store: Store, name: str):
     c = find_container(store, name, missing_ok=True)
     if c is not None:
         return c, c.view(), c.top
-    img = image(store, name)
+    img = resolve_image(store, name)
     return img, _view(img), None
 
 
@@ -564,7 +564,7 @@ def _layer_indexes(store: Store, target: str) -> tuple[list, list[str | None]]:
         store.index_layers(img.layers)
         return ([la.index() for la in img.layers] + [upper_index(c.upper)],
                 [la.diff_id for la in img.layers] + [None])
-    img = image(store, target)
+    img = resolve_image(store, target)
     img.source.index_layers(img.layers)
     return [la.index() for la in img.layers], [la.diff_id for la in img.layers]
 
@@ -612,7 +612,7 @@ def cat(store: Store, target: str, path: str, layer: int | None = None) -> Strea
     if c is not None and (layer is None or layer >= len(c.image.layers)):
         f = c.open(path)
         return Stream(iter(lambda: f.read(1 << 20), b""))
-    img = c.image if c is not None else image(store, target)
+    img = c.image if c is not None else resolve_image(store, target)
     _check_layer(img, target, layer)
     view = _view(img, layer)
     ue = view.lookup(path)
@@ -972,7 +972,7 @@ def files(store: Store, name: str, whiteouts: bool = False, layer: int | None = 
     the layers up to that one (the explorer panel's view of a layer)."""
     from .engine.analysis import files as union_files
 
-    img = image(store, name)
+    img = resolve_image(store, name)
     _check_layer(img, name, layer)
     rows = union_files(img.source, img, layer)
     if whiteouts:
@@ -987,7 +987,7 @@ def compare(store: Store, a: str, b: str) -> Sections:
     """``compare IMAGE IMAGE``: layer by layer (shared prefix, divergence) and file by file."""
     from .engine.analysis import compare as compare_images
 
-    res = compare_images(store, image(store, a), image(store, b))
+    res = compare_images(store, resolve_image(store, a), resolve_image(store, b))
     layer_t = Table([Column("index", "#"), Column("shared", "SHARED", lambda v: "yes" if v else "no"),
                      Column("diff_id_a", f"LAYER IN {a}", lambda v: short(v) if v else "-"),
                      Column("diff_id_b", f"LAYER IN {b}", lambda v: short(v) if v else "-"),
@@ -1012,7 +1012,7 @@ def image_info(store: Store, name: str, size: bool = True) -> Document:
     """One image as a panel or a report introduces it: ``id``, ``name`` (its first tag, else the short ID),
     ``tags``, ``created``, ``size`` (Docker's; None without ``size``, which saves reading the layer
     indexes), ``layers`` (how many), ``diff_ids`` and ``chain_ids`` bottom first."""
-    img = image(store, name)
+    img = resolve_image(store, name)
     return Document({"id": img.id, "name": img.name, "tags": [t.familiar for t in img.tags],
                      "created": rfc3339(img.created), "size": img.size if size else None,
                      "layers": len(img.diff_ids), "diff_ids": img.diff_ids, "chain_ids": list(img.chain_ids)})
@@ -1041,7 +1041,7 @@ def shared_layers(store: Store, names: list[str]) -> Table:
     (by chain ID, as Docker counts sharing); an image named twice counts once."""
     from .engine.analysis import shared_layers as rows_of
 
-    rows = rows_of([image(store, n) for n in names])
+    rows = rows_of([resolve_image(store, n) for n in names])
     return Table([Column("image", "IMAGE"), Column("index", "#"), Column("diff_id", "DIFF ID", short),
                   Column("size", "SIZE", fmt_size), Column("shared_by", "SHARED BY")], rows, SHARED_KEYS)
 
@@ -1053,7 +1053,7 @@ def layer_files(store: Store, name: str, index: int) -> Table:
     """What layer ``index`` of an image adds, modifies and deletes relative to the layers below, by path."""
     from .engine.analysis import layer_files as rows_of
 
-    img = image(store, name)
+    img = resolve_image(store, name)
     rows = rows_of(img.source, img, index)
     return Table([Column("kind", "KIND"), Column("path", "PATH"), Column("size", "SIZE", fmt_size)], rows,
                  LAYER_FILES_KEYS)
@@ -1063,7 +1063,7 @@ def lookup(store: Store, name: str, path: str, layer: int | None = None) -> Docu
     """The entry at ``path`` in an image's union view (``layer``: of the layers up to that one), the last
     component not followed: ``path type size mode uid gid link layer_index``, ``entries`` (a directory's
     count) and ``data_size`` (the size of the file a hardlink names; None when it cannot be read)."""
-    img = image(store, name)
+    img = resolve_image(store, name)
     _check_layer(img, name, layer)
     view = _view(img, layer)
     ue = view.lookup(path, follow=False)
@@ -1125,7 +1125,7 @@ def logout(store: Store | None, registry: str) -> Message:
 def _efficiency_of(store: Store, name: str):
     from .engine.efficiency import analyze
 
-    img = image(store, name)
+    img = resolve_image(store, name)
     img.source.index_layers(img.layers)  # several layers at once (a no-op for the store's checked layers)
     return analyze([layer.index() for layer in img.layers])
 

@@ -58,7 +58,7 @@ def _store_dir(text: str) -> str:
     return text
 
 
-# the read-only verbs also read an image where it lies, without loading it (commands.image)
+# the read-only verbs also read an image where it lies, without loading it (commands.resolve_image)
 IN_PLACE = ("a stored image, or a transport reference read in place without loading it: docker-archive:PATH[:REF], "
             "oci:DIR[:NAME], oci-archive:PATH[:NAME] (in place, layer contents are not checked against the "
             "config's diff_ids)")

@@ -487,9 +487,9 @@ def test_a_gzip_bomb_in_place_costs_time_not_memory(tmp_path):
 
 
 def test_api_image_in_place_analyses_like_the_store(exports, loaded, multi_image):
-    """The Python face: ``commands.image`` gives an Image read in place whose efficiency is the stored one's."""
+    """The Python face: ``commands.resolve_image`` gives an Image read in place whose efficiency is the stored one's."""
     ref = exports["skopeo-oci-layout-gzip"].ref
     s = Store(loaded["skopeo-oci-layout-gzip"])
-    img = commands.image(s, ref)
+    img = commands.resolve_image(s, ref)
     assert img.id == multi_image.id and img.diff_ids == s.image(multi_image.id).diff_ids
     assert analyze([la.index() for la in img.layers]) == analyze([la.index() for la in s.image(img.id).layers])
