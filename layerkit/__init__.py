@@ -2,8 +2,9 @@
 
 ``import layerkit`` stays fast: the engine and the notebook side are imported on first use.
 
+    from layerkit import commands
     store = layerkit.Store()            # the embedded default store
-    store.load("busybox.tar")
+    commands.load(store, "busybox.tar")  # every verb of the CLI is a function of layerkit.commands
     img = store.image("busybox")
     img.history(), img.layers
     layerkit.parse_reference("team/app:1.2")
