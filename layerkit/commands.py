@@ -154,13 +154,15 @@ def resolve_image(store: Store, name: str) -> Image:
 
 def _stored(store: Store, name: str) -> Image | None:
     """The store's image of that name when ``name`` is also a valid tag (``oci:v1`` is the image ``oci``,
-    tag ``v1``) and the store holds it; else None."""
-    from .errors import NotFound
-
+    tag ``v1``) and the store holds it; else None (also when the store cannot be read: the user named a
+    transport, which needs no store)."""
     try:
         parse_reference(name)
+    except InvalidReference:
+        return None
+    try:
         return store.image(name)
-    except (InvalidReference, NotFound):
+    except (LayerkitError, OSError):
         return None
 
 
