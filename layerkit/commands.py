@@ -29,6 +29,7 @@ from .engine.reference import Reference, parse_reference
 from .engine.store import Store
 from .errors import (
     HostPathError,
+    ImageNotFound,
     InvalidReference,
     LayerkitError,
     PartialFailure,  # noqa: F401 - defined there, named here too
@@ -140,16 +141,24 @@ def resolve_image(store: Store, name: str) -> Image:
     or a transport reference (``docker-archive:PATH[:REF]``, ``oci:DIR[:NAME]``, ``oci-archive:PATH[:NAME]``,
     ``docker://REF``, ``docker-daemon:REF``) analysed in place: read where it lies, nothing written to the
     store, layer indexes kept in memory (:mod:`layerkit.formats.transports.inplace`; diff_ids unchecked).
-    A name that looks like a transport reference but is a tag the store holds stays the store's image.
+    A name that looks like a transport reference but is a tag the store holds stays the store's image; an ID
+    the store does not hold may be that of an image read in place earlier in this process.
 
     The image's ``source`` answers what the verbs ask besides (``image_view``, ``blobs``,
     ``diff_id_users``): the store for a stored image, the in-place indexes otherwise."""
-    from .formats.transports.inplace import is_transport_reference, open_in_place
+    from .formats.transports.inplace import find_opened, is_transport_reference, open_in_place
 
     if is_transport_reference(name):
         stored = _stored(store, name)
         return stored if stored is not None else open_in_place(name, store)
-    return store.image(name)
+    try:
+        return store.image(name)
+    except ImageNotFound:
+        # the ID of an image this process read in place (the notebook's panels name images by ID)
+        opened = find_opened(name)
+        if opened is None:
+            raise
+        return opened
 
 
 def _stored(store: Store, name: str) -> Image | None:

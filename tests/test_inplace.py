@@ -229,6 +229,27 @@ def test_a_registry_image_in_place(exports, loaded, multi_image, tmp_path, capsy
     assert not (tmp_path / "never").exists()
 
 
+def test_the_explorer_panel_on_a_transport_reference(exports, loaded, multi_image, tmp_path):
+    """The notebook's image explorer opened on ``oci-archive:X`` shows what it shows for the image loaded:
+    history, efficiency, a layer's changes and tree; the image is offered in its picker, marked in place,
+    and the panel then names it by ID (found among the images this process read in place)."""
+    from test_widgets import html_of
+
+    from layerkit.notebook import widgets as lkw
+
+    ref = exports["podman-oci-archive"].ref
+    a = lkw.image_explorer(Store(loaded["podman-oci-archive"]), multi_image.id)
+    b = lkw.image_explorer(Store(tmp_path / "never"), ref)
+    assert b.image.value == multi_image.id and "in place" in dict((v, k) for k, v in b.image.options)[multi_image.id]
+    for w in (a, b):
+        w.layer.value = 1
+    for out in ("history_out", "efficiency_out", "changes_out", "tree_out"):
+        assert _ago(html_of(getattr(a, out))) == _ago(html_of(getattr(b, out))), out
+    assert "/app" in html_of(b.tree_out) and "<table" in html_of(b.history_out)
+    assert "efficiency" in html_of(b.efficiency_out)
+    assert not (tmp_path / "never").exists()
+
+
 # ---- the index itself ------------------------------------------------------------------------------
 
 LAYERS = [

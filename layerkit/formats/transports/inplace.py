@@ -15,7 +15,9 @@ manifest digest is the same too.
 
 A process keeps the last few images it opened (:data:`KEEP`), keyed by the reference and the identity of the
 file or directory it names, so the notebook's panels and a report, which ask several commands about one
-target, read an archive once; the sources stay open until they are dropped or the process ends.
+target, read an archive once, and may name it afterwards by its image ID (:func:`find_opened`); the sources
+stay open until they are dropped or the process ends. :func:`all_in_place` reads every image of an archive
+(``images SOURCE``).
 """
 
 from __future__ import annotations
@@ -197,6 +199,18 @@ def open_in_place(text: str, store: Store | None = None, **opts: object) -> Imag
         while len(_opened) > KEEP:
             _opened.pop(next(iter(_opened))).source.close()
     return image
+
+
+def find_opened(name: str) -> Image | None:
+    """An image this process read in place (and still keeps, :data:`KEEP`) whose ID is ``name`` (full,
+    with or without ``sha256:``, or a unique prefix of at least 12 hex digits), else None: so the faces can
+    name an image they resolved once by its ID, as they name stored ones."""
+    hexpart = name[7:] if name.startswith("sha256:") else name
+    if not 12 <= len(hexpart) <= 64 or any(c not in "0123456789abcdef" for c in hexpart):
+        return None
+    with _lock:
+        hits = {o.image.id: o.image for o in _opened.values() if o.image.id[7:].startswith(hexpart)}
+    return next(iter(hits.values())) if len(hits) == 1 else None
 
 
 @contextmanager
