@@ -167,7 +167,9 @@ def _options(loc: Location, store: Store | None, opts: dict) -> dict:
     out = dict(opts)
     if _takes(opener, "every"):
         out["every"] = True
-    if store is not None and _takes(opener, "store"):
+    if store is not None and _takes(opener, "store") and store.root.is_dir():
+        # only a store that exists: reading in place never creates one (a daemon source then spools to the
+        # system's temporary directory)
         out["store"] = store
     return out
 
