@@ -300,19 +300,79 @@ CMD ["cat", "/opt/out/artifact"]
 def test_workdir_makes_a_layer_as_the_classic_builder(world: World) -> None:
     """WORKDIR of a missing directory: a layer of its own holding the directory, as Docker's classic builder
     commits it (buildah 1.28 makes the directory only when a RUN needs it: the rest of the root filesystem
-    is the same); an existing directory makes an empty layer."""
+    is the same); an existing directory makes an empty layer, and so does a RUN that changes nothing
+    (buildah always makes a RUN layer)."""
     df = """FROM localhost/lk-busybox:1
 WORKDIR /srv/app
 WORKDIR /tmp
 COPY a.txt .
+RUN true
 """
     cfg = compare(world, "workdir", df, files={"a.txt": "a\n"}, layers=False, only_ours=("/srv", "/srv/app"))
     tree = _tree(world.root / "lk-workdir" / "rootfs")
     assert tree["/srv/app"][:5] == ("dir", None, 0o755, 0, 0)
-    rows = [(h["created_by"], bool(h.get("empty_layer"))) for h in cfg["history"]][-3:]
+    rows = [(h["created_by"], bool(h.get("empty_layer"))) for h in cfg["history"]][-4:]
     assert rows[0] == ("/bin/sh -c #(nop)  WORKDIR /srv/app", False)
     assert rows[1] == ("/bin/sh -c #(nop)  WORKDIR /tmp", True)
+    assert rows[3] == ("/bin/sh -c true", True)  # a RUN that changes nothing: an empty layer, as Docker's
     assert len(cfg["rootfs"]["diff_ids"]) == 3
+
+
+def _tar(path: Path, gz: bool) -> None:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz" if gz else "w") as tf:
+        def add(name: str, kind: bytes, data: bytes = b"", mode: int = 0o644, link: str = "") -> None:
+            ti = tarfile.TarInfo(name)
+            ti.type, ti.mode, ti.uid, ti.gid, ti.mtime, ti.linkname = kind, mode, 5, 6, 1700000000, link
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data) if data else None)
+        add("pkg", tarfile.DIRTYPE, mode=0o750)
+        add("pkg/bin.sh", tarfile.REGTYPE, b"#!/bin/sh\necho hi\n", 0o755)
+        add("pkg/data.txt", tarfile.REGTYPE, b"data\n", 0o600)
+        add("pkg/link", tarfile.SYMTYPE, link="data.txt")
+
+
+def test_add_extracts_local_archives(world: World) -> None:
+    """ADD: a plain tar and a gzip tar are extracted (owners and modes of the archive), a file that is not
+    an archive is copied, a directory's contents too; as buildah does."""
+    df = """FROM localhost/lk-busybox:1
+ADD plain.tar /plain/
+ADD packed.tar.gz /packed
+ADD notes.txt /notes/
+ADD dir /dir/
+"""
+    ctx = _context(world.root, "add", df, {"notes.txt": "n\n", "dir/a": "a\n"})
+    _tar(ctx / "plain.tar", gz=False)
+    _tar(ctx / "packed.tar.gz", gz=True)
+    tag = "localhost/lkb-add:1"
+    _buildah(world, ctx, tag)
+    assert world.lk("build", "-q", "-t", tag, str(ctx)) == 0
+    theirs = _tree(_unpack(world.engine.storage_ref(tag), world.root / "bh-add"))
+    ours = _tree(_unpack(f"oci:{world.store}:{tag}", world.root / "lk-add"))
+    assert ours == theirs
+    assert ours["/packed/pkg/data.txt"][2:5] == (0o600, 5, 6) and ours["/plain/pkg/link"][5] == "data.txt"
+    _, raw = _skopeo_config(world.engine.storage_ref(tag))
+    assert _layers(_lk_config(world, tag)) == _layers(raw)
+
+
+def test_onbuild_triggers_and_healthcheck(world: World) -> None:
+    """ONBUILD is stored, then run right after FROM in a build of an image FROM it; HEALTHCHECK is kept
+    in the config (buildah 1.28 records it in the history only, so that is checked on its own)."""
+    parent = """FROM localhost/lk-busybox:1
+ONBUILD RUN echo triggered > /trig
+ONBUILD LABEL from.trigger=yes
+HEALTHCHECK --interval=30s --timeout=5s --retries=2 CMD wget -q localhost || exit 1
+"""
+    cfg = compare(world, "onbuild-parent", parent)
+    assert cfg["config"]["OnBuild"] == ["RUN echo triggered > /trig", "LABEL from.trigger=yes"]
+    assert cfg["config"]["Healthcheck"] == {"Test": ["CMD-SHELL", "wget -q localhost || exit 1"],
+                                            "Interval": 30_000_000_000, "Timeout": 5_000_000_000, "Retries": 2}
+    child = compare(world, "onbuild-child", "FROM localhost/lkb-onbuild-parent:1\nRUN cat /trig > /copy\n")
+    assert not child["config"].get("OnBuild")
+    assert child["config"]["Labels"]["from.trigger"] == "yes"
+    assert (world.root / "lk-onbuild-child" / "rootfs" / "trig").read_text() == "triggered\n"
 
 
 # ---- the cache ----------------------------------------------------------------------------------------
