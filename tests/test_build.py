@@ -421,6 +421,8 @@ BAD = {
     "missing": ("FROM localhost/lk-busybox:1\nCOPY nothere.txt /x\n", {}, "nothere.txt"),
     "noimage": ("FROM localhost/not-loaded:9\nRUN true\n", {}, "load or pull it first"),
     "nostage": ("FROM localhost/lk-busybox:1\nCOPY --from=nosuch /a /a\n", {}, "--from=nosuch: no such stage"),
+    "cycle": ("FROM localhost/lk-busybox:1 AS self\nCOPY --from=self /bin/sh /sh\n", {}, "a stage cycle"),
+    "target": ("FROM localhost/lk-busybox:1 AS one\nRUN true\n", {}, "failed to reach build target"),
     "url": ("FROM localhost/lk-busybox:1\nADD https://example.com/x.tar /x\n", {}, "builds have no network"),
     "runfails": ("FROM localhost/lk-busybox:1\nRUN echo partial && exit 3\n", {},
                  "returned a non-zero code: 3"),
@@ -435,10 +437,30 @@ def test_bad_input_one_line_nothing_tagged(world: World, capsys, case: str) -> N
         (ctx / "evil").symlink_to("/etc/passwd")
     capsys.readouterr()
     tag = f"lkb-bad-{case}:1"
-    assert world.lk("build", "-q", "-t", tag, str(ctx)) == 1
+    extra = ["--target", "nosuch"] if case == "target" else []
+    assert world.lk("build", "-q", "-t", tag, *extra, str(ctx)) == 1
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("layerkit: error: "), err
     assert expected in lines[0]
     tags = {t.familiar for i in Store(world.store).images() for t in i.tags}
     assert tag not in tags
+
+
+def test_failed_run_keeps_earlier_steps_and_no_container(world: World, capsys) -> None:
+    """A RUN that fails names the step, its command and status, tags nothing and leaves no container; the
+    steps before it stay as dangling images, so the corrected build reuses them."""
+    df = "FROM localhost/lk-busybox:1\nCOPY a.txt /a.txt\nRUN echo out && exit 4\n"
+    ctx = _context(world.root, "fail", df, {"a.txt": "a\n"})
+    capsys.readouterr()
+    assert world.lk("build", "-t", "lkb-fail:1", str(ctx)) == 1
+    out, err = capsys.readouterr()
+    assert "out\n" in out  # the RUN's output streamed before the failure
+    assert err.strip() == ("layerkit: error: Step 3/3 (Dockerfile line 3: RUN): The command '/bin/sh -c echo out "
+                           "&& exit 4' returned a non-zero code: 4")
+    assert world.lk("ps", "-a", "--format", "json") == 0
+    assert "lk-build-" not in capsys.readouterr().out
+    (ctx / "Dockerfile").write_text("FROM localhost/lk-busybox:1\nCOPY a.txt /a.txt\nRUN echo fixed > /f\n")
+    assert world.lk("build", "-t", "lkb-fail:1", str(ctx)) == 0
+    steps = capsys.readouterr().out.split("Step ")[1:]
+    assert [(" ---> Using cache" in s) for s in steps] == [False, True, False]
