@@ -215,6 +215,7 @@ COPY --chown=app src/two.txt /owned-by-name
 COPY --chown=app:staff src/sub /owned-by-names/
 COPY --chmod=0640 a.txt /modes/a.txt
 COPY tree /tree
+COPY hidden /hidden
 """
     files = {"a.txt": "a\n", "b.txt": "bb\n", "src/one.txt": "one\n", "src/two.txt": "two\n",
              "src/sub/three.txt": "three\n", "README.md": "r\n", "NOTES.md": "n\n", "skip.log": "x\n",
@@ -222,7 +223,8 @@ COPY tree /tree
              "tree/deep/x/y.tmp": "y\n",
              "passwd": "root:x:0:0:root:/root:/bin/sh\napp:x:1001:1002::/home/app:/bin/sh\n",
              "group": "root:x:0:\napp:x:1002:\nstaff:x:50:app\n",
-             ".dockerignore": "*.log\n**/*.tmp\n!tree/cache/wanted.tmp\n"}
+             ".dockerignore": "*.log\n**/*.tmp\n!tree/cache/wanted.tmp\nhidden\n!hidden/sub/keep.txt\n",
+             "hidden/gone.txt": "g\n", "hidden/sub/keep.txt": "kept\n"}
     ctx_files = dict(files)
     ctx = _context(world.root, "copy", df, ctx_files)
     (ctx / "src" / "link").symlink_to("one.txt")
@@ -234,6 +236,7 @@ COPY tree /tree
     ours = _tree(_unpack(f"oci:{world.store}:{tag}", world.root / "lk-copy"))
     assert ours == theirs
     assert ours["/tree/cache/wanted.tmp"][0] == "file" and "/tree/cache/big.tmp" not in ours
+    assert "/hidden/sub/keep.txt" in ours and "/hidden/gone.txt" not in ours
     assert "/skip.log" not in ours and ours["/app/link"][5] == "one.txt"
     assert ours["/owned/one.txt"][3:5] == (1000, 1000) and ours["/owned-by-name"][3:5] == (1001, 1002)
     assert ours["/owned-by-names/three.txt"][3:5] == (1001, 50)
