@@ -468,3 +468,47 @@ def test_failed_run_keeps_earlier_steps_and_no_container(world: World, capsys) -
     assert world.lk("build", "-t", "lkb-fail:1", str(ctx)) == 0
     steps = capsys.readouterr().out.split("Step ")[1:]
     assert [(" ---> Using cache" in s) for s in steps] == [False, True, False]
+
+
+# ---- word expansion and .dockerignore patterns, in process ----------------------------------------------
+
+@pytest.mark.parametrize(("word", "expected"), [
+    # Docker's documented forms (docs.docker.com, "Environment replacement"), with V=v, E empty, U unset
+    ("$V", "v"), ("${V}", "v"), ("${U:-word}", "word"), ("${E:-word}", "word"), ("${E-word}", ""),
+    ("${V:+word}", "word"), ("${U:+word}", ""), ("${E+word}", "word"), ("pre${V}post", "prevpost"),
+    (r"\$V", "$V"), ("'$V'", "$V"), ('"$V x"', "v x"), (r'"a\"b"', 'a"b'), ("${U:-${V}}", "v"),
+    ("$U", ""),  # an ARG used before it is declared is empty, as in Docker
+])
+def test_word_expansion(word: str, expected: str) -> None:
+    from layerkit.engine.build.dockerfile import Lexer
+
+    assert Lexer().process_word(word, {"V": "v", "E": ""}) == expected
+
+
+def test_word_expansion_errors_name_the_word() -> None:
+    from layerkit.engine.build.dockerfile import Lexer
+    from layerkit.errors import DockerfileError
+
+    for bad in ("${V", "${:}", "'open", "${U:?must be set}"):
+        with pytest.raises(DockerfileError, match="failed to process"):
+            Lexer().process_word(bad, {"V": "v"})
+
+
+@pytest.mark.parametrize(("pattern", "path", "hidden"), [
+    ("*.md", "README.md", True), ("*.md", "docs/README.md", False), ("**/*.md", "docs/a/README.md", True),
+    ("**/*.md", "README.md", True), ("docs", "docs/a/b.txt", True), ("/docs/", "docs/x", True),
+    ("d?cs", "docs", True), ("[a-c]*", "build", True), ("[a-c]*", "dist", False),
+])
+def test_dockerignore_patterns(tmp_path: Path, pattern: str, path: str, hidden: bool) -> None:
+    from layerkit.engine.build.context import BuildContext
+
+    (tmp_path / ".dockerignore").write_text(pattern + "\n")
+    assert BuildContext(tmp_path).excluded(path) is hidden
+
+
+def test_dockerignore_last_match_wins(tmp_path: Path) -> None:
+    from layerkit.engine.build.context import BuildContext
+
+    (tmp_path / ".dockerignore").write_text("# comment\n*.txt\n!keep*.txt\nkeep-not.txt\n")
+    ctx = BuildContext(tmp_path)
+    assert [ctx.excluded(p) for p in ("a.txt", "keep1.txt", "keep-not.txt", "a.md")] == [True, False, True, False]
