@@ -295,6 +295,12 @@ CMD ["cat", "/opt/out/artifact"]
     compare(world, "multi", df)
     ours = _tree(world.root / "lk-multi" / "rootfs")
     assert ours["/opt/out/artifact"][3:5] == (7, 8) and ours["/opt/out/link"][5] == "artifact"
+    # round trip: saved as a docker-archive, the built image loads and runs in Podman
+    archive = world.root / "multi-saved.tar"
+    assert world.lk("save", "localhost/lkb-multi:1", "-o", str(archive)) == 0
+    world.engine.podman("rmi", "localhost/lkb-multi:1")
+    world.engine.load(archive)
+    assert world.engine.run_container("localhost/lkb-multi:1") == "built\n"
     cfg = compare(world, "multi-target", df, target="second")
     assert "/second" in _tree(world.root / "lk-multi-target" / "rootfs")
     assert cfg["config"]["Cmd"] == ["sh"]
@@ -407,6 +413,14 @@ CMD ["sh"]
     assert [(" ---> Using cache" in s) for s in steps] == [False, True, True, True, False, False]
     assert store.image("lkb-cache:3").id != store.image("lkb-cache:1").id
 
+    # history as docker history shows a build: each step's row names the image that step made
+    assert world.lk("history", "--format", "json", "lkb-cache:3") == 0
+    rows = json.loads(capsys.readouterr().out)
+    ids = [r["id"] for r in rows[:6]]
+    assert ids[0] == store.image("lkb-cache:3").id and "<missing>" not in ids
+    assert [r["empty_layer"] for r in rows[:5]] == [True, False, False, False, True]
+    assert rows[4]["created_by"] == "/bin/sh -c #(nop)  ENV A=1"
+    assert rows[2]["created_by"] == "/bin/sh -c cat /first.txt > /copied"
     assert world.lk("build", "--no-cache", "-t", "lkb-cache:4", str(ctx)) == 0
     assert "Using cache" not in capsys.readouterr().out
     # the intermediate images are kept, untagged, for the cache
