@@ -526,3 +526,37 @@ def test_dockerignore_last_match_wins(tmp_path: Path) -> None:
     (tmp_path / ".dockerignore").write_text("# comment\n*.txt\n!keep*.txt\nkeep-not.txt\n")
     ctx = BuildContext(tmp_path)
     assert [ctx.excluded(p) for p in ("a.txt", "keep1.txt", "keep-not.txt", "a.md")] == [True, False, True, False]
+
+
+def test_killed_build_leaves_a_consistent_store(world: World, capsys) -> None:
+    """A build killed (SIGKILL) in the middle of a step: the store still lists and builds; the next build
+    reuses the steps that were done, removes what the dead build left (its RUN container, a step
+    directory) and finishes."""
+    import signal
+    import sys
+    import time
+
+    df = "FROM localhost/lk-busybox:1\nCOPY a.txt /a.txt\nRUN sleep 30\nRUN echo done > /done\n"
+    ctx = _context(world.root, "killed", df, {"a.txt": "killed\n"})
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, "-m", "layerkit", "--store", str(world.store), "build", "-t",
+                             "lkb-killed:1", str(ctx)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+    seen = b""
+    deadline = time.monotonic() + 60
+    while b"Running in" not in seen and time.monotonic() < deadline:
+        seen += proc.stdout.read1(4096)
+    assert b"Running in" in seen, seen
+    os.killpg(proc.pid, signal.SIGKILL)  # layerkit and the container's processes
+    proc.wait()
+    proc.stdout.close()
+    capsys.readouterr()
+    assert world.lk("ps", "-a") == 0
+    assert "lk-build-" in capsys.readouterr().out  # what the killed build left
+    (ctx / "Dockerfile").write_text(df.replace("sleep 30", "true"))
+    assert world.lk("build", "-q", "-t", "lkb-killed:1", str(ctx)) == 0
+    store = Store(world.store)
+    assert store.image("lkb-killed:1").config["history"][-1]["created_by"] == "/bin/sh -c echo done > /done"
+    assert not list((world.store / "layerkit" / "tmp").glob("build-*"))
+    assert world.lk("ps", "-a") == 0  # the killed step's container was removed, its processes killed
+    assert "lk-build-" not in capsys.readouterr().out

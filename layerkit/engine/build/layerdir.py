@@ -9,6 +9,8 @@ overlayfs copies them up under a container), missing ones are created. The resul
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import posixpath
 import shutil
@@ -29,13 +31,48 @@ if TYPE_CHECKING:  # pragma: no cover
 MAX_SYMLINKS = 40
 
 
+def remove_stale(tmp: Path) -> list[str]:
+    """Remove the step directories of builds that were killed (their lock file is free); their names."""
+    removed = []
+    for lock in tmp.glob("build-*.lock"):
+        try:
+            fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live build's
+            shutil.rmtree(str(lock)[:-len(".lock")], ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock)
+            removed.append(lock.name[:-len(".lock")])
+        finally:
+            os.close(fd)
+    return removed
+
+
 class LayerDir:
     """The upper directory of one build step over ``base`` (None: ``FROM scratch``)."""
 
     def __init__(self, store: Store, base: Image | None) -> None:
         store.blobs.ensure()
         tmp = private_dir(store.blobs.tmp_dir, parents=True)
-        self.dir = Path(tempfile.mkdtemp(dir=tmp, prefix="build-"))
+        remove_stale(tmp)
+        # the lock file is held for as long as the directory lives: a build killed half way leaves it
+        # unlocked, and the next build removes both (as the store's cleaner removes a killed writer's blob);
+        # locked before the directory is made, and made again if a cleaner took it in between
+        for _ in range(100):
+            self._lock, name = tempfile.mkstemp(dir=tmp, prefix="build-", suffix=".lock")
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
+            if os.fstat(self._lock).st_nlink > 0:
+                break
+            os.close(self._lock)
+        else:
+            raise OSError(f"{tmp}: cannot create a build directory (removed as soon as made)")
+        self.dir = Path(name[:-len(".lock")])
+        self.dir.mkdir(mode=0o700)
         self.upper = self.dir / "upper"
         self.upper.mkdir()
         os.chmod(self.upper, 0o755)
@@ -44,6 +81,9 @@ class LayerDir:
     def close(self) -> None:
         """Remove the directory."""
         shutil.rmtree(self.dir, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{self.dir}.lock")
+        os.close(self._lock)
 
     def __enter__(self) -> LayerDir:
         return self

@@ -6,6 +6,7 @@ changed nothing), ``created_by`` the command (after ``|N K=V`` when build args a
 from __future__ import annotations
 
 import copy
+import fcntl
 import os
 import secrets
 import threading
@@ -44,7 +45,9 @@ def do_run(state: State, ins: Instruction, step: str) -> StepOutcome:
     if hit is not None:
         state.adopt(hit)
         return StepOutcome(hit, True)
-    c = create_container(state.store, state.image.id, cmd or ["/bin/sh"], name=f"lk-build-{secrets.token_hex(6)}")
+    remove_dead_containers(state.store)
+    c = create_container(state.store, state.image.id, cmd or ["/bin/sh"], name=f"{PREFIX}{secrets.token_hex(6)}")
+    owner = _own(c)
     try:
         state.output(f" ---> Running in {c.short_id}\n")
         code = _run_streamed(c, cmd, dict(kv.split("=", 1) for kv in args), state.output, execute)
@@ -60,10 +63,49 @@ def do_run(state: State, ins: Instruction, step: str) -> StepOutcome:
             size = res.index.size
     finally:
         remove_container(state.store, c.id, force=True)
+        os.close(owner)
     state.output(f"Removing intermediate container {c.short_id}\n")
     image = state.record(cc, layer)
     state.adopt(image)
     return StepOutcome(image, False, size)
+
+
+PREFIX = "lk-build-"  # the name of a RUN step's container
+OWNER_LOCK = "build.lock"  # in the container's directory, locked by the build that runs it
+
+
+def _own(c) -> int:
+    """Lock the container's owner file for as long as this build uses it (a descriptor to close)."""
+    fd = os.open(c.dir / OWNER_LOCK, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def remove_dead_containers(store) -> list[str]:
+    """Remove the RUN containers of builds that were killed (their owner lock is free): what is left of
+    their processes is killed first, as ``rm -f`` does. A container whose build is alive is left alone."""
+    from ..container import list_containers, remove_container
+    from ..runtime import kill
+
+    removed = []
+    for c in list_containers(store):
+        if not c.name.startswith(PREFIX):
+            continue
+        try:
+            fd = os.open(c.dir / OWNER_LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue  # just created by a live build, not locked yet (or gone)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            kill(c)
+            remove_container(store, c.id, force=True)
+            removed.append(c.name)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _run_streamed(c, cmd: list[str], env: dict[str, str], output: Output, execute) -> int:
