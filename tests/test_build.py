@@ -560,3 +560,35 @@ def test_killed_build_leaves_a_consistent_store(world: World, capsys) -> None:
     assert not list((world.store / "layerkit" / "tmp").glob("build-*"))
     assert world.lk("ps", "-a") == 0  # the killed step's container was removed, its processes killed
     assert "lk-build-" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case", ["through-symlink", "dotdot"])
+def test_add_of_a_hostile_archive_stays_in_its_layer(world: World, capsys, tmp_path: Path, case: str) -> None:
+    """ADD extracts with the layer extractor's rules: a member written through a symlink of the archive, or
+    named with ``..`` out of the root, is refused (one line naming it, as Docker's breakout error), and
+    nothing reaches the host."""
+    import io
+    import tarfile
+
+    target = tmp_path / "host-target"
+    target.mkdir()
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tf:
+        if case == "through-symlink":
+            link = tarfile.TarInfo("link")
+            link.type, link.linkname = tarfile.SYMTYPE, str(target)
+            tf.addfile(link)
+            name = "link/evil"
+        else:
+            name = "../../../../../../" + str(target).lstrip("/") + "/evil"
+        ti = tarfile.TarInfo(name)
+        ti.size = 5
+        tf.addfile(ti, io.BytesIO(b"evil\n"))
+    ctx = _context(world.root, f"hostile-{case}", "FROM localhost/lk-busybox:1\nADD bad.tar /x/\n",
+                   {"bad.tar": archive.getvalue()})
+    capsys.readouterr()
+    code = world.lk("build", "-q", "-t", f"lkb-hostile-{case}:1", str(ctx))
+    err = capsys.readouterr().err
+    assert not list(target.iterdir())
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert ("'link/evil'" if case == "through-symlink" else "host-target/evil' points outside the root") in err
