@@ -441,6 +441,8 @@ BAD = {
     "cycle": ("FROM localhost/lk-busybox:1 AS self\nCOPY --from=self /bin/sh /sh\n", {}, "a stage cycle"),
     "target": ("FROM localhost/lk-busybox:1 AS one\nRUN true\n", {}, "failed to reach build target"),
     "platform": ("FROM --platform=linux/s390x localhost/lk-busybox:1\nRUN true\n", {}, "not for linux/s390x"),
+    "nouser": ("FROM localhost/lk-busybox:1\nUSER nobody\nRUN true\n", {},
+               "Step 3/3 (Dockerfile line 3: RUN): /bin/sh -c true: unable to find user nobody"),
     "url": ("FROM localhost/lk-busybox:1\nADD https://example.com/x.tar /x\n", {}, "builds have no network"),
     "runfails": ("FROM localhost/lk-busybox:1\nRUN echo partial && exit 3\n", {},
                  "returned a non-zero code: 3"),

@@ -11,7 +11,7 @@ import os
 import secrets
 import threading
 
-from ...errors import BuildFailed, DockerfileError
+from ...errors import BuildFailed, DockerfileError, LayerkitError
 from .dockerfile import PREDEFINED_ARGS, Instruction
 from .state import Output, State, StepOutcome, command_of
 
@@ -50,7 +50,10 @@ def do_run(state: State, ins: Instruction, step: str) -> StepOutcome:
     owner = _own(c)
     try:
         state.output(f" ---> Running in {c.short_id}\n")
-        code = _run_streamed(c, cmd, dict(kv.split("=", 1) for kv in args), state.output, execute)
+        try:
+            code = _run_streamed(c, cmd, dict(kv.split("=", 1) for kv in args), state.output, execute)
+        except LayerkitError as exc:  # the process could not start (no such user, no such command)
+            raise BuildFailed(f"{step}: {' '.join(cmd)}: {exc}") from exc
         if code != 0:
             raise BuildFailed(f"{step}: The command '{' '.join(cmd)}' returned a non-zero code: {code}")
         res, empty = freeze_upper(state.store, c.upper, f"RUN (Dockerfile line {ins.line})", frozenset(RUNTIME_DIRS))
