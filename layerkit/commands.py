@@ -12,6 +12,7 @@ verb (:func:`layerkit.notebook.report.report`); this module imports no face.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
 
@@ -745,7 +746,7 @@ def commit(store: Store, name: str, repo: str | None = None, message: str = "", 
 
 def build(store: Store, context: str, dockerfile: str | None = None, tags: list[str] = (),
           build_args: dict[str, str] | None = None, target: str | None = None, no_cache: bool = False,
-          output=None) -> Message:
+          output: Callable[[str], None] | None = None) -> Message:
     """``build [-t TAG]... [-f FILE] [--build-arg K=V]... [--target STAGE] [--no-cache] CONTEXT``: the classic
     builder. ``output(text)`` receives what ``docker build`` prints (steps, cache hits, RUN output) as it
     comes; without it the result's one line is the image ID (``-q``). The data: ``id``, ``tags`` and
