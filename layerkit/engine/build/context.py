@@ -180,20 +180,27 @@ class BuildContext:
     def walk(self, rel: str = ".") -> Iterator[tuple[str, os.stat_result]]:
         """(path relative to the context, lstat) of every entry below ``rel`` that is not hidden, parents
         first, names sorted; symlinks are not followed."""
-        base = self.root if rel == "." else self.root / rel
-        with os.scandir(base) as it:
-            names = sorted(e.name for e in it)
-        for name in names:
-            sub = name if rel == "." else f"{rel}/{name}"
-            if self.excluded(sub):
-                # an exception below a hidden directory (``!dir/keep``) still shows, as in Docker
-                if not any(p.exclusion for p in self.patterns):
-                    continue
+        exceptions = any(p.exclusion for p in self.patterns)
+        stack = [(rel, None)]  # (directory, iterator over its sorted names): no recursion, any depth
+        while stack:
+            d, names = stack[-1]
+            if names is None:
+                with os.scandir(self.root if d == "." else self.root / d) as it:
+                    names = iter(sorted(e.name for e in it))
+                stack[-1] = (d, names)
+            name = next(names, None)
+            if name is None:
+                stack.pop()
+                continue
+            sub = name if d == "." else f"{d}/{name}"
+            hidden = self.excluded(sub)
+            if hidden and not exceptions:
+                continue
             st = os.lstat(self.root / sub)
-            if not self.excluded(sub):
+            if not hidden:  # an exception below a hidden directory (``!dir/keep``) still shows, as in Docker
                 yield sub, st
             if stat.S_ISDIR(st.st_mode):
-                yield from self.walk(sub)
+                stack.append((sub, None))
 
     def _inside(self, rel: str, what: str) -> str:
         """``rel`` resolved inside the context (symlinks followed, each target checked to stay inside)."""
