@@ -228,6 +228,7 @@ COPY hidden /hidden
     ctx_files = dict(files)
     ctx = _context(world.root, "copy", df, ctx_files)
     (ctx / "src" / "link").symlink_to("one.txt")
+    os.link(ctx / "src" / "one.txt", ctx / "src" / "sub" / "hard.txt")
     os.chmod(ctx / "src" / "two.txt", 0o755)
     tag = "localhost/lkb-copy:1"
     _buildah(world, ctx, tag)
@@ -236,6 +237,9 @@ COPY hidden /hidden
     ours = _tree(_unpack(f"oci:{world.store}:{tag}", world.root / "lk-copy"))
     assert ours == theirs
     assert ours["/tree/cache/wanted.tmp"][0] == "file" and "/tree/cache/big.tmp" not in ours
+    for tool in ("bh-copy", "lk-copy"):  # a hardlink of the context stays one in both images
+        root = world.root / tool / "rootfs" / "app"
+        assert os.stat(root / "one.txt").st_ino == os.stat(root / "sub" / "hard.txt").st_ino, tool
     assert "/hidden/sub/keep.txt" in ours and "/hidden/gone.txt" not in ours
     assert "/skip.log" not in ours and ours["/app/link"][5] == "one.txt"
     assert ours["/owned/one.txt"][3:5] == (1000, 1000) and ours["/owned-by-name"][3:5] == (1001, 1002)

@@ -43,6 +43,7 @@ class _Entry:
     chunks: Callable[[], Iterator[bytes]] | None
     name: str = ""  # the top entry's name (where a file goes in a destination directory)
     host: str | None = None  # a context file's path on the host (ADD looks for an archive there)
+    inode: tuple[int, int] | None = None  # a context file with several names: copied as one file, linked
 
 
 def _host_chunks(path: str) -> Callable[[], Iterator[bytes]]:
@@ -63,7 +64,7 @@ def _context_entries(ctx: BuildContext, src: Source) -> tuple[_Entry, list[_Entr
             return _Entry(rel, "dir", stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime, "", None)
         if stat.S_ISREG(st.st_mode):
             return _Entry(rel, "file", stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime, "",
-                          _host_chunks(host))
+                          _host_chunks(host), inode=(st.st_dev, st.st_ino) if st.st_nlink > 1 else None)
         raise BuildContextError(f"{rel}: cannot copy a {stat.S_IFMT(st.st_mode):o} file (only files, "
                                 "directories and symlinks)")
 
@@ -240,6 +241,7 @@ def do_copy(state: State, ins: Instruction, add: bool = False) -> StepOutcome:
     if len(groups) > 1 and not (dest.endswith("/") or dest.endswith("/.")) and dest != ".":
         raise DockerfileError(f"{where}: When using {name} with more than one source file, the destination "
                               "must be a directory and end with a /")
+    links: dict[tuple[int, int], str] = {}
     with LayerDir(state.store, state.image) as ld:
         for top, below in groups:
             owner = (lambda e: (e.uid, e.gid)) if preserve else (lambda e: (uid, gid))
@@ -250,7 +252,7 @@ def do_copy(state: State, ins: Instruction, add: bool = False) -> StepOutcome:
             if top.kind == "dir":
                 base = ld.ensure_dir(dest_path, uid, gid)
                 for e in below:
-                    _put(ld, posixpath.join(base, e.rel), e, owner(e), mode_override)
+                    _put(ld, posixpath.join(base, e.rel), e, owner(e), mode_override, links)
                 continue
             target = ld.resolve(dest_path)
             if dir_dest or ld.is_dir(target):
@@ -258,7 +260,7 @@ def do_copy(state: State, ins: Instruction, add: bool = False) -> StepOutcome:
                 target = posixpath.join(base, top.name)
             else:
                 ld.ensure_dir(posixpath.dirname(target), uid, gid)
-            _put(ld, target, top, owner(top), mode_override)
+            _put(ld, target, top, owner(top), mode_override, links)
         layer, size = freeze(state, ld, f"{name} (Dockerfile line {ins.line})")
     image = state.record(cc, layer)
     state.adopt(image)
@@ -329,11 +331,17 @@ def _add_archive(state: State, ld: LayerDir, path: str, dest: str, where: str) -
                                         "ADD archive are not supported")
 
 
-def _put(ld: LayerDir, path: str, e: _Entry, owner: tuple[int, int], mode: int | None) -> None:
+def _put(ld: LayerDir, path: str, e: _Entry, owner: tuple[int, int], mode: int | None,
+         links: dict[tuple[int, int], str]) -> None:
     uid, gid = owner
     parent = posixpath.dirname(path)
     if not os.path.isdir(ld.host(parent)):  # a directory hidden by .dockerignore around an exception
         ld.ensure_dir(parent, uid, gid)
+    if e.inode is not None and e.inode in links:  # hardlinks stay hardlinks, as in Docker's tar-based copy
+        ld.put_hardlink(path, links[e.inode])
+        return
+    if e.inode is not None:
+        links[e.inode] = path
     if e.kind == "dir":
         ld.put_dir(path, mode if mode is not None else e.mode, uid, gid, e.mtime)
     elif e.kind == "symlink":

@@ -211,6 +211,11 @@ class LayerDir:
         if mtime is not None:
             os.utime(host, (mtime, mtime), follow_symlinks=False)
 
+    def put_hardlink(self, path: str, existing: str) -> None:
+        """Make the resolved ``path`` a second name of the file this layer wrote at ``existing``."""
+        host = self._clear(path, keep_dir=False)
+        os.link(self.host(existing), host, follow_symlinks=False)
+
     @staticmethod
     def _meta(host: str, mode: int, uid: int, gid: int, mtime: float | None) -> None:
         os.chown(host, uid, gid, follow_symlinks=False)
