@@ -201,7 +201,9 @@ def do_copy(state: State, ins: Instruction, add: bool = False) -> StepOutcome:
                                         "network (download the file into the build context and ADD or COPY it)")
             raise BuildContextError(f"{where}: {s}: source can't be a URL for COPY")
     chown = ins.flag("chown")
+    chown = state.word(ins, chown) if chown else chown
     chmod = ins.flag("chmod")
+    chmod = state.word(ins, chmod) if chmod else chmod
     mode_override = None
     if chmod:
         try:
@@ -226,7 +228,7 @@ def do_copy(state: State, ins: Instruction, add: bool = False) -> StepOutcome:
     preserve = from_ is not None and not chown
     uid, gid = (0, 0)
     if chown:
-        uid, gid = _chown(state, state.word(ins, chown), where)
+        uid, gid = _chown(state, chown, where)
     chown_note = f"--chown={chown} " if chown else ""
     comment = f"{name} {chown_note}{src_hash} in {dest} "
     cc = nop_config(state, comment, separate=False)
@@ -275,7 +277,8 @@ def _archive_kind(path: str, where: str) -> str:
 
     with open(path, "rb", buffering=0) as f:
         head = f.read(1024)
-    if head.startswith(b"BZh") or head.startswith(b"\xfd7zXZ\x00"):
+    bzip2 = head[:3] == b"BZh" and head[3:4] in b"123456789" and head[4:10] == b"1AY&SY"
+    if bzip2 or head.startswith(b"\xfd7zXZ\x00"):
         raise BuildContextError(f"{where}: {os.path.basename(path)}: bzip2 and xz archives are not extracted by "
                                 "layerkit's ADD yet (recompress it with gzip or zstd, or COPY it)")
     if head.startswith(b"\x1f\x8b"):
