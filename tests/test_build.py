@@ -21,6 +21,7 @@ line naming what is wrong, nothing tagged.
 
 from __future__ import annotations
 
+import bz2
 import hashlib
 import json
 import os
@@ -447,6 +448,8 @@ BAD = {
     "platform": ("FROM --platform=linux/s390x localhost/lk-busybox:1\nRUN true\n", {}, "not for linux/s390x"),
     "nouser": ("FROM localhost/lk-busybox:1\nUSER nobody\nRUN true\n", {},
                "Step 3/3 (Dockerfile line 3: RUN): /bin/sh -c true: unable to find user nobody"),
+    "bzip2": ("FROM localhost/lk-busybox:1\nADD a.tar.bz2 /x/\n", {"a.tar.bz2": bz2.compress(b"x" * 600)},
+              "a.tar.bz2: bzip2 and xz archives are not extracted"),
     "url": ("FROM localhost/lk-busybox:1\nADD https://example.com/x.tar /x\n", {}, "builds have no network"),
     "runfails": ("FROM localhost/lk-busybox:1\nRUN echo partial && exit 3\n", {},
                  "returned a non-zero code: 3"),
