@@ -311,6 +311,13 @@ CMD ["cat", "/opt/out/artifact"]
     assert cfg["config"]["Cmd"] == ["sh"]
 
 
+def test_from_scratch(world: World) -> None:
+    """FROM scratch: the first COPY makes the first layer; PATH is set as the classic builder sets it."""
+    df = "FROM scratch\nCOPY a.txt /a.txt\nENV X=1\nCMD [\"/a.txt\"]\n"
+    cfg = compare(world, "scratch", df, files={"a.txt": "a\n"})
+    assert cfg["config"]["Env"][0].startswith("PATH=") and len(cfg["rootfs"]["diff_ids"]) == 1
+
+
 def test_workdir_makes_a_layer_as_the_classic_builder(world: World) -> None:
     """WORKDIR of a missing directory: a layer of its own holding the directory, as Docker's classic builder
     commits it (buildah 1.28 makes the directory only when a RUN needs it: the rest of the root filesystem
