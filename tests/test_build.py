@@ -271,6 +271,7 @@ RUN touch mine && mkdir sub && echo "$(id -u):$(pwd)" > sub/who
 USER 0:0
 SHELL ["/bin/sh", "-e", "-c"]
 RUN echo shell > /shell.txt
+RUN ["/bin/busybox", "cp", "/shell.txt", "/exec.txt"]
 ENTRYPOINT ["/bin/echo"]
 EXPOSE 8080 53/udp 9000-9002
 VOLUME ["/data", "/logs"]
@@ -281,6 +282,10 @@ LABEL a=1 b="two words"
     c = cfg["config"]
     assert c["Cmd"] is None and c["Entrypoint"] == ["/bin/echo"]
     assert cfg["author"] == "someone@example.com"
+    hist = [h["created_by"] for h in cfg["history"]]
+    assert "/bin/sh -e -c echo shell > /shell.txt" in hist  # the SHELL wraps later shell forms
+    assert "/bin/busybox cp /shell.txt /exec.txt" in hist  # the exec form, as it is
+    assert '/bin/sh -e -c #(nop)  ENTRYPOINT ["/bin/echo"]' in hist
     ours = _tree(world.root / "lk-user" / "rootfs")
     assert ours["/work/mine"][3:5] == (1000, 1000) and "/bin/vi" not in ours
     assert (world.root / "lk-user" / "rootfs" / "work" / "sub" / "who").read_text() == "1000:/work\n"
