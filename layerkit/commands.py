@@ -16,6 +16,7 @@ the verbs then ask the image's own source (``img.source``) for union views and f
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
 
@@ -806,6 +807,22 @@ def commit(store: Store, name: str, repo: str | None = None, message: str = "", 
     c = find_container(store, name)
     img = do_commit(c, repo, message=message, author=author, changes=changes)
     return Message([img.id], {"id": img.id})
+
+
+def build(store: Store, context: str, dockerfile: str | None = None, tags: list[str] = (),
+          build_args: dict[str, str] | None = None, target: str | None = None, no_cache: bool = False,
+          output: Callable[[str], None] | None = None) -> Message:
+    """``build [-t TAG]... [-f FILE] [--build-arg K=V]... [--target STAGE] [--no-cache] CONTEXT``: the classic
+    builder. ``output(text)`` receives what ``docker build`` prints (steps, cache hits, RUN output) as it
+    comes; without it the result's one line is the image ID (``-q``). The data: ``id``, ``tags`` and
+    ``steps`` (``number instruction line cached seconds size image_id stage`` each)."""
+    from dataclasses import asdict
+
+    from .engine.build.builder import build as do_build
+
+    res = do_build(store, context, dockerfile, list(tags), build_args, target, no_cache, output)
+    data = {"id": res.image_id, "tags": res.tags, "steps": [asdict(s) for s in res.steps]}
+    return Message([] if output is not None else [res.image_id], data)
 
 
 def cp(store: Store, src: str, dst: str) -> Message:

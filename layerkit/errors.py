@@ -112,6 +112,21 @@ class RuntimeUnavailable(LayerkitError):
     """A program or file the runtime needs is missing (the message names the Debian package)."""
 
 
+# ---- Builds ----------------------------------------------------------------------------------------------
+
+class DockerfileError(LayerkitError):
+    """A Dockerfile Docker would refuse: a syntax error, an unknown instruction or flag, a bad argument, an
+    unknown stage (the message names the file and line)."""
+
+
+class BuildContextError(LayerkitError):
+    """A COPY or ADD source that is missing, excluded, or outside the build context."""
+
+
+class BuildFailed(LayerkitError):
+    """A build step failed (a RUN exited non-zero): the message names the step, its command and status."""
+
+
 # ---- Transports ------------------------------------------------------------------------------------------
 
 class TransportError(InvalidReference):

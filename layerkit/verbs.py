@@ -12,6 +12,7 @@ frames and plots and so belongs to the faces (:func:`layerkit.notebook.report.re
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -198,6 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("container")
     s.add_argument("repo", nargs="?", metavar="REPO[:TAG]")
 
+    s = sub.add_parser("build", help="build an image from a Dockerfile (the classic builder, with its cache)")
+    s.add_argument("context", metavar="CONTEXT")
+    s.add_argument("-t", "--tag", action="append", default=[], metavar="TAG")
+    s.add_argument("-f", "--file", default=None, metavar="FILE", help="the Dockerfile (default CONTEXT/Dockerfile)")
+    s.add_argument("--build-arg", action="append", default=[], metavar="K=V")
+    s.add_argument("--target", default=None, metavar="STAGE")
+    s.add_argument("--no-cache", action="store_true")
+    s.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
+
     s = sub.add_parser("files", help="every file of an image with the layer that provides it")
     s.add_argument("image", help=IN_PLACE)
     s.add_argument("--whiteouts", action="store_true", help="also list the layers' whiteout and opaque markers")
@@ -357,6 +367,25 @@ def _exec(store: Store, a: argparse.Namespace) -> Any:
     return piped(commands.exec_, out, err, store, a.container, a.command, interactive=a.interactive or a.tty)
 
 
+def _build(store: Store, a: argparse.Namespace) -> Any:
+    args = {}
+    for kv in a.build_arg:
+        k, eq, v = kv.partition("=")
+        if not k:
+            raise UsageError(f"{PROG} build: error: --build-arg {kv!r}: expected NAME=VALUE")
+        if not eq:  # Docker takes a bare NAME from the environment
+            if k not in os.environ:
+                continue
+            v = os.environ[k]
+        args[k] = v
+
+    def output(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    return commands.build(store, a.context, dockerfile=a.file, tags=a.tag, build_args=args, target=a.target,
+                          no_cache=a.no_cache, output=None if a.quiet else output)
+
+
 # verb -> handler(store, parsed arguments); ``image``, ``container`` and ``system`` are :func:`_group`
 VERBS: dict[str, Callable[[Store, argparse.Namespace], Any]] = {
     "ref": lambda s, a: commands.ref(s, a.reference),
@@ -377,6 +406,7 @@ VERBS: dict[str, Callable[[Store, argparse.Namespace], Any]] = {
     "push": lambda s, a: commands.push(s, a.image, a.reference, insecure=a.insecure),
     "login": _login,
     "logout": lambda s, a: commands.logout(s, a.registry),
+    "build": _build,
     "files": lambda s, a: commands.files(s, a.image, whiteouts=a.whiteouts),
     "compare": lambda s, a: commands.compare(s, a.image_a, a.image_b),
     "report": _report,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 from datetime import UTC, datetime
+from pathlib import Path
 
 from ..errors import (
     InvalidChange,  # noqa: F401 - defined there, named here too
@@ -14,10 +15,10 @@ from ..errors import (
 from .container import RUNTIME_DIRS, Container
 from .humanize import rfc3339
 from .image import MAX_LAYERS, Image
-from .layer import ingest_layer
+from .layer import IngestResult, ingest_layer
 from .mediatypes import OCI_LAYER
 from .reference import parse_reference
-from .store import NewLayer
+from .store import NewLayer, Store
 from .upper import write_layer_tar
 
 # sha256 of the 1024 zero bytes of an empty tar: Docker marks such a commit ``empty_layer``
@@ -98,6 +99,32 @@ def apply_changes(config: dict, changes: list[str]) -> dict:
     return cfg
 
 
+def freeze_upper(store: Store, upper: Path, label: str, skip: frozenset[str] = frozenset()
+                 ) -> tuple[IngestResult, bool]:
+    """A writable layer (an overlayfs upper dir) as a layer tar streamed into the store, not yet committed:
+    the ingest result and whether the layer is empty (Docker then records ``empty_layer`` and no layer).
+    The caller commits it with :func:`keep_layer` or aborts ``res.writer``."""
+    import tempfile
+
+    store.blobs.ensure()
+    with tempfile.TemporaryFile(dir=store.blobs.tmp_dir) as tmp:
+        write_layer_tar(upper, tmp, skip)
+        size = tmp.tell()
+        tmp.seek(0)
+        res = ingest_layer(store.blobs, tmp, label=label, limit=size)
+    return res, res.diff_id == EMPTY_TAR_DIFF_ID or not res.index.entries
+
+
+def keep_layer(store: Store, res: IngestResult, below: list[NewLayer]) -> NewLayer:
+    """Commit a frozen layer's blob (unless the store or the layers ``below`` hold it already) and its index."""
+    if store.blobs.has(res.digest) or any(la.diff_id == res.diff_id for la in below):
+        res.writer.abort()
+    else:
+        res.writer.commit()
+    store.save_layer_index(res.index, res.digest)
+    return NewLayer(res.digest, res.diff_id, OCI_LAYER, res.compressed_size)
+
+
 def commit(container: Container, repo: str | None = None, message: str = "", author: str = "",
            changes: list[str] | None = None) -> Image:
     """Write the writable layer as a new layer on top of the image and record a new image.
@@ -112,17 +139,9 @@ def commit(container: Container, repo: str | None = None, message: str = "", aut
         raise LayerkitError(f"refusing to create a tag with a digest reference: {repo}")
     config = json.loads(store.blobs.read_bytes(base.id))
     new_cfg = apply_changes(config.get("config") or {}, changes or [])
-    skip = frozenset(RUNTIME_DIRS)
     with container.locked():
-        import tempfile
-
-        store.blobs.ensure()
-        with tempfile.TemporaryFile(dir=store.blobs.tmp_dir) as tmp:
-            write_layer_tar(container.upper, tmp, skip)
-            size = tmp.tell()
-            tmp.seek(0)
-            res = ingest_layer(store.blobs, tmp, label=f"container {container.name}: writable layer", limit=size)
-    empty = res.diff_id == EMPTY_TAR_DIFF_ID or not res.index.entries
+        res, empty = freeze_upper(store, container.upper, f"container {container.name}: writable layer",
+                                  frozenset(RUNTIME_DIRS))
     diff_ids = list(config.get("rootfs", {}).get("diff_ids", []))
     if not empty and len(diff_ids) + 1 > MAX_LAYERS:
         res.writer.abort()
@@ -150,12 +169,7 @@ def commit(container: Container, repo: str | None = None, message: str = "", aut
         res.writer.abort()
     else:
         out["rootfs"] = {"type": "layers", "diff_ids": diff_ids + [res.diff_id]}
-        if store.blobs.has(res.digest) or any(la.diff_id == res.diff_id for la in layers):
-            res.writer.abort()
-        else:
-            res.writer.commit()
-        store.save_layer_index(res.index, res.digest)
-        layers.append(NewLayer(res.digest, res.diff_id, OCI_LAYER, res.compressed_size))
+        layers.append(keep_layer(store, res, layers))
     config_bytes = json.dumps(out, separators=(",", ":")).encode()
     image, _ = store.add_image(config_bytes, layers, [tag] if tag else [], parent=base.id)
     return image

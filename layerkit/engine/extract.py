@@ -31,13 +31,21 @@ import stat
 import sys
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import LayerkitError
 from .content import iter_entry_bytes
 from .image import Image, Layer
-from .layer import LayerFormatError, classify, normalize_member_path, open_layer_tar, tar_error, whiteout_target
-from .tarstream import Header
+from .layer import (
+    LayerFormatError,
+    blob_tar_reader,
+    classify,
+    normalize_member_path,
+    open_layer_tar,
+    tar_error,
+    whiteout_target,
+)
+from .tarstream import Header, TarReader
 from .upper import OPAQUE_XATTR
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -387,21 +395,45 @@ def extract_layer(store: Store, layer: Layer, dest: Path, image: Image | None = 
     try:
         job = _Extraction(store, layer, image, tree)
         with open_layer_tar(store.blobs, layer.digest) as tr:
-            for h in tr:
-                c = classify(h)
-                if c is None:
-                    continue
-                path, code, link = c
-                try:
-                    job.apply(h, path, code, link, tr)
-                except LayerFormatError as exc:
-                    if repr(h.name) in str(exc):
-                        raise
-                    raise LayerFormatError(f"tar entry {h.name!r} {exc}") from exc
-                except OSError as exc:
-                    if exc.errno in _HOST_ERRNOS:
-                        raise
-                    raise LayerFormatError(f"cannot extract tar entry {h.name!r}: {_reason(exc)}") from exc
+            _apply_all(job, tr)
+        job.finish()
+    except OSError as exc:
+        if exc.errno in _HOST_ERRNOS:
+            raise
+        raise tar_error(label, exc) from exc
+    except LayerkitError as exc:
+        raise tar_error(label, exc) from exc
+    finally:
+        tree.close()
+
+
+def _apply_all(job: _Extraction, tr) -> None:
+    for h in tr:
+        c = classify(h)
+        if c is None:
+            continue
+        path, code, link = c
+        try:
+            job.apply(h, path, code, link, tr)
+        except LayerFormatError as exc:
+            if repr(h.name) in str(exc):
+                raise
+            raise LayerFormatError(f"tar entry {h.name!r} {exc}") from exc
+        except OSError as exc:
+            if exc.errno in _HOST_ERRNOS:
+                raise
+            raise LayerFormatError(f"cannot extract tar entry {h.name!r}: {_reason(exc)}") from exc
+
+
+def extract_archive(store: Store, f: BinaryIO, dest: Path, label: str) -> None:
+    """Extract a tar archive that is not a stored layer (``ADD app.tar.gz /srv``: plain, gzip or zstd) into
+    the existing directory ``dest``, with a layer's rules and safety (nothing followed, nothing leaves
+    ``dest``, a hardlink must name a file of the archive). Errors name ``label`` and the entry."""
+    tree = _Tree(os.open(dest, _DIR))
+    try:
+        job = _Extraction(store, None, None, tree)
+        reader = blob_tar_reader(f)
+        _apply_all(job, TarReader(reader, True))
         job.finish()
     except OSError as exc:
         if exc.errno in _HOST_ERRNOS:

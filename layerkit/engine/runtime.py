@@ -360,10 +360,13 @@ def _terminal(interactive: bool, stdin, stdout) -> bool:
         return False
 
 
-def _process(container: Container, command: list[str] | None, terminal: bool) -> ProcessSpec:
+def _process(container: Container, command: list[str] | None, terminal: bool,
+             extra_env: dict[str, str] | None = None) -> ProcessSpec:
     cfg = container.image.config.get("config") or {}
     user = exec_user(container, cfg.get("User"))
     argv, env, workdir = process_spec(container, command, tty=terminal, home=user.home)
+    for k, v in (extra_env or {}).items():  # a build's ARG values: the image's Env wins, as in Docker
+        env.setdefault(k, v)
     if not argv:
         raise LayerkitError(f"container {container.name}: no command to run")
     return ProcessSpec(argv, env, workdir, user, terminal)
@@ -486,16 +489,17 @@ def _recorded(container: Container) -> Iterator[dict]:
 
 def execute(container: Container, command: list[str] | None = None, interactive: bool = False,
             stdin: IO | int | None = None, stdout: IO | int | None = None, stderr: IO | int | None = None,
-            userns: str | None = None) -> int:
+            userns: str | None = None, extra_env: dict[str, str] | None = None) -> int:
     """Run a process in the container, confined as Docker confines it; returns its exit status.
 
     ``command`` None runs the container's own command (``run``, ``start``); otherwise the process is an
     ``exec``: it joins the container when it is running, else it runs on the same writable layer in a
     container of its own (so ``exec`` into a stopped container works as before). ``userns`` (default
-    ``$LAYERKIT_USERNS``, see :func:`userns_setting`) runs a new container in a user namespace."""
+    ``$LAYERKIT_USERNS``, see :func:`userns_setting`) runs a new container in a user namespace.
+    ``extra_env`` adds variables the image's Env does not set (a build's ARG values for RUN)."""
     idmap = userns_setting(userns)
     terminal = _terminal(interactive, stdin, stdout)
-    proc = _process(container, command, terminal)
+    proc = _process(container, command, terminal, extra_env)
     if stdin is None and not interactive:
         stdin = subprocess.DEVNULL
     if command is not None:
