@@ -23,6 +23,7 @@ the tar in order.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -30,6 +31,7 @@ import shutil
 import stat
 import sys
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -390,13 +392,20 @@ def extract_layer(store: Store, layer: Layer, dest: Path, image: Image | None = 
     which needs ``image`` to find it. Errors are one-line :class:`LayerkitError` naming the layer and
     the entry (:class:`LayerFormatError` for what the layer asks that cannot be done).
     """
-    label = f"layer {layer.digest}"
-    tree = _Tree(os.open(dest, _DIR))
-    try:
+    with _extracting(dest, f"layer {layer.digest}") as tree:
         job = _Extraction(store, layer, image, tree)
         with open_layer_tar(store.blobs, layer.digest) as tr:
             _apply_all(job, tr)
         job.finish()
+
+
+@contextlib.contextmanager
+def _extracting(dest: Path, label: str) -> Iterator[_Tree]:
+    """The tree of ``dest`` for one extraction; its errors become one line naming ``label`` (a failure of
+    the host's own file system, a full disk say, is raised as it is)."""
+    tree = _Tree(os.open(dest, _DIR))
+    try:
+        yield tree
     except OSError as exc:
         if exc.errno in _HOST_ERRNOS:
             raise
@@ -429,20 +438,10 @@ def extract_archive(store: Store, f: BinaryIO, dest: Path, label: str) -> None:
     """Extract a tar archive that is not a stored layer (``ADD app.tar.gz /srv``: plain, gzip or zstd) into
     the existing directory ``dest``, with a layer's rules and safety (nothing followed, nothing leaves
     ``dest``, a hardlink must name a file of the archive). Errors name ``label`` and the entry."""
-    tree = _Tree(os.open(dest, _DIR))
-    try:
+    with _extracting(dest, label) as tree:
         job = _Extraction(store, None, None, tree)
-        reader = blob_tar_reader(f)
-        _apply_all(job, TarReader(reader, True))
+        _apply_all(job, TarReader(blob_tar_reader(f), True))
         job.finish()
-    except OSError as exc:
-        if exc.errno in _HOST_ERRNOS:
-            raise
-        raise tar_error(label, exc) from exc
-    except LayerkitError as exc:
-        raise tar_error(label, exc) from exc
-    finally:
-        tree.close()
 
 
 def _reason(exc: OSError) -> str:
