@@ -224,3 +224,39 @@ def test_efficiency_line_has_no_nan(shell):
         df = shell.run_line_magic("lk", "efficiency busybox")
     assert "no user layers" in cap.stdout and "nan" not in cap.stdout.lower()  # dive says NaN % here
     assert df.index.name == "path" and len(df) == 0
+
+
+def test_build_cell_streams_steps_and_returns_their_frame(shell, store_dir, tmp_path):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "app.txt").write_text("hello\n")
+    cell = ("%%lk build -t lk.test/cellbuild:1 --context " + str(ctx) + "\n"
+            "FROM busybox\n"
+            "ENV GREETING=hi\n"
+            "COPY app.txt /srv/app.txt\n"
+            "RUN mkdir /made && echo $GREETING > /made/by-run && rm /bin/true\n"
+            'CMD ["cat", "/srv/app.txt"]\n')
+    with capture_output() as cap:
+        res = shell.run_cell(cell)
+    assert res.success, res.error_in_exec
+    assert "Step 5/5 : CMD" in cap.stdout and "Successfully tagged lk.test/cellbuild:1" in cap.stdout
+    df = res.result
+    assert isinstance(df, pd.DataFrame) and list(df.index) == [1, 2, 3, 4, 5]
+    assert df["instruction"].str.split().str[0].tolist() == ["FROM", "ENV", "COPY", "RUN", "CMD"]
+    assert df["line"].tolist() == [1, 2, 3, 4, 5] and not df["cached"].any()
+    # what each layer changes, as layer_files says of the built image's layers
+    run_row, copy_row = df.loc[4], df.loc[3]
+    assert (run_row["added"], run_row["deleted"]) == (2, 1)  # /made, /made/by-run; /bin/true removed
+    assert copy_row["added"] == 2 and copy_row["size"] == 6  # /srv and /srv/app.txt (6 bytes)
+    assert df.loc[[2, 5], "added"].isna().all()  # config-only steps made no layer
+    rows = shell.run_cell("%lk images --format json").result
+    tagged = [r for r in rows if r["repository"] == "lk.test/cellbuild" and r["tag"] == "1"]
+    assert [r["id"] for r in tagged] == [df.loc[5, "id"]]  # the last step's image is the one tagged
+    hist = shell.run_cell("%lk history lk.test/cellbuild:1").result
+    assert len(hist) == len(shell.run_cell("%lk history busybox").result) + 4  # one row per step after FROM
+    with capture_output() as cap:
+        again = shell.run_cell(cell).result
+    assert again["cached"].iloc[1:].all() and "Using cache" in cap.stdout
+    assert again.loc[5, "id"] == df.loc[5, "id"]
+    bad = shell.run_cell("%%lk build -f Dockerfile\nFROM busybox\n")
+    assert bad.error_in_exec is not None

@@ -195,6 +195,22 @@ def files(rows: list[dict] | Table) -> pd.DataFrame:
                   permissions=True)
 
 
+def build(rows: list[dict]) -> pd.DataFrame:
+    """``%%lk build``: one row per Dockerfile step, index ``step`` (1, 2, ... as ``Step N/M``).
+
+    Columns: ``instruction`` (as written, variables expanded), ``line`` (in the Dockerfile), ``stage``,
+    ``cached`` (bool), ``seconds``, ``size`` (bytes of the step's layer; 0 for a config-only step),
+    ``added``, ``modified``, ``deleted`` (paths the step's layer changes; <NA> for a step that made no
+    layer) and ``id`` (the step's image)."""
+    cols = ["step", "instruction", "line", "stage", "cached", "seconds", "size", "added", "modified", "deleted",
+            "id"]
+    df = _frame(({**r, "step": r["number"], "id": r["image_id"]} for r in rows), cols, index="step")
+    for c in ("added", "modified", "deleted"):
+        df[c] = pd.array(df[c], dtype="Int64")
+    df["cached"] = df["cached"].astype(bool)
+    return df
+
+
 def load(m: Message) -> pd.DataFrame:
     """``load``: what was loaded. Index ``reference`` (``<none>:<none>`` for an untagged image); column
     ``id``."""

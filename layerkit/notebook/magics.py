@@ -40,6 +40,7 @@ USAGE = """%lk VERB ARGS      the layerkit CLI's verbs, results as DataFrames / 
 %lk store [DIR]    show or switch the store for this session (also: %lk --store DIR VERB ...)
 %%lk run IMAGE     run the cell as a shell script in a new container (options as `run`: --name, --rm)
 %%lk exec CONTAINER   run the cell in an existing container
+%%lk build [-t TAG] [--build-arg K=V] [--context DIR]   build the cell as a Dockerfile: the steps as a frame
 %lk VERB --help    the verb's options;   --debug   show the traceback of an error
 """
 
@@ -283,7 +284,45 @@ class LayerkitMagics(Magics):
                 raise CliUsageError("usage: %%lk exec CONTAINER")
             res = piped(commands.exec_, True, True, store, words[1], ["/bin/sh", "-c", cell])
             return to_frame("exec", res)
-        raise CliUsageError(f"%%lk {verb}: only run and exec take a cell")
+        if verb == "build":
+            return self._build_cell(store, words[1:], cell)
+        raise CliUsageError(f"%%lk {verb}: only run, exec and build take a cell")
+
+    def _build_cell(self, store, words: list[str], cell: str) -> Any:
+        """``%%lk build [-t TAG]... [--build-arg K=V]... [--target S] [--no-cache] [--context DIR]``: the cell
+        is the Dockerfile, the context the notebook's directory (or ``--context``); the steps stream into
+        the cell's output; returns the steps as a frame (:func:`~layerkit.notebook.frames.build`)."""
+        import tempfile
+        from pathlib import Path
+
+        from . import frames
+
+        p = argparse.ArgumentParser(prog="%%lk build", add_help=False)
+        p.add_argument("--context", default=".")
+        a, rest = p.parse_known_args(words)
+        if any(w in ("-f", "--file") or w.startswith("--file=") for w in rest):
+            raise CliUsageError("%%lk build: the cell is the Dockerfile (no -f)")
+        with tempfile.TemporaryDirectory(prefix="lk-build-") as d:
+            dockerfile = Path(d) / "Dockerfile"
+            dockerfile.write_text(cell)
+            try:
+                args = build_parser().parse_args(["build", *rest, "-f", str(dockerfile), a.context])
+            except ParserExit:
+                return None
+            args.store = str(store.root)
+            result = run(args)
+        steps = result.to_json()["steps"]
+        layers_before: dict[str, int] = {}
+        for s in steps:  # what each step's layer changes, through commands (the face reads no store)
+            n = commands.image_info(store, s["image_id"], size=False).to_json()["layers"]
+            prev = layers_before.get(s["stage"])
+            layers_before[s["stage"]] = n
+            counts = {"added": None, "modified": None, "deleted": None}
+            if prev is not None and n > prev:
+                kinds = [r["kind"] for r in commands.layer_files(store, s["image_id"], n - 1).to_json()]
+                counts = {k: kinds.count(k) for k in counts}
+            s.update(counts)
+        return frames.mark(frames.build(steps))
 
 
 def frame_html(df) -> str:
