@@ -260,3 +260,25 @@ def test_build_cell_streams_steps_and_returns_their_frame(shell, store_dir, tmp_
     assert again.loc[5, "id"] == df.loc[5, "id"]
     bad = shell.run_cell("%%lk build -f Dockerfile\nFROM busybox\n")
     assert bad.error_in_exec is not None
+
+
+def test_plot_build_labels_each_step_with_its_instruction(shell, tmp_path):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "blob.bin").write_bytes(b"x" * 300_000)
+    res = shell.run_cell("%%lk build -t lk.test/plotbuild:1 --build-arg V=7 --context " + str(ctx) + "\n"
+                         "FROM busybox\nARG V\nCOPY blob.bin /blob.bin\nRUN echo $V > /v\nCMD [\"sh\"]\n")
+    assert res.success, res.error_in_exec
+    fig = shell.run_cell("%lk plot build lk.test/plotbuild:1").result
+    ax = fig.axes[0]
+    labels = [t.get_text().replace("\\$", "$") for t in ax.get_yticklabels()]  # mathtext escapes
+    steps = len(shell.run_cell("%lk history lk.test/plotbuild:1").result)
+    assert len(labels) == steps
+    assert labels[0].startswith("0: ")  # the oldest step on top
+    top = labels[-4:]  # the four steps of this Dockerfile, each named by its instruction
+    assert top[0].endswith("ARG V") and top[1].startswith(f"{steps - 3}: COPY file:")
+    assert top[2].endswith("RUN echo $V > /v") and top[3].endswith('CMD ["sh"]')
+    widths = [p.get_width() for p in ax.patches]  # one bar per step, the oldest first
+    assert widths[-3] == 300_000 and widths[-2] == 2  # the COPY's and the RUN's bytes (Docker's size)
+    assert widths[-4] == widths[-1] == 0  # ARG and CMD made no layer
+    fig.savefig(tmp_path / "build.png")

@@ -30,7 +30,7 @@ from ..verbs import UsageError as CliUsageError
 from .frames import FrameSet  # noqa: F401  (re-exported: it used to live here)
 from .progress import notebook_progress
 
-PLOT_KINDS = ("layers", "shared", "sharing", "cumulative", "wasted", "largest", "directories", "diff")
+PLOT_KINDS = ("layers", "shared", "sharing", "cumulative", "wasted", "largest", "directories", "diff", "build")
 
 USAGE = """%lk VERB ARGS      the layerkit CLI's verbs, results as DataFrames / objects
 %lk plot KIND TARGET...   KIND: layers shared sharing (images); cumulative wasted largest directories (an image);
@@ -142,6 +142,8 @@ def plot(store, kind: str, targets: list[str]):
             return plots.shared_heatmap(frames.shared_matrix(rows))
         return plots.shared_vs_unique(frames.sharing_summary(rows))
     target = targets[0]
+    if kind == "build":
+        return plots.build_steps(frames.history(commands.history(store, target)), f"Size of each step of {target}")
     if kind == "diff":
         return plots.diff_bytes(frames.diff(commands.diff(store, target)), f"Changes in {target}")
     img = commands.image_info(store, target, size=False).to_json()

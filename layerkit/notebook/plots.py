@@ -430,6 +430,44 @@ def largest_files(files: pd.DataFrame, n: int = MAX_BARS, by_directory: bool = F
     return fig
 
 
+def _instruction(created_by: str) -> str:
+    """A history row's ``created_by`` as the Dockerfile instruction it records: the classic builder's
+    ``/bin/sh -c #(nop)`` and BuildKit's ``# buildkit`` dropped, the build args a RUN saw (``|2 A=1 B=2``)
+    left out, a shell command shown as ``RUN ...``."""
+    text = " ".join((created_by or "").split())
+    if text.startswith("/bin/sh -c #(nop) "):
+        return text[len("/bin/sh -c #(nop) "):]
+    words = text.split(" ")
+    if words[0].startswith("|") and words[0][1:].isdigit():
+        text = " ".join(words[1 + int(words[0][1:]):])
+    text = text.removesuffix(" # buildkit")
+    return "RUN " + text[len("/bin/sh -c "):] if text.startswith("/bin/sh -c ") else text
+
+
+def build_steps(history: pd.DataFrame, title: str = "Size of each step") -> Figure | NothingToShow:
+    """Bytes each step of an image's history added, bottom step at the top, each bar labelled with the
+    instruction that made it; config-only steps (empty layers) are listed with no bar."""
+    if history.empty:
+        return NothingToShow("nothing to show: the image has no history")
+    df = history.sort_index()  # step 0 (the oldest) first
+    labels = [f"{i}: {_short(_instruction(c), 60)}" for i, c in zip(df.index, df["created_by"], strict=True)]
+    sizes = [0 if pd.isna(v) else int(v) for v in df["size"]]
+    fig = _figure(10, max(3, 0.32 * len(df) + 1.5))
+    ax = fig.add_subplot()
+    y = list(range(len(df)))[::-1]
+    colours = ["#bbbbbb" if e else "#4c72b0" for e in df["empty_layer"]]
+    ax.barh(y, sizes, color=colours)
+    ax.set_yticks(y, labels, fontsize=8)  # _short escaped them
+    _size_axis(ax.xaxis)
+    ax.set_xlim(0, max(1.2 * max(sizes, default=1), 1))
+    for k, v, e in zip(y, sizes, df["empty_layer"], strict=True):
+        ax.text(v, k, " " + ("(no layer)" if e else human_size(v)), ha="left", va="center", fontsize=7,
+                color="#333")
+    ax.set_xlabel("bytes added")
+    ax.set_title(_literal(title))
+    return fig
+
+
 def diff_bytes(diff: pd.DataFrame, title: str = "Container changes") -> Figure | NothingToShow:
     """A container's diff: bytes by kind (A/C/D: what added and changed paths hold, what deleted paths
     held) and by top-level directory."""
