@@ -206,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--build-arg", action="append", default=[], metavar="K=V")
     s.add_argument("--target", default=None, metavar="STAGE")
     s.add_argument("--no-cache", action="store_true")
+    s.add_argument("--timestamp", type=int, default=None, metavar="EPOCH",
+                   help="reproducible build: created times and file mtimes (clamped) set to EPOCH "
+                        "(default $SOURCE_DATE_EPOCH)")
     s.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
 
     s = sub.add_parser("files", help="every file of an image with the layer that provides it")
@@ -383,7 +386,7 @@ def _build(store: Store, a: argparse.Namespace) -> Any:
         sys.stdout.write(text)
         sys.stdout.flush()
     return commands.build(store, a.context, dockerfile=a.file, tags=a.tag, build_args=args, target=a.target,
-                          no_cache=a.no_cache, output=None if a.quiet else output)
+                          no_cache=a.no_cache, output=None if a.quiet else output, timestamp=a.timestamp)
 
 
 # verb -> handler(store, parsed arguments); ``image``, ``container`` and ``system`` are :func:`_group`

@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -613,3 +614,43 @@ def test_add_of_a_hostile_archive_stays_in_its_layer(world: World, capsys, tmp_p
     assert not list(target.iterdir())
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert ("'link/evil'" if case == "through-symlink" else "host-target/evil' points outside the root") in err
+
+
+def test_timestamp_builds_are_reproducible(world: World, capsys, monkeypatch) -> None:
+    """Two builds from nothing (fresh stores, the base loaded into each) with --timestamp give one image
+    ID, a RUN's fresh files and directories clamped to that instant; without it two builds differ."""
+    ctx = _context(world.root, "repro", "FROM " + BASE + "\nENV A=1\nCOPY app.txt /srv/app.txt\n"
+                   "RUN mkdir -p /made && echo built > /made/f && touch /srv/app.txt\nCMD [\"sh\"]\n",
+                   {"app.txt": "hello\n"})
+    archive = world.root / "repro-base.tar"
+    assert world.lk("save", "-o", str(archive), BASE) == 0
+
+    def fresh_build(i: int, *extra: str) -> tuple[str, Store]:
+        store = world.root / f"repro-store-{i}"
+        if store.exists():
+            shutil.rmtree(store)
+        assert main(["--store", str(store), "load", str(archive)]) == 0
+        capsys.readouterr()
+        assert main(["--store", str(store), "build", "-q", "-t", "repro:1", *extra, str(ctx)]) == 0
+        return capsys.readouterr().out.strip(), Store(store)
+
+    epoch = 1_700_000_000
+    a, sa = fresh_build(1, "--timestamp", str(epoch))
+    time.sleep(1.1)  # a later second: without the clamp, the RUN's files would be dated differently
+    b, sb = fresh_build(2, "--timestamp", str(epoch))
+    assert a == b and a.startswith("sha256:")
+    img = sa.image("repro:1")
+    assert img.config["created"] == "2023-11-14T22:13:20Z"
+    assert all(h["created"] == "2023-11-14T22:13:20Z" for h in img.config["history"][-4:])
+    assert [la.digest for la in img.layers] == [la.digest for la in sb.image("repro:1").layers]
+    top = img.layers[-1].index()
+    assert top.entries and all(e.mtime <= epoch for e in top.entries)  # the RUN's layer: clamped
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(epoch))  # the same through the environment
+    c, _ = fresh_build(3)
+    assert c == a
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    d, _ = fresh_build(4)
+    assert d != a
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    assert main(["--store", str(world.root / "repro-store-4"), "build", "-q", str(ctx)]) == 1
+    assert "SOURCE_DATE_EPOCH='yesterday'" in capsys.readouterr().err

@@ -99,16 +99,17 @@ def apply_changes(config: dict, changes: list[str]) -> dict:
     return cfg
 
 
-def freeze_upper(store: Store, upper: Path, label: str, skip: frozenset[str] = frozenset()
-                 ) -> tuple[IngestResult, bool]:
+def freeze_upper(store: Store, upper: Path, label: str, skip: frozenset[str] = frozenset(),
+                 clamp_mtime: int | None = None) -> tuple[IngestResult, bool]:
     """A writable layer (an overlayfs upper dir) as a layer tar streamed into the store, not yet committed:
     the ingest result and whether the layer is empty (Docker then records ``empty_layer`` and no layer).
-    The caller commits it with :func:`keep_layer` or aborts ``res.writer``."""
+    The caller commits it with :func:`keep_layer` or aborts ``res.writer``. ``clamp_mtime``: see
+    :func:`~.upper.write_layer_tar`."""
     import tempfile
 
     store.blobs.ensure()
     with tempfile.TemporaryFile(dir=store.blobs.tmp_dir) as tmp:
-        write_layer_tar(upper, tmp, skip)
+        write_layer_tar(upper, tmp, skip, clamp_mtime)
         size = tmp.tell()
         tmp.seek(0)
         res = ingest_layer(store.blobs, tmp, label=label, limit=size)

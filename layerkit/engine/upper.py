@@ -111,12 +111,15 @@ def upper_index(upper: Path, skip: frozenset[str] = frozenset()) -> LayerIndex:
     return LayerIndex("sha256:" + "0" * 64, 0, size, files, entries)
 
 
-def write_layer_tar(upper: Path, out: BinaryIO, skip: frozenset[str] = frozenset()) -> None:
+def write_layer_tar(upper: Path, out: BinaryIO, skip: frozenset[str] = frozenset(),
+                    clamp_mtime: int | None = None) -> None:
     """Write the writable layer as a canonical layer tar (OCI layer.md) to ``out``.
 
     Parents before children, names sorted, whiteouts as ``.wh.NAME``, opaque directories as
     ``DIR/.wh..wh..opq`` right after the directory, PAX headers for long names, owners, modes and
-    mtimes kept, hardlinks to the first path of the inode.
+    mtimes kept, hardlinks to the first path of the inode. ``clamp_mtime`` (a reproducible build's
+    ``SOURCE_DATE_EPOCH``): no entry's mtime is later than it, in whole seconds, as BuildKit's
+    ``rewrite-timestamp`` does, so the same files give the same tar whenever they were written.
     """
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=1 << 20) as tf:
         for e in scan_upper(upper, skip):
@@ -124,17 +127,19 @@ def write_layer_tar(upper: Path, out: BinaryIO, skip: frozenset[str] = frozenset
             if e.type == "whiteout":
                 d, b = posixpath.split(name)
                 ti = tarfile.TarInfo(posixpath.join(d, WHITEOUT_PREFIX + b))
-                ti.mtime = int(e.mtime)
+                ti.mtime = _clamped(e.mtime, clamp_mtime)
                 tf.addfile(ti)
                 continue
             if e.type == "opaque":
                 ti = tarfile.TarInfo(posixpath.join(name, OPAQUE_MARKER))
-                ti.mtime = int(e.mtime)
+                ti.mtime = _clamped(e.mtime, clamp_mtime)
                 tf.addfile(ti)
                 continue
             full = os.path.join(upper, name)
             ti = tf.gettarinfo(full, arcname=name)
             ti.uname = ti.gname = ""
+            if clamp_mtime is not None:
+                ti.mtime = _clamped(ti.mtime, clamp_mtime)
             if e.type == "hardlink":
                 ti.type = tarfile.LNKTYPE
                 ti.linkname = e.link.lstrip("/")
@@ -145,3 +150,8 @@ def write_layer_tar(upper: Path, out: BinaryIO, skip: frozenset[str] = frozenset
                     tf.addfile(ti, f)
             else:
                 tf.addfile(ti)
+
+
+def _clamped(mtime: float, clamp: int | None) -> int:
+    """An entry's mtime in whole seconds, no later than ``clamp`` when one is given."""
+    return int(mtime) if clamp is None else min(int(mtime), clamp)

@@ -58,13 +58,17 @@ def _discard(text: str) -> None:
 
 def build(store: Store, context: str | Path, dockerfile: str | Path | None = None, tags: list[str] = (),
           build_args: dict[str, str] | None = None, target: str | None = None, no_cache: bool = False,
-          output: Callable[[str], None] | None = None) -> BuildResult:
+          output: Callable[[str], None] | None = None, timestamp: int | None = None) -> BuildResult:
     """Build ``dockerfile`` (default ``CONTEXT/Dockerfile``) with the files of ``context``; tag the result.
 
     ``output`` receives the text ``docker build`` prints, as it comes. Errors are one line:
     :class:`DockerfileError` (syntax, unknown instruction or stage, bad argument, with the line),
     :class:`BuildContextError` (a COPY source missing or outside the context), :class:`ImageNotFound` (a
-    FROM image not in the store), :class:`BuildFailed` (a RUN exited non-zero)."""
+    FROM image not in the store), :class:`BuildFailed` (a RUN exited non-zero).
+
+    ``timestamp`` (seconds since the epoch): a reproducible build. Every step's ``created`` time is that
+    instant and no file of a new layer is dated later, so two builds of the same Dockerfile and context
+    (RUN steps that write the same bytes) give the same image ID."""
     out = output or _discard
     ctx = BuildContext(context)
     df_path = Path(dockerfile) if dockerfile is not None else ctx.root / "Dockerfile"
@@ -110,7 +114,7 @@ def build(store: Store, context: str | Path, dockerfile: str | Path | None = Non
     state: State | None = None
     for stage in stages:
         state = State(store, ctx, cache, out, build_args, finished, names, stage.index, meta_args=dict(meta),
-                      lexer=lexer)
+                      lexer=lexer, timestamp=timestamp)
         number += 1
         t0 = time.monotonic()
         out(f"Step {number}/{total} : {stage.from_instruction.original}\n")

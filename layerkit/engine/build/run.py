@@ -56,7 +56,8 @@ def do_run(state: State, ins: Instruction, step: str) -> StepOutcome:
             raise BuildFailed(f"{step}: {' '.join(cmd)}: {exc}") from exc
         if code != 0:
             raise BuildFailed(f"{step}: The command '{' '.join(cmd)}' returned a non-zero code: {code}")
-        res, empty = freeze_upper(state.store, c.upper, f"RUN (Dockerfile line {ins.line})", frozenset(RUNTIME_DIRS))
+        res, empty = freeze_upper(state.store, c.upper, f"RUN (Dockerfile line {ins.line})", frozenset(RUNTIME_DIRS),
+                                  clamp_mtime=state.timestamp)
         if empty:
             res.writer.abort()
             layer, size = None, 0

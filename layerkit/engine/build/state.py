@@ -63,6 +63,7 @@ class State:
     cmd_set: bool = False
     maintainer: str = ""
     lexer: Lexer = field(default_factory=Lexer)
+    timestamp: int | None = None  # a reproducible build's epoch: created times and file mtimes (clamped)
 
     @property
     def run_config(self) -> dict:
@@ -139,7 +140,8 @@ class State:
         layer if any; parent the current image."""
         from ..store import NewLayer
 
-        now = rfc3339(datetime.now(UTC))
+        now = rfc3339(datetime.fromtimestamp(self.timestamp, UTC) if self.timestamp is not None
+                      else datetime.now(UTC))
         cfg = copy.deepcopy(self.config)
         cfg["created"] = now
         cfg["container_config"] = copy.deepcopy(container_config)
@@ -202,7 +204,7 @@ def freeze(state: State, ld: LayerDir, label: str) -> tuple[NewLayer | None, int
     """A step's upper directory as a stored layer and its size in Docker's sense; (None, 0) when empty."""
     from ..commit import freeze_upper, keep_layer
 
-    res, empty = freeze_upper(state.store, ld.upper, label)
+    res, empty = freeze_upper(state.store, ld.upper, label, clamp_mtime=state.timestamp)
     if empty:
         res.writer.abort()
         return None, 0
