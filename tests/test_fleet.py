@@ -387,3 +387,36 @@ def test_duplicates_finds_content_copied_into_several_layers(tmp_path) -> None:
     _, (s,) = queries.summary(out)
     assert s["unique_content_bytes"] == 4096 + 2 and s["file_bytes"] == 2 * 4096 + 2
     shutil.rmtree(out)
+
+
+def test_lk_fleet_and_sql_cell_return_dataframes(tmp_path) -> None:
+    """``%lk scan`` / ``%lk fleet ...`` go through the shared verb table and return DataFrames;
+    ``%%lk sql DATASET`` runs the cell's SQL."""
+    pd = pytest.importorskip("pandas")
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+    from traitlets.config import Config
+
+    a, b, _ = _small_layouts(tmp_path)
+    out = tmp_path / "ds"
+    scan([f"oci:{a}", f"oci:{b}"], str(out), workers=1, processes=False)
+    cfg = Config()
+    cfg.HistoryManager.hist_file = ":memory:"
+    sh = InteractiveShell.instance(config=cfg)
+    try:
+        sh.run_line_magic("load_ext", "layerkit")
+        sh.run_line_magic("lk", f"store {tmp_path / 'store'}")
+        with capture_output():
+            waste = sh.run_line_magic("lk", f"fleet waste {out}")
+            summary = sh.run_line_magic("lk", f"fleet summary {out}")
+            largest = sh.run_line_magic("lk", f"fleet largest {out} -n 2")
+            cell = sh.run_cell_magic("lk", f"sql {out}", "SELECT path, size FROM files\nWHERE type = 'file'\n"
+                                                        "ORDER BY size DESC")
+        assert isinstance(waste, pd.DataFrame) and len(waste) == 2
+        assert set(waste["reference"]) == {"docker.io/library/app:1", "docker.io/library/other:1"}
+        assert summary.loc[0, "images"] == 2 and summary.loc[0, "layers"] == 3
+        assert set(largest) == {"Largest layers", "Largest files"} and len(largest["Largest files"]) == 2
+        assert list(cell.columns) == ["path", "size"]
+        assert cell["path"].tolist()[:2] == ["/srv/data.bin", "/bin/tool"]
+    finally:
+        InteractiveShell.clear_instance()

@@ -40,6 +40,7 @@ USAGE = """%lk VERB ARGS      the layerkit CLI's verbs, results as DataFrames / 
 %lk store [DIR]    show or switch the store for this session (also: %lk --store DIR VERB ...)
 %%lk run IMAGE     run the cell as a shell script in a new container (options as `run`: --name, --rm)
 %%lk exec CONTAINER   run the cell in an existing container
+%%lk sql DATASET  run the cell as SQL over a fleet dataset (layerkit scan), as a DataFrame
 %lk VERB --help    the verb's options;   --debug   show the traceback of an error
 """
 
@@ -283,7 +284,11 @@ class LayerkitMagics(Magics):
                 raise CliUsageError("usage: %%lk exec CONTAINER")
             res = piped(commands.exec_, True, True, store, words[1], ["/bin/sh", "-c", cell])
             return to_frame("exec", res)
-        raise CliUsageError(f"%%lk {verb}: only run and exec take a cell")
+        if verb == "sql":  # as jupysql's %%sql: the cell is the query, over a fleet dataset
+            if len(words) != 2:
+                raise CliUsageError("usage: %%lk sql DATASET")
+            return to_frame("fleet", commands.fleet_sql(words[1], cell))
+        raise CliUsageError(f"%%lk {verb}: only run, exec and sql take a cell")
 
 
 def frame_html(df) -> str:
