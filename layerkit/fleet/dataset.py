@@ -178,34 +178,35 @@ def write_part(dataset: str | os.PathLike, table: str, data: pa.Table | list[dic
 
 
 class PartWriter:
-    """Rows of one table appended in batches, each batch a part of its own (:func:`write_part`): a worker's
-    memory holds one batch, whatever the layer holds. Part names are ``PREFIX<n>.<content hash>``, so the
-    same rows in the same batches always give the same names."""
+    """Rows of one table gathered column by column and written in batches, each batch a part of its own
+    (:func:`write_part`): a worker's memory holds one batch, whatever the layer holds. Part names are
+    ``PREFIX<n>.<content hash>``, so the same rows in the same batches always give the same names.
 
-    def __init__(self, dataset: str | os.PathLike, table: str, prefix: str, batch: int = 100_000) -> None:
+    The caller appends to :attr:`columns` (lists in the schema's order; a hot loop binds their ``append``)
+    and calls :meth:`full` after each row: building a row tuple per entry cost a third of indexing time."""
+
+    def __init__(self, dataset: str | os.PathLike, table: str, prefix: str, batch: int = 32_768) -> None:
         self.dataset, self.table, self.prefix, self.batch = dataset, table, prefix, batch
-        self.columns: dict[str, list] = {f.name: [] for f in SCHEMAS[table]}
-        self.rows = 0
+        self.columns: list[list] = [[] for _ in SCHEMAS[table]]
+        self._first = self.columns[0]
         self.parts: list[str] = []
 
-    def append(self, *values: object) -> None:
-        """One row, its values in the schema's order."""
-        for col, v in zip(self.columns.values(), values, strict=True):
-            col.append(v)
-        self.rows += 1
-        if len(next(iter(self.columns.values()))) >= self.batch:
+    def full(self) -> None:
+        """Write the batch if it holds :attr:`batch` rows."""
+        if len(self._first) >= self.batch:
             self.flush()
 
     def flush(self) -> None:
-        """Write the rows buffered so far as a part."""
-        n = len(next(iter(self.columns.values())))
-        if not n:
+        """Write the rows gathered so far as a part."""
+        if not self._first:
             return
-        t = pa.Table.from_pydict(self.columns, schema=SCHEMAS[self.table])
+        schema = SCHEMAS[self.table]
+        t = pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(self.columns, schema, strict=True)],
+                                 schema=schema)
         p = write_part(self.dataset, self.table, t, prefix=f"{self.prefix}{len(self.parts)}.")
         if p is not None:
             self.parts.append(p.name)
-        for col in self.columns.values():
+        for col in self.columns:
             col.clear()
 
 

@@ -324,6 +324,9 @@ def index_layer(task: LayerTask, dataset: str, contents: bool = False) -> dict:
     ``{"failure": row}`` (a layer's own problems are data, never an exception of the task)."""
     t0 = time.monotonic()
     writer = ds.PartWriter(dataset, "files", prefix=task.diff_id.removeprefix("sha256:") + ".")
+    (c_diff, c_seq, c_path, c_type, c_size, c_mode, c_uid, c_gid, c_mtime, c_link, c_sha) = (
+        c.append for c in writer.columns)
+    diff_id_claimed = task.diff_id
     try:
         with _open(task) as f:
             stream = LayerStream(f, task.label, limit=task.size)
@@ -336,8 +339,10 @@ def index_layer(task: LayerTask, dataset: str, contents: bool = False) -> dict:
                         continue
                     path, code, link = c
                     digest = None
+                    fsize = 0
                     if code == "f":
-                        size += h.size
+                        fsize = h.size
+                        size += fsize
                         if contents:
                             fh = hashlib.sha256()
                             for chunk in tr.chunks():
@@ -347,9 +352,19 @@ def index_layer(task: LayerTask, dataset: str, contents: bool = False) -> dict:
                         size += len(os.fsencode(link))
                     if code not in "dwo":
                         files += 1
-                    writer.append(task.diff_id, entries, path, TYPE_NAMES[code], h.size if code == "f" else 0,
-                                  h.mode & 0o7777, h.uid, h.gid, float(h.mtime), link, digest)
+                    c_diff(diff_id_claimed)
+                    c_seq(entries)
+                    c_path(path)
+                    c_type(TYPE_NAMES[code])
+                    c_size(fsize)
+                    c_mode(h.mode & 0o7777)
+                    c_uid(h.uid)
+                    c_gid(h.gid)
+                    c_mtime(float(h.mtime))
+                    c_link(link)
+                    c_sha(digest)
                     entries += 1
+                    writer.full()
             except Exception as exc:
                 raise tar_error(task.label, exc) from exc
             digest, diff_id, csize, tsize = stream.finish(task.digest, task.diff_id)
