@@ -129,17 +129,26 @@ def summary(dataset: str | os.PathLike) -> Rows:
 
 
 DUPLICATES = """
-WITH uses AS (SELECT DISTINCT diff_id, image_id FROM image_layers WHERE diff_id IS NOT NULL)
-SELECT f.sha256, any_value(f.size) AS size, count(*) AS copies, count(DISTINCT f.diff_id) AS layers,
-       (SELECT count(DISTINCT u.image_id) FROM uses u WHERE list_contains(list(f.diff_id), u.diff_id)) AS images,
-       any_value(f.size) * (count(*) - 1) AS reclaimable_bytes, min(f.path) AS path,
-       count(DISTINCT f.path) AS paths
-FROM files f
-WHERE f.type = 'file' AND f.sha256 IS NOT NULL AND f.size > 0
-GROUP BY f.sha256
-HAVING count(DISTINCT f.diff_id) > 1
-ORDER BY reclaimable_bytes DESC, sha256
-LIMIT ?
+WITH top AS (  -- one pass with cheap aggregates; what needs DISTINCT is counted for the top rows only
+  SELECT sha256, any_value(size) AS size, count(*) AS copies, any_value(size) * (count(*) - 1) AS reclaimable_bytes
+  FROM files WHERE type = 'file' AND sha256 IS NOT NULL AND size > 0
+  GROUP BY sha256 HAVING min(diff_id) <> max(diff_id)
+  ORDER BY reclaimable_bytes DESC, sha256 LIMIT ?
+),
+rows AS (SELECT f.sha256, f.diff_id, f.path FROM files f WHERE f.sha256 IN (SELECT sha256 FROM top)),
+counts AS (
+  SELECT sha256, count(DISTINCT diff_id) AS layers, min(path) AS path, count(DISTINCT path) AS paths
+  FROM rows GROUP BY sha256
+),
+users AS (
+  SELECT r.sha256, count(DISTINCT il.image_id) AS images
+  FROM (SELECT DISTINCT sha256, diff_id FROM rows) r JOIN image_layers il ON il.diff_id = r.diff_id
+  GROUP BY r.sha256
+)
+SELECT top.sha256, top.size, top.copies, counts.layers, coalesce(users.images, 0) AS images,
+       top.reclaimable_bytes, counts.path, counts.paths
+FROM top JOIN counts USING (sha256) LEFT JOIN users USING (sha256)
+ORDER BY top.reclaimable_bytes DESC, top.sha256
 """
 
 
