@@ -10,9 +10,9 @@ Two parts, each optional:
   divided by ``skopeo copy`` of every image into one new OCI layout (one skopeo process per image, as a
   mirror script runs it).
 - ``--rows N`` (default 10,000,000): a synthetic dataset of N ``files`` rows over 20,000 layers and 2,000
-  images (a third of the contents appear in more than one layer), written with pyarrow; ``fleet summary`` and
-  ``fleet duplicates`` timed in-process (best of 3, DuckDB connection included), and the dataset's bytes per
-  million file rows.
+  images, its contents drawn from ``--unique`` × N distinct ones (default 0.1), written with pyarrow;
+  ``fleet summary`` and ``fleet duplicates`` timed in-process (best of 3, DuckDB connection included), and the
+  dataset's bytes per million file rows.
 
 Run: ``python -m benchmarks.fleet_bench [--images 40] [--rows 10000000]`` (0 skips a part). Not collected
 by pytest.
@@ -131,15 +131,17 @@ def skopeo_all(layout: Path, names: list[str]) -> float:
 
 # ---- part 2: queries over millions of rows ---------------------------------------------------------------
 
-def synthetic(rows: int) -> Path:
-    """A dataset of ``rows`` files rows (reused when it exists with the same count)."""
+def synthetic(rows: int, unique: float) -> Path:
+    """A dataset of ``rows`` files rows whose contents are drawn from ``unique * rows`` distinct ones, the
+    popular ones far more often (a Zipf-like draw: the Docker Hub study of Zhao et al. found about 3 % of
+    files unique); reused when it exists with the same figures."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from layerkit.fleet import dataset as fds
 
-    out = HERE / f"synthetic-{rows}"
+    out = HERE / f"synthetic-{rows}-{unique}"
     if (out / "files").is_dir() and fds.parts(out, "files"):
         return out
     shutil.rmtree(out, ignore_errors=True)
@@ -153,7 +155,8 @@ def synthetic(rows: int) -> Path:
     for start in range(0, rows, per_part):
         n = min(per_part, rows - start)
         layer = np.sort(rng.integers(0, n_layers, n))
-        content = rng.integers(0, rows * 2 // 3, n)  # about a third of the contents appear twice or more
+        pool = max(1, int(rows * unique))
+        content = (pool * rng.random(n) ** 3).astype(np.int64)  # low IDs (popular contents) far more often
         size = (content % 50_000).astype(np.int64) + 1
         seq = np.arange(start, start + n, dtype=np.int32)
         ids = pa.array(content)
@@ -206,6 +209,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=40, help="images in the scanned layout (0: skip)")
     ap.add_argument("--rows", type=int, default=10_000_000, help="file rows of the synthetic dataset (0: skip)")
+    ap.add_argument("--unique", type=float, default=0.1, help="distinct contents per file row (default 0.1)")
     args = ap.parse_args()
     HERE.mkdir(parents=True, exist_ok=True)
     if args.images:
@@ -225,9 +229,10 @@ def main() -> None:
         from layerkit.fleet import queries
         from layerkit.fleet.dataset import parts
 
-        d = synthetic(args.rows)
+        d = synthetic(args.rows, args.unique)
         size = sum(p.stat().st_size for t in ("files",) for p in parts(d, t))
-        print(f"synthetic dataset: {args.rows:,} file rows, files table {size / 1e6:.0f} MB "
+        print(f"synthetic dataset: {args.rows:,} file rows, {args.unique:g} distinct contents per row, files table "
+              f"{size / 1e6:.0f} MB "
               f"({size / 1e6 / (args.rows / 1e6):.1f} MB per million files)")
         print(f"  fleet summary:    {best_of(lambda: queries.summary(d)):.2f} s")
         print(f"  fleet duplicates: {best_of(lambda: queries.duplicates(d)):.2f} s")
