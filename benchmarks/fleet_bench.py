@@ -178,7 +178,8 @@ def synthetic(rows: int, unique: float) -> Path:
         np.add.at(entries_by_layer, layer, 1)
     fds.write_part(out, "layers", [{"diff_id": d, "digest": d, "compression": "gzip",
                                     "compressed_size": int(s) // 3, "tar_size": int(s) + int(e) * 512,
-                                    "size": int(s), "entries": int(e), "files": int(e), "contents": True,
+                                    "size": int(s), "entries": int(e), "files": int(e), "regular_files": int(e),
+                                    "regular_bytes": int(s), "contents": True,
                                     "index_seconds": 0.0, "worker": None, "scanned_at": __import__("datetime")
                                     .datetime.now(__import__("datetime").UTC)}
                                    for d, s, e in zip(diff_ids, sizes_by_layer, entries_by_layer, strict=True)])
@@ -192,6 +193,11 @@ def synthetic(rows: int, unique: float) -> Path:
                          for p, d in enumerate(chosen)]
     fds.write_part(out, "images", images)
     fds.write_part(out, "image_layers", image_layers)
+    from layerkit.fleet.queries import refresh_contents
+
+    t0 = time.perf_counter()
+    refresh_contents(out)  # what a scan with --contents does when it commits
+    print(f"  contents table (the end of a scan): {time.perf_counter() - t0:.2f} s")
     return out
 
 

@@ -9,6 +9,7 @@
       layers/        part-<...>.parquet          (written by the client when it commits a batch)
       failures/      part-<...>.parquet
       files/         <diff_id hex>.<n>.<...>.parquet   (written by the worker that indexed the layer)
+      contents/      part-<...>.parquet          (derived from files by the client after a scan)
 
 Every part is written to a temporary name in its directory, fsynced and renamed to a name made of the
 sha256 of its bytes: a reader never sees half a part, and a task that Dask runs twice (a worker lost after
@@ -87,6 +88,8 @@ LAYERS = pa.schema([
     pa.field("entries", pa.int64(), False, {"doc": "rows of this layer in files (every tar member but the "
                                                    "root and GNU volume headers)"}),
     pa.field("files", pa.int64(), False, {"doc": "entries that are not directories or whiteout markers"}),
+    pa.field("regular_files", pa.int64(), False, {"doc": "regular files (the rows of type file)"}),
+    pa.field("regular_bytes", pa.int64(), False, {"doc": "their bytes"}),
     pa.field("contents", pa.bool_(), False, {"doc": "files.sha256 was computed (scan --contents)"}),
     pa.field("index_seconds", pa.float64(), False, {"doc": "wall time the worker took to read and index it"}),
     pa.field("worker", pa.string(), True, {"doc": "the Dask worker that indexed it"}),
@@ -112,6 +115,16 @@ FILES = pa.schema([
                                                   "else null"}),
 ])
 
+#: One row per distinct file content (sha256) of the layers scanned with ``--contents``: derived from
+#: ``files`` by the client after each scan that added layers (:func:`~.queries.refresh_contents`), so that
+#: the summary and the duplicates of a fleet of millions of files read a table of its distinct contents.
+CONTENTS = pa.schema([
+    pa.field("sha256", pa.string(), False, {"doc": "sha256 of the content"}),
+    pa.field("size", pa.int64(), False, {"doc": "its bytes"}),
+    pa.field("copies", pa.int64(), False, {"doc": "rows of files holding it"}),
+    pa.field("layers", pa.int64(), False, {"doc": "distinct layers holding it"}),
+])
+
 #: What could not be read: one row per failure; the rest of the scan went on.
 FAILURES = pa.schema([
     pa.field("source", pa.string(), False, {"doc": "the SOURCE argument"}),
@@ -125,7 +138,7 @@ FAILURES = pa.schema([
 ])
 
 SCHEMAS: dict[str, pa.Schema] = {"images": IMAGES, "image_layers": IMAGE_LAYERS, "layers": LAYERS,
-                                 "files": FILES, "failures": FAILURES}
+                                 "files": FILES, "contents": CONTENTS, "failures": FAILURES}
 TABLES = tuple(SCHEMAS)
 
 
@@ -163,18 +176,23 @@ def write_part(dataset: str | os.PathLike, table: str, data: pa.Table | list[dic
         with os.fdopen(fd, "wb") as f:
             # nothing of the time of writing goes in: the bytes depend on the rows (and pyarrow's version)
             pq.write_table(t, f, compression="zstd", row_group_size=256 * 1024)
-            f.flush()
-            os.fsync(f.fileno())
-        h = hashlib.sha256()
-        with open(tmp, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        final = d / f"{prefix}{h.hexdigest()[:32]}.parquet"
-        os.replace(tmp, final)
-        return final
+        return commit_file(Path(tmp), prefix)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def commit_file(tmp: Path, prefix: str = "part-") -> Path:
+    """Give a part written to a temporary name in its table's directory its final name,
+    ``PREFIX<first 32 hex of the sha256 of its bytes>.parquet``, once it is on disk (fsync, rename)."""
+    h = hashlib.sha256()
+    with open(tmp, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+        os.fsync(f.fileno())
+    final = tmp.parent / f"{prefix}{h.hexdigest()[:32]}.parquet"
+    os.replace(tmp, final)
+    return final
 
 
 class PartWriter:

@@ -86,32 +86,30 @@ WITH img AS (SELECT DISTINCT image_id FROM images),
 refs AS (SELECT il.image_id, il.diff_id, l.size, l.compressed_size
          FROM image_layers il JOIN img USING (image_id) LEFT JOIN layers l USING (diff_id)
          WHERE il.position IS NOT NULL),
-fileagg AS (SELECT count(*) AS entries, count(*) FILTER (type = 'file') AS regular,
-                   sum(size) FILTER (type = 'file') AS file_bytes,
-                   count(sha256) AS hashed FROM files),
-uniq AS (SELECT count(*) AS contents, sum(size) AS bytes
-         FROM (SELECT sha256, any_value(size) AS size FROM files WHERE sha256 IS NOT NULL GROUP BY sha256))
+lay AS (SELECT count(*) AS layers, sum(entries) AS entries, sum(regular_files) AS regular,
+               sum(regular_bytes) AS file_bytes, sum(compressed_size) AS pushed, sum(tar_size) AS tar,
+               sum(size) AS layer_bytes, coalesce(bool_and(contents), false) AS hashed FROM layers),
+uniq AS (SELECT count(*) AS contents, sum(size) AS bytes FROM contents)
 SELECT
   (SELECT count(*) FROM img) AS images,
   (SELECT count(DISTINCT repository) FROM images) AS repositories,
   (SELECT count(DISTINCT reference) FROM images) AS references,
-  (SELECT count(*) FROM layers) AS layers,
+  lay.layers AS layers,
   (SELECT count(*) FROM refs) AS layer_references,
-  fileagg.entries AS entries,
-  fileagg.regular AS files,
-  (SELECT sum(compressed_size) FROM layers) AS pushed_bytes,
-  (SELECT sum(tar_size) FROM layers) AS tar_bytes,
-  (SELECT sum(size) FROM layers) AS layer_bytes,
+  lay.entries AS entries,
+  lay.regular AS files,
+  lay.pushed AS pushed_bytes,
+  lay.tar AS tar_bytes,
+  lay.layer_bytes AS layer_bytes,
   (SELECT sum(size) FROM refs) AS image_bytes,
   (SELECT sum(compressed_size) FROM refs) AS pulled_bytes,
-  fileagg.file_bytes AS file_bytes,
-  CASE WHEN fileagg.hashed = fileagg.regular THEN uniq.contents END AS unique_contents,
-  CASE WHEN fileagg.hashed = fileagg.regular THEN uniq.bytes END AS unique_content_bytes,
-  (SELECT sum(size) FROM refs) / nullif((SELECT sum(size) FROM layers), 0) AS layer_dedup_ratio,
-  CASE WHEN fileagg.hashed = fileagg.regular THEN fileagg.file_bytes / nullif(uniq.bytes, 0) END
-    AS file_dedup_ratio,
+  lay.file_bytes AS file_bytes,
+  CASE WHEN lay.hashed THEN uniq.contents END AS unique_contents,
+  CASE WHEN lay.hashed THEN uniq.bytes END AS unique_content_bytes,
+  (SELECT sum(size) FROM refs) / nullif(lay.layer_bytes, 0) AS layer_dedup_ratio,
+  CASE WHEN lay.hashed THEN lay.file_bytes / nullif(uniq.bytes, 0) END AS file_dedup_ratio,
   (SELECT count(*) FROM failures) AS failures
-FROM fileagg, uniq
+FROM lay, uniq
 """
 
 
@@ -129,33 +127,62 @@ def summary(dataset: str | os.PathLike) -> Rows:
 
 
 DUPLICATES = """
-WITH top AS (  -- one pass with cheap aggregates; what needs DISTINCT is counted for the top rows only
-  SELECT sha256, any_value(size) AS size, count(*) AS copies, any_value(size) * (count(*) - 1) AS reclaimable_bytes
-  FROM files WHERE type = 'file' AND sha256 IS NOT NULL AND size > 0
-  GROUP BY sha256 HAVING min(diff_id) <> max(diff_id)
-  ORDER BY reclaimable_bytes DESC, sha256 LIMIT ?
+WITH top AS (
+  SELECT sha256, size, copies, layers, size * (copies - 1) AS reclaimable_bytes FROM contents
+  WHERE layers > 1 AND size > 0 ORDER BY reclaimable_bytes DESC, sha256 LIMIT ?
 ),
 rows AS (SELECT f.sha256, f.diff_id, f.path FROM files f WHERE f.sha256 IN (SELECT sha256 FROM top)),
-counts AS (
-  SELECT sha256, count(DISTINCT diff_id) AS layers, min(path) AS path, count(DISTINCT path) AS paths
-  FROM rows GROUP BY sha256
-),
+paths AS (SELECT sha256, min(path) AS path, count(DISTINCT path) AS paths FROM rows GROUP BY sha256),
 users AS (
   SELECT r.sha256, count(DISTINCT il.image_id) AS images
   FROM (SELECT DISTINCT sha256, diff_id FROM rows) r JOIN image_layers il ON il.diff_id = r.diff_id
   GROUP BY r.sha256
 )
-SELECT top.sha256, top.size, top.copies, counts.layers, coalesce(users.images, 0) AS images,
-       top.reclaimable_bytes, counts.path, counts.paths
-FROM top JOIN counts USING (sha256) LEFT JOIN users USING (sha256)
+SELECT top.sha256, top.size, top.copies, top.layers, coalesce(users.images, 0) AS images,
+       top.reclaimable_bytes, paths.path, paths.paths
+FROM top JOIN paths USING (sha256) LEFT JOIN users USING (sha256)
 ORDER BY top.reclaimable_bytes DESC, top.sha256
 """
+
+CONTENTS = """
+SELECT sha256, any_value(size)::BIGINT AS size, count(*)::BIGINT AS copies,
+       count(DISTINCT diff_id)::BIGINT AS layers
+FROM files WHERE type = 'file' AND sha256 IS NOT NULL
+GROUP BY sha256 ORDER BY sha256
+"""
+
+
+def refresh_contents(dataset: str | os.PathLike) -> Path | None:
+    """Rebuild the ``contents`` table from ``files`` (one row per distinct sha256), replacing its parts; run
+    by the client after a scan that indexed layers. DuckDB streams it to a temporary part (spilling to disk
+    rather than holding millions of contents in memory), named by its bytes once written."""
+    import tempfile
+
+    d = ds.table_dir(dataset, "contents")
+    d.mkdir(parents=True, exist_ok=True)
+    old = ds.parts(dataset, "contents")
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=d)
+    os.close(fd)
+    con = connect(dataset)
+    try:
+        con.execute(f"COPY ({CONTENTS}) TO {_quote(tmp)} (FORMAT parquet, COMPRESSION zstd)")
+        final = ds.commit_file(Path(tmp))
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        con.close()
+    for p in old:
+        if p != final:
+            p.unlink(missing_ok=True)
+    return final
 
 
 def duplicates(dataset: str | os.PathLike, limit: int = 20) -> Rows:
     """Contents (``--contents`` scans) found in more than one layer, most reclaimable bytes first: their
     size, copies (rows), layers, images using those layers, reclaimable bytes (size × (copies - 1)), a
-    path and the number of distinct paths."""
+    path and the number of distinct paths. Read from the ``contents`` table; only the top rows go back to
+    ``files`` (for their paths and images)."""
     con = connect(dataset)
     try:
         return _rows(con, DUPLICATES, [limit])

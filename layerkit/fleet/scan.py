@@ -330,7 +330,7 @@ def index_layer(task: LayerTask, dataset: str, contents: bool = False) -> dict:
     try:
         with _open(task) as f:
             stream = LayerStream(f, task.label, limit=task.size)
-            entries = files = size = 0
+            entries = files = size = regular = links_bytes = 0
             try:
                 tr = TarReader(stream.reader, verify=True)
                 for h in tr:
@@ -343,13 +343,16 @@ def index_layer(task: LayerTask, dataset: str, contents: bool = False) -> dict:
                     if code == "f":
                         fsize = h.size
                         size += fsize
+                        regular += 1
                         if contents:
                             fh = hashlib.sha256()
                             for chunk in tr.chunks():
                                 fh.update(chunk)
                             digest = fh.hexdigest()
                     elif code == "l":
-                        size += len(os.fsencode(link))
+                        n = len(os.fsencode(link))
+                        size += n
+                        links_bytes += n
                     if code not in "dwo":
                         files += 1
                     c_diff(diff_id_claimed)
@@ -375,7 +378,8 @@ def index_layer(task: LayerTask, dataset: str, contents: bool = False) -> dict:
         return {"failure": _failure(task.source, "layer", exc, diff_id=task.diff_id, digest=task.digest)}
     return {"layer": {"diff_id": diff_id, "digest": digest, "compression": stream.compression,
                       "compressed_size": csize, "tar_size": tsize, "size": size, "entries": entries,
-                      "files": files, "contents": contents, "index_seconds": time.monotonic() - t0,
+                      "files": files, "regular_files": regular, "regular_bytes": size - links_bytes,
+                      "contents": contents, "index_seconds": time.monotonic() - t0,
                       "worker": _worker_name(), "scanned_at": datetime.now(UTC)}}
 
 
@@ -448,6 +452,10 @@ def scan(sources: list[str], dataset: str, *, store: Store | None = None, schedu
             if not processes:
                 close_sources()
     ds.write_part(dataset, "layers", layer_rows[committed:])
+    if any(r["contents"] for r in layer_rows):
+        from .queries import refresh_contents
+
+        refresh_contents(dataset)
     ds.write_part(dataset, "images", p.images)
     ds.write_part(dataset, "image_layers", p.image_layers)
     ds.write_part(dataset, "failures", failures)
