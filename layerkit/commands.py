@@ -1234,7 +1234,7 @@ def fleet_largest(dataset: str, limit: int = 20) -> Sections:
 
 def fleet_sql(dataset: str, query: str) -> Table:
     """``fleet sql QUERY DATASET``: any SQL over the views ``images``, ``image_layers``, ``layers``,
-    ``files`` and ``failures``."""
+    ``files``, ``contents`` and ``failures``."""
     from .results import fmt_text
 
     cols, rows = _fleet("queries").sql(dataset, query)

@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
                              ("duplicates", "file contents in more than one layer (scan --contents)"),
                              ("waste", "dive's efficiency, wasted and reclaimable bytes per image"),
                              ("largest", "the largest layers and files"),
-                             ("sql", "any SQL over images, image_layers, layers, files, failures")):
+                             ("sql", "any SQL over images, image_layers, layers, files, contents, failures")):
         a = actions.add_parser(action, help=helptext)
         if action == "sql":
             a.add_argument("query", metavar="QUERY")

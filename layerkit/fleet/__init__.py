@@ -1,6 +1,7 @@
 """Many images at once: a columnar index of every file of every layer, built on Dask, queried in DuckDB.
 
-- :mod:`.dataset`: the Parquet dataset (``images``, ``image_layers``, ``layers``, ``files``, ``failures``):
+- :mod:`.dataset`: the Parquet dataset (``images``, ``image_layers``, ``layers``, ``files``, ``contents``,
+  ``failures``):
   its schemas, field by field, and how parts are written (atomically, named by their content).
 - :mod:`.scan`: ``layerkit scan``: the plan made on the client (sources opened, images listed, layers
   deduplicated by diff_id) and one Dask task per unique layer, run by workers that open, stream, inflate,

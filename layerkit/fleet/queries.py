@@ -2,7 +2,7 @@
 its Parquet parts.
 
 :func:`connect` opens an in-memory DuckDB database whose views ``images``, ``image_layers``, ``layers``,
-``files`` and ``failures`` read the dataset's parts (:mod:`.dataset` documents their columns); every query
+``files``, ``contents`` and ``failures`` read the dataset's parts (:mod:`.dataset` documents their columns); every query
 here, and ``fleet sql``, runs over those views. Each function returns ``(columns, rows)``: column names and
 rows as dicts, which :mod:`layerkit.commands` turns into tables.
 
