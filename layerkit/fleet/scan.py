@@ -271,22 +271,31 @@ def plan(sources: list[str], dataset: str, store: Store | None = None) -> Plan:
 
 # ---- indexing one layer (a worker) -------------------------------------------------------------------
 
-_SOURCES: dict[str, list] = {}  # per worker process: a source's images, listed once (sources stay open)
+_SOURCES: dict[tuple, list] = {}  # per worker process: a source's images, listed once (sources stay open)
 _SOURCES_LOCK = threading.Lock()
 MAX_OPEN_SOURCES = 16
 
 
 def _listing(text: str) -> list:
+    """The images of source ``text``, listed once per worker process while the file stays the same (a
+    worker of a long-lived cluster sees an archive replaced between two scans as a new source)."""
+    from ..formats.transports.location import parse_location
     from ..formats.transports.registry import open_source
 
+    try:
+        st = os.stat(parse_location(text).path or "")
+        key = (text, st.st_ino, st.st_size, st.st_mtime_ns)
+    except (OSError, LayerkitError):
+        key = (text,)
     with _SOURCES_LOCK:
-        hit = _SOURCES.get(text)
+        hit = _SOURCES.get(key)
         if hit is None:
-            if len(_SOURCES) >= MAX_OPEN_SOURCES:
-                old_text = next(iter(_SOURCES))
-                _SOURCES.pop(old_text)[0].close()
+            for k in [k for k in _SOURCES if k[0] == text]:  # an older version of the same file
+                _SOURCES.pop(k)[0].close()
+            while len(_SOURCES) >= MAX_OPEN_SOURCES:  # the oldest opened goes
+                _SOURCES.pop(next(iter(_SOURCES)))[0].close()
             src = open_source(text, every=True)
-            hit = _SOURCES[text] = [src, list(src.images())]
+            hit = _SOURCES[key] = [src, list(src.images())]
         return hit[1]
 
 
