@@ -293,8 +293,9 @@ def _free_port() -> int:
 
 def test_scan_on_a_dask_scheduler_with_worker_processes(tmp_path) -> None:
     """``layerkit scan --scheduler``: a ``dask scheduler`` and two ``dask worker`` processes on 127.0.0.1,
-    started here and stopped by PID; the workers open the layers from the layout themselves. Then the CLI
-    answers ``fleet`` questions about the dataset."""
+    started here and stopped by PID; the workers open the layers from the layout themselves. A second scan
+    loses a worker in the middle of a layer and still writes every row once. Then the CLI answers ``fleet``
+    questions about the first dataset."""
     dask = Path(sys.executable).with_name("dask")
     if not dask.exists():
         pytest.fail("the dask command is missing: pip install 'layerkit[fleet]' (distributed)")
@@ -331,6 +332,33 @@ def test_scan_on_a_dask_scheduler_with_worker_processes(tmp_path) -> None:
         assert "layers indexed: 3" in p.stdout and "failures: 0" in p.stdout, p.stdout
         workers = {r["worker"] for r in table(out, "layers")}
         assert workers <= {"w0", "w1"} and workers, workers
+
+        # a worker killed in the middle of a layer: Dask runs its task again on the other worker, whose
+        # parts have the same names and bytes, so no row is written twice
+        big = [layer_tar([F(f"big{k}/d{i // 1000}/f{i}") for i in range(100_000)]) for k in range(2)]
+        c_layout = write_layout(tmp_path / "c", big, "big:1")
+        hexes = [hashlib.sha256(x).hexdigest() for x in big]
+        del big
+        out2 = tmp_path / "ds2"
+        scanning = subprocess.Popen([sys.executable, "-m", "layerkit", "scan", f"oci:{c_layout}", "-o", str(out2),
+                                     "--scheduler", f"tcp://127.0.0.1:{port}"], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, env=env)
+        deadline = time.monotonic() + 120
+        while not all(list((out2 / "files").glob(f"{h}.0.*.parquet")) for h in hexes):  # both mid-layer
+            assert scanning.poll() is None and time.monotonic() < deadline, scanning.communicate()
+            time.sleep(0.02)
+        os.killpg(procs[1].pid, signal.SIGKILL)  # w0, its nanny with it
+        stdout, stderr = scanning.communicate(timeout=300)
+        assert scanning.returncode == 0 and "failures: 0" in stdout, (stdout, stderr)
+        layers2 = table(out2, "layers")
+        assert sorted(r["diff_id"] for r in layers2) == sorted("sha256:" + h for h in hexes)
+        assert {r["worker"] for r in layers2} == {"w1"}  # w0's layer was indexed again, on w1
+        rows = table(out2, "files")
+        assert len(rows) == 200_000 == sum(r["entries"] for r in layers2)
+        assert len({(r["diff_id"], r["seq"]) for r in rows}) == len(rows)
+        for h in hexes:  # 100,000 rows in batches of 32,768: four parts each, whoever wrote them
+            assert len(list((out2 / "files").glob(f"{h}.*.parquet"))) == 4
+        assert not [p for p in (out2 / "files").iterdir() if p.name.startswith(".tmp-")]
     finally:
         for proc in reversed(procs):
             if proc.poll() is None:
