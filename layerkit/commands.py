@@ -1232,6 +1232,16 @@ def fleet_largest(dataset: str, limit: int = 20) -> Sections:
     return Sections([layers_t, files_t], {"layers": layers_t.to_json(), "files": files_t.to_json()})
 
 
+def fleet_bases(dataset: str) -> Table:
+    """``fleet bases DATASET``: the layer-chain prefix tree (chains of bottom layers that images share), the
+    bytes each shared chain saves, and which chains are bases."""
+    cols, rows = _fleet("queries").bases(dataset)
+    shown = [Column("depth", "DEPTH"), Column("top_layer", "TOP LAYER", fmt_id), Column("images", "IMAGES"),
+             Column("size", "SIZE", fmt_size), Column("saved_bytes", "SAVED", fmt_size),
+             Column("base", "BASE", lambda v: "base" if v else ""), Column("example", "EXAMPLE")]
+    return Table(shown, rows, cols)
+
+
 def fleet_sql(dataset: str, query: str) -> Table:
     """``fleet sql QUERY DATASET``: any SQL over the views ``images``, ``image_layers``, ``layers``,
     ``files``, ``contents`` and ``failures``."""

@@ -270,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("fleet", help="questions about a scanned dataset, answered by DuckDB")
     actions = g.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     for action, helptext in (("summary", "images, layers, files, bytes four ways, dedup ratios"),
+                             ("bases", "the layer chains images share (a prefix tree) and the bytes they save"),
                              ("duplicates", "file contents in more than one layer (scan --contents)"),
                              ("waste", "dive's efficiency, wasted and reclaimable bytes per image"),
                              ("largest", "the largest layers and files"),
@@ -375,9 +376,9 @@ def _exec(store: Store, a: argparse.Namespace) -> Any:
 
 
 def _fleet(store: Store, a: argparse.Namespace) -> Any:
-    """``fleet summary|duplicates|waste|largest|sql DATASET``."""
+    """``fleet summary|bases|duplicates|waste|largest|sql DATASET``."""
     if a.action is None:
-        raise UsageError(f"{PROG} fleet: error: give an action (summary, duplicates, waste, largest or sql)")
+        raise UsageError(f"{PROG} fleet: error: give an action (summary, bases, duplicates, waste, largest or sql)")
     if a.action == "sql":
         return commands.fleet_sql(a.dataset, a.query)
     if a.action in ("duplicates", "largest"):

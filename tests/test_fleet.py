@@ -192,6 +192,21 @@ def test_fleet_waste_equals_layerkit_efficiency(scanned, exports, tmp_path, base
     assert {r["image_id"]: r["wasted_bytes"] for r in rows2} == {k: v["wasted_bytes"] for k, v in got.items()}
 
 
+def test_bases_is_the_shared_chain_of_the_base_image(scanned, base_image, multi_image, capsys) -> None:
+    """The multi image is built FROM the base: their one shared chain is the base's layer, shared by two
+    images, saving its size once; ``fleet bases`` prints it."""
+    layers = {r["diff_id"]: r for r in table(scanned["dataset"], "layers")}
+    base_layers = [r["diff_id"] for r in table(scanned["dataset"], "image_layers")
+                   if r["image_id"] == base_image.id and r["position"] is not None]
+    _, rows = queries.bases(scanned["dataset"])
+    assert [(r["depth"], r["top_layer"], r["parent_chain"], r["images"], r["base"]) for r in rows] == \
+        [(1, base_layers[0], [], 2, True)]
+    assert rows[0]["size"] == layers[base_layers[0]]["size"] == rows[0]["saved_bytes"]
+    assert main(["fleet", "bases", str(scanned["dataset"])]) == 0
+    out = capsys.readouterr().out
+    assert "DEPTH" in out and base_layers[0].split(":")[1][:12] in out and "base" in out
+
+
 def test_second_scan_adds_nothing(scanned) -> None:
     """The same sources again: no image or layer is planned, no part is added or changed."""
     d = scanned["dataset"]

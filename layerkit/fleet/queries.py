@@ -211,6 +211,43 @@ def largest(dataset: str | os.PathLike, limit: int = 20) -> tuple[Rows, Rows]:
         con.close()
 
 
+BASES = """
+WITH il AS (
+  SELECT DISTINCT il.image_id, il.position AS pos, il.diff_id, coalesce(l.size, 0) AS size
+  FROM image_layers il LEFT JOIN layers l USING (diff_id) WHERE il.position IS NOT NULL
+),
+chains AS (  -- every image's layer chain up to each position, and its bytes
+  SELECT image_id, pos, diff_id,
+         list(diff_id) OVER w AS chain, sum(size) OVER w AS chain_size
+  FROM il WINDOW w AS (PARTITION BY image_id ORDER BY pos ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+),
+shared AS (
+  SELECT chain, any_value(pos) + 1 AS depth, any_value(diff_id) AS top_layer, any_value(chain_size) AS size,
+         count(DISTINCT image_id) AS images, min(image_id) AS example_image
+  FROM chains GROUP BY chain HAVING count(DISTINCT image_id) > 1
+)
+SELECT s.depth, s.top_layer, list_slice(s.chain, 1, len(s.chain) - 1) AS parent_chain, s.images, s.size,
+       s.size * (s.images - 1) AS saved_bytes,
+       (SELECT min(reference) FROM images i WHERE i.image_id = s.example_image) AS example,
+       NOT EXISTS (SELECT 1 FROM shared t WHERE t.depth = s.depth + 1 AND list_slice(t.chain, 1, s.depth) = s.chain
+                   AND t.images = s.images) AS base
+FROM shared s
+ORDER BY s.chain
+"""
+
+
+def bases(dataset: str | os.PathLike) -> Rows:
+    """The layer-chain prefix tree: every chain of bottom layers that two images or more share, in tree order
+    (a chain comes before its extensions): its depth, top layer, parent chain, the images sharing it, its
+    bytes (Docker sizes of its layers), the bytes its sharing saves (size × (images - 1)) and whether it is a
+    base (no longer chain is shared by as many images)."""
+    con = connect(dataset)
+    try:
+        return _rows(con, BASES)
+    finally:
+        con.close()
+
+
 WASTE = r"""
 WITH il AS (
   SELECT DISTINCT image_id, position AS pos, diff_id FROM image_layers WHERE position IS NOT NULL
