@@ -280,6 +280,40 @@ def test_not_a_tar_is_a_failure(tmp_path) -> None:
     assert table(out, "files") == [] and table(out, "layers") == []
 
 
+def test_names_that_are_not_utf8(tmp_path) -> None:
+    """A Latin-1 file name in a layer (GNU tar, as old tools write them) and a lone surrogate in a history
+    entry: both are written, the bytes that are not UTF-8 as ``\\xNN`` escapes; nothing fails."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT, encoding="latin-1") as tf:
+        ti = tarfile.TarInfo("caf\xe9.txt")
+        ti.size = 2
+        tf.addfile(ti, io.BytesIO(b"ok"))
+    lay = write_layout(tmp_path / "l", [buf.getvalue()], "latin:1")
+    # a history entry with a lone surrogate, as a JSON escape can make one
+    index = json.loads((lay / "index.json").read_text())
+    blobs = layout_blobs(lay)
+    manifest = json.loads(blobs[index["manifests"][0]["digest"]].read_text())
+    cpath = blobs[manifest["config"]["digest"]]
+    cpath.write_text(cpath.read_text().replace('"layer 0"', '"RUN \\udc80"'))
+    cdigest = "sha256:" + hashlib.sha256(cpath.read_bytes()).hexdigest()
+    cpath.rename(cpath.with_name(cdigest.split(":")[1]))
+    manifest["config"].update(digest=cdigest, size=cpath.with_name(cdigest.split(":")[1]).stat().st_size)
+    mbytes = json.dumps(manifest).encode()
+    mdigest = hashlib.sha256(mbytes).hexdigest()
+    (lay / "blobs" / "sha256" / mdigest).write_bytes(mbytes)
+    index["manifests"][0].update(digest="sha256:" + mdigest, size=len(mbytes))
+    (lay / "index.json").write_text(json.dumps(index))
+    out = tmp_path / "ds"
+    res = scan([f"oci:{lay}"], str(out), workers=1, processes=False)
+    assert res.failures == 0, res.failure_rows
+    assert [r["path"] for r in table(out, "files")] == ["/caf\\xe9.txt"]
+    # the lone surrogate is read as the escaped byte it stands for (surrogateescape), then escaped as text
+    assert [r["created_by"] for r in table(out, "image_layers")] == ["RUN \\x80"]
+
+
 def test_a_task_run_twice_writes_the_same_parts(tmp_path) -> None:
     """What Dask does when a worker dies after writing: the task runs again. Its parts come out with the
     same names and bytes, so the files table holds each row once."""

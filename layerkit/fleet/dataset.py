@@ -102,7 +102,8 @@ FILES = pa.schema([
     pa.field("seq", pa.int32(), False, {"doc": "position of the member in the tar (0 = first); when a path "
                                                "appears twice the higher seq wins, as when applied"}),
     pa.field("path", pa.string(), False, {"doc": "clean absolute path (/etc/passwd); a marker keeps its own "
-                                                 "path (/a/.wh.b, /a/.wh..wh..opq)"}),
+                                                 "path (/a/.wh.b, /a/.wh..wh..opq); bytes that are not UTF-8 "
+                                                 "as \\xNN escapes"}),
     pa.field("type", pa.string(), False, {"doc": "file dir symlink hardlink char block fifo whiteout opaque"}),
     pa.field("size", pa.int64(), False, {"doc": "a regular file's length (0 for every other type)"}),
     pa.field("mode", pa.int32(), False, {"doc": "permission bits (0o7777)"}),
@@ -165,7 +166,14 @@ def write_part(dataset: str | os.PathLike, table: str, data: pa.Table | list[dic
     rows written twice give the same bytes, hence the same name: the second write replaces the first with
     identical content, so a retried task adds nothing."""
     schema = SCHEMAS[table]
-    t = data if isinstance(data, pa.Table) else pa.Table.from_pylist(data, schema=schema)
+    if isinstance(data, pa.Table):
+        t = data
+    else:
+        try:
+            t = pa.Table.from_pylist(data, schema=schema)
+        except UnicodeEncodeError:  # a lone surrogate (a JSON "\\udc80" escape, a tar name that is not UTF-8)
+            t = pa.Table.from_pylist([{k: utf8(v) if isinstance(v, str) else v for k, v in r.items()} for r in data],
+                                     schema=schema)
     if t.num_rows == 0:
         return None
     t = t.cast(schema) if t.schema != schema else t
@@ -195,6 +203,19 @@ def commit_file(tmp: Path, prefix: str = "part-") -> Path:
     return final
 
 
+def utf8(text: str) -> str:
+    """A name as Parquet can hold it: UTF-8 text. A tar name that is not UTF-8 (read with surrogate escapes)
+    keeps its other bytes as ``\\xNN`` escapes (``caf\\xe9`` for Latin-1 ``café``)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _array(values: list, typ: pa.DataType) -> pa.Array:
+    try:
+        return pa.array(values, type=typ)
+    except UnicodeEncodeError:  # a name that is not UTF-8: rare, so checked only when it happens
+        return pa.array([None if v is None else utf8(v) for v in values], type=typ)
+
+
 class PartWriter:
     """Rows of one table gathered column by column and written in batches, each batch a part of its own
     (:func:`write_part`): a worker's memory holds one batch, whatever the layer holds. Part names are
@@ -219,7 +240,7 @@ class PartWriter:
         if not self._first:
             return
         schema = SCHEMAS[self.table]
-        t = pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(self.columns, schema, strict=True)],
+        t = pa.Table.from_arrays([_array(c, f.type) for c, f in zip(self.columns, schema, strict=True)],
                                  schema=schema)
         p = write_part(self.dataset, self.table, t, prefix=f"{self.prefix}{len(self.parts)}.")
         if p is not None:
