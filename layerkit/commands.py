@@ -1181,10 +1181,12 @@ def scan(store: Store, sources: list[str], output: str, scheduler: str | None = 
              f"images added: {res.images} (already present: {res.skipped_images})",
              f"layers indexed: {res.layers}, {res.files} entries, {human_size(res.compressed_bytes)} "
              f"({human_size(int(rate))}/s) (shared or already present: {res.skipped_layers})"]
+    if res.dashboard:
+        lines.append(f"Dask dashboard: {res.dashboard}")
     lines.append(f"failures: {res.failures}")
     lines += [f"  {f['source']}: {f['reason']}" for f in res.failure_rows[:20]]
     data = {k: getattr(res, k) for k in ("dataset", "images", "layers", "files", "failures", "skipped_images",
-                                         "skipped_layers", "compressed_bytes", "seconds", "workers")}
+                                         "skipped_layers", "compressed_bytes", "seconds", "workers", "dashboard")}
     data["failure_rows"] = [{k: v for k, v in f.items() if k != "at"} for f in res.failure_rows]
     return Message(lines, data)
 

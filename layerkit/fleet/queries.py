@@ -51,7 +51,9 @@ def connect(dataset: str | os.PathLike) -> duckdb.DuckDBPyConnection:
     if not root.is_dir() or not any((root / t).is_dir() for t in ds.TABLES):
         raise DatasetError(f"{dataset}: not a fleet dataset (no images/, layers/, files/ ... directories; "
                               "make one with layerkit scan)")
+    # DuckDB draws its own progress bar on a long query, into the CLI's output and the notebook's cells
     con = duckdb.connect(":memory:")
+    con.execute("SET enable_progress_bar = false")
     for t in ds.TABLES:
         if ds.parts(root, t):
             glob = str(root / t / "*.parquet")

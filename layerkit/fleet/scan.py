@@ -104,6 +104,7 @@ class ScanResult:
     seconds: float
     workers: int
     failure_rows: list[dict] = field(default_factory=list)
+    dashboard: str | None = None  # the Dask dashboard of the cluster, when it serves one
 
 
 # ---- planning (the client) ---------------------------------------------------------------------------
@@ -437,6 +438,7 @@ def scan(sources: list[str], dataset: str, *, store: Store | None = None, schedu
     layer_rows: list[dict] = []
     committed = 0
     n_workers = 0
+    dashboard = None
     if p.tasks:
         if progress is not None:
             for t in p.tasks:
@@ -444,6 +446,7 @@ def scan(sources: list[str], dataset: str, *, store: Store | None = None, schedu
         client, cluster = _client(scheduler, workers, processes)
         try:
             n_workers = len(client.scheduler_info().get("workers", {}))
+            dashboard = client.dashboard_link if scheduler else None  # a LocalCluster here serves none
             for t, res in _results(client, p.tasks, dataset, contents):
                 if "layer" in res:
                     layer_rows.append(res["layer"])
@@ -472,4 +475,5 @@ def scan(sources: list[str], dataset: str, *, store: Store | None = None, schedu
                       files=sum(r["entries"] for r in layer_rows), failures=len(failures),
                       skipped_images=p.skipped_images, skipped_layers=p.skipped_layers,
                       compressed_bytes=sum(r["compressed_size"] for r in layer_rows),
-                      seconds=time.monotonic() - start, workers=n_workers, failure_rows=failures)
+                      seconds=time.monotonic() - start, workers=n_workers, failure_rows=failures,
+                      dashboard=dashboard)
