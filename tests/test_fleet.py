@@ -162,6 +162,22 @@ def test_files_table_equals_gnu_tar_listing_of_every_blob(scanned, exports) -> N
     assert all(r["sha256"] is None for r in files if r["type"] != "file")
 
 
+@pytest.mark.parametrize("key,compression", [("skopeo-oci-layout-gzip", "gzip"), ("skopeo-oci-layout-zstd", "zstd"),
+                                             ("podman-oci-archive", None)])
+def test_every_format_gives_the_same_rows(scanned, exports, tmp_path, key, compression) -> None:
+    """The same image from a gzip layout, a zstd layout and podman's OCI archive: each inflated and checked
+    (diff_id) by its worker, the same files rows as from the docker-archive the shared dataset read first."""
+    out = tmp_path / "ds"
+    res = scan([exports[key].ref], str(out), workers=1, contents=True, processes=False)
+    assert res.failures == 0, res.failure_rows
+    if compression:
+        assert {r["compression"] for r in table(out, "layers")} == {compression}
+    mine = {r["diff_id"] for r in table(out, "layers")}
+    cols = ("diff_id", "seq", "path", "type", "size", "mode", "uid", "gid", "mtime", "link", "sha256")
+    want = sorted(tuple(r[k] for k in cols) for r in table(scanned["dataset"], "files") if r["diff_id"] in mine)
+    assert sorted(tuple(r[k] for k in cols) for r in table(out, "files")) == want and want
+
+
 def test_fleet_waste_equals_layerkit_efficiency(scanned, exports, tmp_path, base_image, multi_image) -> None:
     """dive's figures computed in SQL from the files table equal ``layerkit efficiency`` of each image
     loaded into a store (the multi image deletes a file and a directory, rewrites a file and hardlinks)."""
