@@ -58,6 +58,17 @@ def _store_dir(text: str) -> str:
     return text
 
 
+def _positive(text: str) -> int:
+    """A count of at least 1 (``--workers``)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return n
+
+
 def _fmt(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=["table", "json"], default="table", help="output format")
 
@@ -263,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, metavar="DATASET", help="dataset directory (added to)")
     s.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler (tcp://HOST:8786); "
                    "default: a local cluster")
-    s.add_argument("--workers", type=int, metavar="N", help="workers of the local cluster (default: one per core)")
+    s.add_argument("--workers", type=_positive, metavar="N", help="workers of the local cluster (default: one per "
+                   "core)")
     s.add_argument("--contents", action="store_true", help="hash every regular file (fleet duplicates needs it)")
     _fmt(s)
 

@@ -462,6 +462,11 @@ def test_scan_on_a_local_cluster_of_processes_and_the_cli(tmp_path, capsys) -> N
     assert main(["fleet", "waste", str(tmp_path / "nothing")]) == 1
     assert "not a fleet dataset" in capsys.readouterr().err
     assert main(["fleet"]) == 2
+    assert main(["scan", f"oci:{a}", "-o", str(tmp_path / "x"), "--workers", "0"]) == 2
+    (tmp_path / "afile").write_text("")
+    assert main(["scan", f"oci:{a}", "-o", str(tmp_path / "afile")]) == 1
+    err = capsys.readouterr().err
+    assert err.endswith(f"layerkit: error: {tmp_path / 'afile'}: exists and is not a directory\n"), err
 
 
 def test_duplicates_finds_content_copied_into_several_layers(tmp_path) -> None:
