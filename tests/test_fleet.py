@@ -478,7 +478,13 @@ def test_duplicates_finds_content_copied_into_several_layers(tmp_path) -> None:
     write_layout(tmp_path / "a", [l1], "a:1")
     write_layout(tmp_path / "b", [l2], "b:1")
     out = tmp_path / "ds"
-    scan([f"oci:{tmp_path / 'a'}", f"oci:{tmp_path / 'b'}"], str(out), workers=1, contents=True, processes=False)
+    events = []
+    scan([f"oci:{tmp_path / 'a'}", f"oci:{tmp_path / 'b'}"], str(out), workers=1, contents=True, processes=False,
+         progress=events.append)
+    # progress: each layer announced, then done, with its size (the faces draw bytes and rate from these)
+    digests = {"sha256:" + hashlib.sha256(x).hexdigest(): len(x) for x in (l1, l2)}
+    assert sorted((e.digest, e.status.value, e.total) for e in events) == sorted(
+        [(d, "done", n) for d, n in digests.items()] + [(d, "waiting", n) for d, n in digests.items()])
     _, rows = queries.duplicates(out)
     assert rows == [{"sha256": hashlib.sha256(payload).hexdigest(), "size": 4096, "copies": 2, "layers": 2,
                      "images": 2, "reclaimable_bytes": 4096, "path": "/opt/a/lib.so", "paths": 2}]
