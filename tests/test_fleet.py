@@ -285,6 +285,28 @@ def test_lying_blob_missing_blob_and_bad_sources_are_failures(tmp_path) -> None:
     assert len(queries.waste(out)[1]) == 2
 
 
+def test_a_lying_copy_falls_back_to_another_source(tmp_path) -> None:
+    """The same layer in two layouts, the first copy lying: the layer is still indexed once, from the second
+    copy, and nothing is a failure; with no good copy left the failure counts the copies tried."""
+    a, b, layers = _small_layouts(tmp_path)
+    good = write_layout(tmp_path / "good", [layers["other"]], "good:1")
+    other = "sha256:" + hashlib.sha256(layers["other"]).hexdigest()
+    blob = layout_blobs(b)[other]
+    data = bytearray(blob.read_bytes())
+    data[600] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    out = tmp_path / "ds"
+    res = scan([f"oci:{b}", f"oci:{good}"], str(out), workers=1, processes=False)
+    assert res.failures == 0 and res.layers == 2, res.failure_rows
+    assert sum(1 for r in table(out, "files") if r["diff_id"] == other) == 1
+    layout_blobs(good)[other].write_bytes(bytes(data))  # now both copies lie
+    out2 = tmp_path / "ds2"
+    res = scan([f"oci:{b}", f"oci:{good}"], str(out2), workers=1, processes=False)
+    (f,) = res.failure_rows
+    assert f["error"] == "DigestMismatch" and f["reason"].endswith("(1 other copies failed too)"), f
+    assert not [r for r in table(out2, "files") if r["diff_id"] == other]
+
+
 def test_not_a_tar_is_a_failure(tmp_path) -> None:
     """A layer whose digest and diff_id are right but whose bytes are no tar: InvalidArchive, no rows."""
     junk = b"this is not a tar archive\n" * 40

@@ -129,7 +129,8 @@ CONTENTS = pa.schema([
 #: What could not be read: one row per failure; the rest of the scan went on.
 FAILURES = pa.schema([
     pa.field("source", pa.string(), False, {"doc": "the SOURCE argument"}),
-    pa.field("stage", pa.string(), False, {"doc": "source (opening or listing it) or layer"}),
+    pa.field("stage", pa.string(), False, {"doc": "source (opening or listing it), image (its documents) "
+                                                  "or layer"}),
     pa.field("image_id", pa.string(), True, {"doc": "the image, when known"}),
     pa.field("diff_id", pa.string(), True, {"doc": "the layer, when known"}),
     pa.field("digest", pa.string(), True, {"doc": "the blob, when known"}),

@@ -32,7 +32,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -67,7 +67,8 @@ class Locator:
 
 @dataclass(frozen=True)
 class LayerTask:
-    """One unique layer to index: what it must hash to and where it is."""
+    """One unique layer to index: what it must hash to and where it is; ``alternates``: other copies of the
+    same diff_id (another source, another blob), tried in turn when one cannot be read or does not match."""
 
     diff_id: str
     digest: str | None
@@ -75,6 +76,10 @@ class LayerTask:
     label: str
     locator: Locator
     source: str
+    alternates: tuple[LayerTask, ...] = ()
+
+
+MAX_ALTERNATES = 3
 
 
 @dataclass
@@ -180,7 +185,7 @@ class _Planner:
         self.layers_present = ds.present_layers(dataset)
         self.images_present = ds.present_images(dataset)
         self.image_ids = {i for i, _ in self.images_present}
-        self.planned: set[str] = set()
+        self.planned: dict[str, list[LayerTask]] = {}  # diff_id -> its copies, the first found first
 
     def add(self, source: str, image_id: str, config: dict, names: list[Reference], manifest_digest: str | None,
             layers: list[tuple[str | None, int | None, str | None]], locators: list[Locator],
@@ -198,11 +203,20 @@ class _Planner:
             p.image_layers += _image_layer_rows(image_id, config, layers)
         for diff_id, (digest, size, _), loc, label in zip(config["rootfs"]["diff_ids"], layers, locators, labels,
                                                          strict=True):
-            if diff_id in self.layers_present or diff_id in self.planned:
+            if diff_id in self.layers_present:
                 p.skipped_layers += 1
                 continue
-            self.planned.add(diff_id)
-            p.tasks.append(LayerTask(diff_id, digest, size, label, loc, source))
+            copies = self.planned.setdefault(diff_id, [])
+            if copies:
+                p.skipped_layers += 1
+            if len(copies) <= MAX_ALTERNATES and all(c.locator != loc for c in copies):
+                copies.append(LayerTask(diff_id, digest, size, label, loc, source))
+
+    def tasks(self) -> list[LayerTask]:
+        """One task per diff_id, its other copies as alternates, largest first."""
+        out = [replace(c[0], alternates=tuple(c[1:])) for c in self.planned.values()]
+        out.sort(key=lambda t: -(t.size or 0))
+        return out
 
 
 def _is_store(source: str) -> bool:
@@ -234,7 +248,11 @@ def _plan_source(planner: _Planner, source: str) -> None:
 
     with open_source(source, every=True) as src:
         for n, im in enumerate(src.images()):
-            _plan_image(planner, source, n, im)
+            try:
+                _plan_image(planner, source, n, im)
+            except (LayerkitError, OSError) as exc:  # this image's documents: the source's others go on
+                image_id = "sha256:" + hashlib.sha256(im.config_bytes).hexdigest()
+                planner.plan.failures.append(_failure(source, "image", exc, image_id=image_id))
 
 
 def _plan_image(planner: _Planner, source: str, n: int, im: SourceImage) -> None:
@@ -266,7 +284,7 @@ def plan(sources: list[str], dataset: str, store: Store | None = None) -> Plan:
                 _plan_source(planner, source)
         except (LayerkitError, OSError) as exc:
             planner.plan.failures.append(_failure(source, "source", exc))
-    planner.plan.tasks.sort(key=lambda t: -(t.size or 0))
+    planner.plan.tasks = planner.tasks()
     return planner.plan
 
 
@@ -331,7 +349,23 @@ def _worker_name() -> str | None:
 
 def index_layer(task: LayerTask, dataset: str, contents: bool = False) -> dict:
     """Open, stream, verify and index one layer; write its ``files`` parts. Returns ``{"layer": row}`` or
-    ``{"failure": row}`` (a layer's own problems are data, never an exception of the task)."""
+    ``{"failure": row}`` (a layer's own problems are data, never an exception of the task). When the copy
+    planned first fails, its alternates are tried in turn; the failure names the first copy's problem."""
+    first: BaseException | None = None
+    for copy in (task, *task.alternates):
+        try:
+            return {"layer": _index_copy(copy, dataset, contents)}
+        except (LayerkitError, OSError) as exc:
+            first = first or exc
+    assert first is not None
+    more = f" ({len(task.alternates)} other copies failed too)" if task.alternates else ""
+    row = _failure(task.source, "layer", first, diff_id=task.diff_id, digest=task.digest)
+    row["reason"] += more
+    return {"failure": row}
+
+
+def _index_copy(task: LayerTask, dataset: str, contents: bool) -> dict:
+    """:func:`index_layer` of one copy: its ``layers`` row, or the copy's error (its parts removed)."""
     t0 = time.monotonic()
     writer = ds.PartWriter(dataset, "files", prefix=task.diff_id.removeprefix("sha256:") + ".")
     (c_diff, c_seq, c_path, c_type, c_size, c_mode, c_uid, c_gid, c_mtime, c_link, c_sha) = (
@@ -382,15 +416,14 @@ def index_layer(task: LayerTask, dataset: str, contents: bool = False) -> dict:
                 raise tar_error(task.label, exc) from exc
             digest, diff_id, csize, tsize = stream.finish(task.digest, task.diff_id)
         writer.flush()
-    except (LayerkitError, OSError) as exc:
-        for name in writer.parts:  # this task's own parts: a layer that failed leaves no rows
+    except BaseException:
+        for name in writer.parts:  # this copy's own parts: a layer that failed leaves no rows
             (ds.table_dir(dataset, "files") / name).unlink(missing_ok=True)
-        return {"failure": _failure(task.source, "layer", exc, diff_id=task.diff_id, digest=task.digest)}
-    return {"layer": {"diff_id": diff_id, "digest": digest, "compression": stream.compression,
-                      "compressed_size": csize, "tar_size": tsize, "size": size, "entries": entries,
-                      "files": files, "regular_files": regular, "regular_bytes": size - links_bytes,
-                      "contents": contents, "index_seconds": time.monotonic() - t0,
-                      "worker": _worker_name(), "scanned_at": datetime.now(UTC)}}
+        raise
+    return {"diff_id": diff_id, "digest": digest, "compression": stream.compression, "compressed_size": csize,
+            "tar_size": tsize, "size": size, "entries": entries, "files": files, "regular_files": regular,
+            "regular_bytes": size - links_bytes, "contents": contents, "index_seconds": time.monotonic() - t0,
+            "worker": _worker_name(), "scanned_at": datetime.now(UTC)}
 
 
 # ---- running it (the client) -------------------------------------------------------------------------
