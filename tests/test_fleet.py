@@ -25,11 +25,14 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("pyarrow", reason="the fleet extra: pip install 'layerkit[fleet]'")
-pytest.importorskip("duckdb", reason="the fleet extra: pip install 'layerkit[fleet]'")
-pytest.importorskip("distributed", reason="the fleet extra: pip install 'layerkit[fleet]'")
+try:  # a missing extra fails the run, naming what to install (nothing is skipped in CI)
+    import distributed  # noqa: F401
+    import duckdb  # noqa: F401
+    import pyarrow.parquet as pq
+except ImportError as exc:
+    raise ImportError(f"{exc.name} is missing: pip install 'layerkit[fleet]' (pyarrow, duckdb, distributed)") \
+        from exc
 
-import pyarrow.parquet as pq  # noqa: E402
 from builders import WH, F, S, layer_tar, write_layout  # noqa: E402
 from realtools import require, run, run_bytes, skopeo_config  # noqa: E402
 
