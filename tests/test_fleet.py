@@ -549,3 +549,14 @@ def test_lk_fleet_and_sql_cell_return_dataframes(tmp_path) -> None:
         assert cell["path"].tolist()[:2] == ["/srv/data.bin", "/bin/tool"]
     finally:
         InteractiveShell.clear_instance()
+
+
+def test_without_the_fleet_extra_the_verbs_name_it(tmp_path, monkeypatch, capsys) -> None:
+    """With DuckDB missing, ``fleet`` is one error line naming the extra to install (exit status 1)."""
+    for name in [m for m in sys.modules if m.startswith("layerkit.fleet")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "duckdb", None)  # import duckdb raises ImportError
+    assert main(["fleet", "summary", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err == ("layerkit: error: scan and fleet need pyarrow, duckdb and distributed (duckdb is missing): "
+                   "pip install 'layerkit[fleet]'\n"), err
