@@ -7,6 +7,10 @@ and returns a :class:`~layerkit.results.Table`, :class:`~layerkit.results.Messag
 report read everything else they show here too (``image_info``, ``shared_layers``, ``layer_files``,
 ``lookup`` ...): the faces never import the engine. ``report`` renders frames and plots, so it is a face's
 verb (:func:`layerkit.notebook.report.report`); this module imports no face.
+
+A verb's image argument is resolved in one place, :func:`resolve_image`: a stored image, or a transport reference
+(``docker-archive:PATH``, ``oci:DIR:NAME``, ``docker://REF`` ...) read in place without touching the store;
+the verbs then ask the image's own source (``img.source``) for union views and file bytes.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from .engine.reference import Reference, parse_reference
 from .engine.store import Store
 from .errors import (
     HostPathError,
+    ImageNotFound,
     InvalidReference,
     LayerkitError,
     PartialFailure,  # noqa: F401 - defined there, named here too
@@ -92,7 +97,7 @@ def load(store: Store, path: str, progress: Progress | None = None) -> Message:
 def _images_with_tags(store: Store, names: list[str]) -> list[tuple[Image, list[Reference]]]:
     """Resolve ``save`` arguments: a tag saves that tag, an ID saves the image untagged (one rule, shared
     with ``save --to-engine``)."""
-    from .formats.engine_api import images_with_tags
+    from .formats.stored import images_with_tags
 
     return images_with_tags(store, names)
 
@@ -129,6 +134,52 @@ def output_path(output: str, directory: bool = False) -> Path:
     return out
 
 
+# ---- the image a verb names: in the store, or in place ------------------------------------------
+
+def resolve_image(store: Store, name: str) -> Image:
+    """The one place a verb's image argument is resolved: an image of the store (a tag, an ID, ``NAME@DIGEST``),
+    or a transport reference (``docker-archive:PATH[:REF]``, ``oci:DIR[:NAME]``, ``oci-archive:PATH[:NAME]``,
+    ``docker://REF``, ``docker-daemon:REF``) analysed in place: read where it lies, nothing written to the
+    store, layer indexes kept in memory (:mod:`layerkit.formats.transports.inplace`; diff_ids unchecked).
+    A name that looks like a transport reference but is a tag the store holds stays the store's image; an ID
+    the store does not hold may be that of an image read in place earlier in this process.
+
+    The image's ``source`` answers what the verbs ask besides (``image_view``, ``blobs``,
+    ``diff_id_users``): the store for a stored image, the in-place indexes otherwise."""
+    from .formats.transports.inplace import find_opened, is_transport_reference, open_in_place
+
+    if is_transport_reference(name):
+        stored = _stored(store, name)
+        return stored if stored is not None else open_in_place(name, store)
+    try:
+        return store.image(name)
+    except ImageNotFound:
+        # the ID of an image this process read in place (the notebook's panels name images by ID)
+        opened = find_opened(name)
+        if opened is None:
+            raise
+        return opened
+
+
+def _stored(store: Store, name: str) -> Image | None:
+    """The store's image of that name when ``name`` is also a valid tag (``oci:v1`` is the image ``oci``,
+    tag ``v1``) and the store holds it; else None (also when the store cannot be read: the user named a
+    transport, which needs no store)."""
+    try:
+        parse_reference(name)
+    except InvalidReference:
+        return None
+    try:
+        return store.image(name)
+    except (LayerkitError, OSError):
+        return None
+
+
+def _view(img: Image, layer: int | None = None):
+    """The union view of an image (``layer``: of the layers up to that one), from its own source."""
+    return img.source.image_view(img, layer)
+
+
 # ---- listing -------------------------------------------------------------------------------
 
 def _sharing(store: Store) -> tuple[list[Image], dict[str, list[Image]]]:
@@ -155,10 +206,24 @@ IMAGE_KEYS = ["repository", "tag", "id", "digest", "created", "size", "shared_si
               "containers", "layers"]
 
 
-def images(store: Store, containers_by_image: dict[str, int] | None = None) -> Table:
-    """``images``: one row per tag (``<none>`` for an untagged image), newest first."""
-    containers_by_image = containers_by_image or store_container_counts(store)
-    imgs, users = _sharing(store)
+def images(store: Store, containers_by_image: dict[str, int] | None = None, source: str | None = None) -> Table:
+    """``images [SOURCE]``: one row per tag (``<none>`` for an untagged image), newest first. ``source``: the
+    images of a transport reference instead of the store's (``images docker-archive:all.tar``: every image of
+    the archive, read in place; sharing counted among them; no containers)."""
+    if source is not None:
+        from .formats.transports.inplace import all_in_place
+
+        with all_in_place(source, store) as found:
+            found.sort(key=lambda i: (i.created.timestamp() if i.created else 0), reverse=True)  # as the store's
+            return _images_table(found, {})
+    return _images_table(store.images(), containers_by_image or store_container_counts(store))
+
+
+def _images_table(imgs: list[Image], containers_by_image: dict[str, int]) -> Table:
+    users: dict[str, list[Image]] = {}
+    for img in imgs:
+        for cid in img.chain_ids:
+            users.setdefault(cid, []).append(img)
     rows = []
     for img in imgs:
         size, shared, unique = _image_sizes(img, users)
@@ -182,7 +247,7 @@ def store_container_counts(store: Store) -> dict[str, int]:
 
 def history(store: Store, name: str, no_trunc: bool = False) -> Table:
     """``history IMAGE`` as ``docker history`` prints it, newest first."""
-    img = store.image(name)
+    img = resolve_image(store, name)
     rows = []
     for h in img.history():
         # docker history --format json prints "ID":"<missing>" for a row no local image names
@@ -206,8 +271,8 @@ LAYER_KEYS = ["index", "diff_id", "digest", "media_type", "size", "tar_size", "c
 
 def layers(store: Store, name: str) -> Table:
     """``layers IMAGE``: one row per layer, bottom first, with the three sizes and who shares it."""
-    img = store.image(name)
-    users = store.diff_id_users()
+    img = resolve_image(store, name)
+    users = img.source.diff_id_users()
     created = _layer_created_by(img)
     rows = []
     for layer, cb in zip(img.layers, created, strict=False):
@@ -226,7 +291,7 @@ def layers(store: Store, name: str) -> Table:
 
 def inspect_image(store: Store, name: str) -> Document:
     """``inspect IMAGE``: the record Docker shows, plus the manifest layerkit stores."""
-    img = store.image(name)
+    img = resolve_image(store, name)
     cfg = img.config
     data = {
         "Id": img.id,
@@ -423,8 +488,8 @@ def _target(store: Store, name: str):
     c = find_container(store, name, missing_ok=True)
     if c is not None:
         return c, c.view(), c.top
-    img = store.image(name)
-    return img, store.image_view(img), None
+    img = resolve_image(store, name)
+    return img, _view(img), None
 
 
 LS_KEYS = ["path", "type", "size", "mode", "uid", "gid", "mtime", "link", "layer"]
@@ -510,8 +575,8 @@ def _layer_indexes(store: Store, target: str) -> tuple[list, list[str | None]]:
         store.index_layers(img.layers)
         return ([la.index() for la in img.layers] + [upper_index(c.upper)],
                 [la.diff_id for la in img.layers] + [None])
-    img = store.image(target)
-    store.index_layers(img.layers)
+    img = resolve_image(store, target)
+    img.source.index_layers(img.layers)
     return [la.index() for la in img.layers], [la.diff_id for la in img.layers]
 
 
@@ -558,9 +623,9 @@ def cat(store: Store, target: str, path: str, layer: int | None = None) -> Strea
     if c is not None and (layer is None or layer >= len(c.image.layers)):
         f = c.open(path)
         return Stream(iter(lambda: f.read(1 << 20), b""))
-    img = c.image if c is not None else store.image(target)
+    img = c.image if c is not None else resolve_image(store, target)
     _check_layer(img, target, layer)
-    view = store.image_view(img, layer)
+    view = _view(img, layer)
     ue = view.lookup(path)
     ue = view.data_entry(ue)  # a hardlink reads the file it was linked to, even if that path changed later
     if ue.entry.type == "dir":
@@ -568,7 +633,7 @@ def cat(store: Store, target: str, path: str, layer: int | None = None) -> Strea
     if ue.entry.type != "file":
         raise LayerkitError(f"{path}: not a regular file ({ue.entry.type})")
     layer = img.layers[ue.layer]
-    return Stream(iter_entry_bytes(store.blobs, layer.digest, ue.entry))
+    return Stream(iter_entry_bytes(img.source.blobs, layer.digest, ue.entry))
 
 
 def _check_layer(img: Image, target: str, layer: int | None) -> None:
@@ -918,11 +983,11 @@ def files(store: Store, name: str, whiteouts: bool = False, layer: int | None = 
     the layers up to that one (the explorer panel's view of a layer)."""
     from .engine.analysis import files as union_files
 
-    img = store.image(name)
+    img = resolve_image(store, name)
     _check_layer(img, name, layer)
-    rows = union_files(store, img, layer)
+    rows = union_files(img.source, img, layer)
     if whiteouts:
-        rows += _markers(store.image_view(img, layer), None, "/", True)
+        rows += _markers(_view(img, layer), None, "/", True)
         rows.sort(key=lambda r: r["path"])
     cols = [Column("layer_index", "LAYER"), Column("type", "TYPE"), Column("size", "SIZE", fmt_size),
             Column("path", "PATH"), Column("link", "LINK", lambda v: f"-> {v}" if v else "")]
@@ -933,7 +998,7 @@ def compare(store: Store, a: str, b: str) -> Sections:
     """``compare IMAGE IMAGE``: layer by layer (shared prefix, divergence) and file by file."""
     from .engine.analysis import compare as compare_images
 
-    res = compare_images(store, store.image(a), store.image(b))
+    res = compare_images(store, resolve_image(store, a), resolve_image(store, b))
     layer_t = Table([Column("index", "#"), Column("shared", "SHARED", lambda v: "yes" if v else "no"),
                      Column("diff_id_a", f"LAYER IN {a}", lambda v: short(v) if v else "-"),
                      Column("diff_id_b", f"LAYER IN {b}", lambda v: short(v) if v else "-"),
@@ -958,7 +1023,7 @@ def image_info(store: Store, name: str, size: bool = True) -> Document:
     """One image as a panel or a report introduces it: ``id``, ``name`` (its first tag, else the short ID),
     ``tags``, ``created``, ``size`` (Docker's; None without ``size``, which saves reading the layer
     indexes), ``layers`` (how many), ``diff_ids`` and ``chain_ids`` bottom first."""
-    img = store.image(name)
+    img = resolve_image(store, name)
     return Document({"id": img.id, "name": img.name, "tags": [t.familiar for t in img.tags],
                      "created": rfc3339(img.created), "size": img.size if size else None,
                      "layers": len(img.diff_ids), "diff_ids": img.diff_ids, "chain_ids": list(img.chain_ids)})
@@ -987,7 +1052,7 @@ def shared_layers(store: Store, names: list[str]) -> Table:
     (by chain ID, as Docker counts sharing); an image named twice counts once."""
     from .engine.analysis import shared_layers as rows_of
 
-    rows = rows_of([store.image(n) for n in names])
+    rows = rows_of([resolve_image(store, n) for n in names])
     return Table([Column("image", "IMAGE"), Column("index", "#"), Column("diff_id", "DIFF ID", short),
                   Column("size", "SIZE", fmt_size), Column("shared_by", "SHARED BY")], rows, SHARED_KEYS)
 
@@ -999,8 +1064,8 @@ def layer_files(store: Store, name: str, index: int) -> Table:
     """What layer ``index`` of an image adds, modifies and deletes relative to the layers below, by path."""
     from .engine.analysis import layer_files as rows_of
 
-    img = store.image(name)
-    rows = rows_of(store, img, index)
+    img = resolve_image(store, name)
+    rows = rows_of(img.source, img, index)
     return Table([Column("kind", "KIND"), Column("path", "PATH"), Column("size", "SIZE", fmt_size)], rows,
                  LAYER_FILES_KEYS)
 
@@ -1009,9 +1074,9 @@ def lookup(store: Store, name: str, path: str, layer: int | None = None) -> Docu
     """The entry at ``path`` in an image's union view (``layer``: of the layers up to that one), the last
     component not followed: ``path type size mode uid gid link layer_index``, ``entries`` (a directory's
     count) and ``data_size`` (the size of the file a hardlink names; None when it cannot be read)."""
-    img = store.image(name)
+    img = resolve_image(store, name)
     _check_layer(img, name, layer)
-    view = store.image_view(img, layer)
+    view = _view(img, layer)
     ue = view.lookup(path, follow=False)
     e = ue.entry
     data_size = None
@@ -1071,7 +1136,8 @@ def logout(store: Store | None, registry: str) -> Message:
 def _efficiency_of(store: Store, name: str):
     from .engine.efficiency import analyze
 
-    img = store.image(name)
+    img = resolve_image(store, name)
+    img.source.index_layers(img.layers)  # several layers at once (a no-op for the store's checked layers)
     return analyze([layer.index() for layer in img.layers])
 
 

@@ -69,6 +69,12 @@ def _positive(text: str) -> int:
     return n
 
 
+# the read-only verbs also read an image where it lies, without loading it (commands.resolve_image)
+IN_PLACE = ("a stored image, or a transport reference read in place without loading it: docker-archive:PATH[:REF], "
+            "oci:DIR[:NAME], oci-archive:PATH[:NAME] (in place, layer contents are not checked against the "
+            "config's diff_ids)")
+
+
 def _fmt(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=["table", "json"], default="table", help="output format")
 
@@ -107,19 +113,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", metavar="ENDPOINT", help="engine endpoint for docker-daemon:")
 
     s = sub.add_parser("images", help="list images")
+    s.add_argument("source", nargs="?", metavar="SOURCE",
+                   help="list the images of a transport reference instead, read in place: docker-archive:PATH, "
+                        "oci:DIR, oci-archive:PATH (nothing is loaded)")
     _fmt(s)
 
     s = sub.add_parser("history", help="show the history of an image")
-    s.add_argument("image")
+    s.add_argument("image", help=IN_PLACE)
     s.add_argument("--no-trunc", action="store_true", help="do not truncate output")
     _fmt(s)
 
     s = sub.add_parser("layers", help="list an image's layers with their sizes")
-    s.add_argument("image")
+    s.add_argument("image", help=IN_PLACE)
     _fmt(s)
 
     s = sub.add_parser("inspect", help="full record of an image or container (JSON)")
-    s.add_argument("target")
+    s.add_argument("target", help=IN_PLACE + "; or a container")
 
     s = sub.add_parser("tag", help="add a tag to an image")
     s.add_argument("source")
@@ -131,14 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     _fmt(s)
 
     s = sub.add_parser("ls", help="list the union view of an image or container")
-    s.add_argument("target", metavar="TARGET")
+    s.add_argument("target", metavar="TARGET", help=IN_PLACE + "; or a container")
     s.add_argument("path", nargs="?", default="/")
     s.add_argument("-R", "--recursive", action="store_true")
     s.add_argument("--whiteouts", action="store_true", help="also list the layers' whiteout and opaque markers")
     _fmt(s)
 
     s = sub.add_parser("tree", help="dive's layer tree: directory sizes, what a layer added, modified, removed")
-    s.add_argument("target", metavar="TARGET")
+    s.add_argument("target", metavar="TARGET", help=IN_PLACE + "; or a container")
     s.add_argument("path", nargs="?", default="/")
     s.add_argument("--layer", type=int, metavar="N", help="layer to show, 0 at the bottom (default: the top)")
     s.add_argument("--changes", action="store_true", help="only what the layer changed (and the dirs on the way)")
@@ -148,12 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     _fmt(s)
 
     s = sub.add_parser("versions", help="what each layer holds for a path, and which one the union view shows")
-    s.add_argument("target", metavar="TARGET")
+    s.add_argument("target", metavar="TARGET", help=IN_PLACE + "; or a container")
     s.add_argument("path")
     _fmt(s)
 
     s = sub.add_parser("cat", help="print a file of an image or container")
-    s.add_argument("target", metavar="TARGET")
+    s.add_argument("target", metavar="TARGET", help=IN_PLACE + "; or a container")
     s.add_argument("path")
 
     for verb, helptext in (("create", "create a container"), ("run", "create a container and run a command")):
@@ -201,28 +210,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("repo", nargs="?", metavar="REPO[:TAG]")
 
     s = sub.add_parser("files", help="every file of an image with the layer that provides it")
-    s.add_argument("image")
+    s.add_argument("image", help=IN_PLACE)
     s.add_argument("--whiteouts", action="store_true", help="also list the layers' whiteout and opaque markers")
     _fmt(s)
 
     s = sub.add_parser("compare", help="compare two images layer by layer and file by file")
-    s.add_argument("image_a", metavar="IMAGE")
-    s.add_argument("image_b", metavar="IMAGE")
+    s.add_argument("image_a", metavar="IMAGE", help=IN_PLACE)
+    s.add_argument("image_b", metavar="IMAGE", help=IN_PLACE)
     _fmt(s)
 
     s = sub.add_parser("efficiency", help="dive's efficiency score, wasted bytes and inefficient files")
-    s.add_argument("image")
+    s.add_argument("image", help=IN_PLACE)
     _fmt(s)
 
     s = sub.add_parser("check", help="dive's CI rules on an image (exit 1 when a rule fails)")
-    s.add_argument("image")
+    s.add_argument("image", help=IN_PLACE)
     s.add_argument("--lowest-efficiency", default="0.9", metavar="RATIO", help="or 'disabled'")
     s.add_argument("--highest-wasted-bytes", default="20MB", metavar="SIZE", help="e.g. 20MB, or 'disabled'")
     s.add_argument("--highest-user-wasted-percent", default="0.1", metavar="RATIO", help="or 'disabled'")
     _fmt(s)
 
     s = sub.add_parser("report", help="write an HTML or Markdown report of images or containers")
-    s.add_argument("targets", nargs="+", metavar="TARGET")
+    s.add_argument("targets", nargs="+", metavar="TARGET", help=IN_PLACE + "; or a container")
     s.add_argument("-o", "--output", required=True, metavar="FILE")
 
     s = sub.add_parser("pull", help="pull an image from a registry")
@@ -404,7 +413,7 @@ VERBS: dict[str, Callable[[Store, argparse.Namespace], Any]] = {
     "load": _load,
     "save": _save,
     "copy": lambda s, a: commands.copy(s, a.src, a.dst, insecure=a.insecure, engine=a.engine),
-    "images": lambda s, a: commands.images(s),
+    "images": lambda s, a: commands.images(s, source=a.source),
     "history": lambda s, a: commands.history(s, a.image, no_trunc=a.no_trunc),
     "layers": lambda s, a: commands.layers(s, a.image),
     "inspect": lambda s, a: commands.inspect(s, a.target),

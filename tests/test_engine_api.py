@@ -328,3 +328,23 @@ def test_copy_to_and_from_the_daemon(svc, tmp_path):
         "org.opencontainers.image.ref.name": "d"}
     with pytest.raises(ImageNotFound, match="no such image"):
         copy(fresh, "docker-daemon:lk.test/absent:1", f"oci:{out}:e", endpoint=svc.endpoint)
+
+
+def test_daemon_source_without_a_store(svc, tmp_path, monkeypatch):
+    """``docker-daemon:`` read in place: the engine's archive goes to the system's temporary directory (gone
+    when the source closes) and its image straight to an OCI layout, nothing stored."""
+    import tempfile
+
+    from layerkit.formats.pipeline import copy_image
+    from layerkit.formats.transports import registry as table
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    out = tmp_path / "direct"
+    with table.open_source(f"docker-daemon:{BUSYBOX}", endpoint=svc.endpoint) as src:
+        [(image_id, refs)] = copy_image(src, table.open_destination(f"oci:{out}:bb"))
+        assert len(list((tmp_path / "tmp").iterdir())) == 1  # the engine's archive, while the source is open
+    assert image_id == _id(_inspect(svc, BUSYBOX)["Id"]) and refs == ["bb"]
+    assert json.loads((out / "index.json").read_text())["manifests"][0]["annotations"] == {
+        "org.opencontainers.image.ref.name": "bb"}
+    assert list((tmp_path / "tmp").iterdir()) == []

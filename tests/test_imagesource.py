@@ -14,7 +14,7 @@ from builders import many_images_archive
 from layerkit.errors import ImageNotFound, InvalidArchive, LayerkitError, NotFound
 from layerkit.formats.imagesource import ImageSource
 from layerkit.formats.transports.location import TransportError
-from layerkit.formats.transports.registry import Transport, is_transport_reference, open_source, register
+from layerkit.formats.transports.registry import Transport, is_transport_reference, open_source, register, transport
 
 
 def _inspect(ref: str) -> dict:
@@ -115,12 +115,12 @@ def test_transport_table(tmp_path) -> None:
         def close(self):
             pass
 
-    old = register("oci-archive", source=Echo)  # a new transport is one registration
+    before = transport("oci-archive")
     try:
+        new = register("oci-archive", source=Echo)  # replacing a transport is one registration
+        assert isinstance(new, Transport) and transport("oci-archive") is new
         open_source("oci-archive:/some/where", every=True)
     finally:
-        from layerkit.formats.transports import archives
-
-        register("oci-archive", source=archives.OciSource)
-    assert isinstance(old, Transport)
+        register(before.name, source=before.source, destination=before.destination)
+    assert transport("oci-archive") == before
     assert seen == [("oci-archive", "/some/where", {"every": True})]

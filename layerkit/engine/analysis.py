@@ -69,7 +69,8 @@ def _content_digest(store: Store, image: Image, view: UnionView, path: str) -> s
     if ue.entry.type == "hardlink":
         ue = view.lookup(ue.entry.link, follow=False)
     h = hashlib.sha256()
-    for chunk in iter_entry_bytes(store.blobs, image.layers[ue.layer].digest, ue.entry):
+    # the image's own source: the store, or the archive an image read in place came from
+    for chunk in iter_entry_bytes(image.source.blobs, image.layers[ue.layer].digest, ue.entry):
         h.update(chunk)
     return "sha256:" + h.hexdigest()
 
@@ -86,7 +87,8 @@ def compare(store: Store, a: Image, b: Image) -> dict:
         if ca != cb:
             break
         prefix += 1
-    va, vb = store.image_view(a), store.image_view(b)
+    # each image's view from its own source (the store's, or in-place indexes: one may be of each)
+    va, vb = a.source.image_view(a), b.source.image_view(b)
     pa = {u.entry.path: u for u in va.entries()}
     pb = {u.entry.path: u for u in vb.entries()}
     rows = []

@@ -3,25 +3,21 @@
 
 from __future__ import annotations
 
-import io
-import json
-import os
-import tarfile
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..engine.digests import hex_of
 from ..engine.image import Image
-from ..engine.layer import open_uncompressed
 from ..engine.progress import Progress
 from ..engine.reference import Reference, parse_reference
 from ..engine.store import Store
 from ..errors import InvalidManifest, InvalidReference
+from .archive_writers import DockerArchiveDestination, tag_string
 from .imagesource import SourceImage
-from .importer import ImportBatch, LayerSource, LoadedImage
+from .importer import LayerSource, LoadedImage
 from .oci import check_layout_sizes
+from .pipeline import Listed, copy_image
 from .sources import Source, shown
+from .stored import StoreDestination, StoreSource
 
 
 def _expected_digest(name: str) -> str | None:
@@ -69,12 +65,14 @@ def load_docker_archive(store: Store, src: Source, progress: Progress | None = N
     """Import every image listed in ``manifest.json``; ``progress`` receives each layer's events
     (:class:`~.importer.ImportBatch`)."""
     manifest = archive_entries(src)
-    with ImportBatch(store, defer=True) as batch:
-        for img in source_images(src, manifest):
-            batch.add_image(img, progress=progress)
-        manifest.clear()  # the batch holds what it needs (100,000 tags: 8 MB)
-        # nothing is recorded until every image of the archive has been verified
-        return [LoadedImage(image, [_tag_string(t) for t in taken]) for image, taken in batch.commit()]
+
+    def images() -> Iterator[SourceImage]:
+        yield from source_images(src, manifest)
+        manifest.clear()  # the store's batch holds what it needs (100,000 tags: 8 MB)
+
+    # nothing is recorded until every image of the archive has been verified
+    done = copy_image(Listed(src.label, images()), StoreDestination(store, defer=True), progress=progress)
+    return [LoadedImage(image, [_tag_string(t) for t in taken]) for image, taken in done]
 
 
 def _entry_image(src: Source, i: int, entry: object) -> SourceImage:
@@ -105,61 +103,15 @@ def _entry_image(src: Source, i: int, entry: object) -> SourceImage:
                        expected_id=_expected_digest(config_name))
 
 
-def _tag_string(ref: Reference) -> str:
-    return ref.familiar if ref.tag else ref.familiar + ":latest"
+_tag_string = tag_string  # the loader's name for it
 
 
 def save_docker_archive(store: Store, images: list[tuple[Image, list[Reference]]], out: Path) -> None:
     """Write a classic docker-archive (as skopeo and ``docker save`` before 25 do) that ``docker load``,
-    ``podman load`` and ``skopeo copy docker-archive:`` accept.
+    ``podman load`` and ``skopeo copy docker-archive:`` accept: the stored images, each with the tags
+    given (:class:`~.archive_writers.DockerArchiveDestination` says how).
 
     Layers are written uncompressed (``HEX.tar`` named by diff_id) because the diff_ids in the config
     must match the archive's layer files; the archive is written to a temporary file and renamed.
     """
-    out = Path(out)
-    fd, tmp = tempfile.mkstemp(dir=out.parent if str(out.parent) else ".", prefix="." + out.name + ".")
-    os.close(fd)
-    try:
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tf:
-            tf.copybufsize = 1 << 20
-            written: set[str] = set()
-            manifest = []
-            repositories: dict[str, dict[str, str]] = {}
-            for image, tags in images:
-                # a pulled layer's diff_id is checked (and its tar size known) once it is indexed
-                store.index_layers(image.layers)
-                config_bytes = store.blobs.read_bytes(image.id)
-                config_name = hex_of(image.id) + ".json"
-                if config_name not in written:
-                    _add_bytes(tf, config_name, config_bytes)
-                    written.add(config_name)
-                layer_names = []
-                for layer in image.layers:
-                    name = hex_of(layer.diff_id) + ".tar"
-                    if name not in written:
-                        ti = tarfile.TarInfo(name)
-                        ti.size = layer.tar_size
-                        ti.mode = 0o644
-                        with store.blobs.open(layer.digest) as f:
-                            tf.addfile(ti, open_uncompressed(f))
-                        written.add(name)
-                    layer_names.append(name)
-                repo_tags = [_tag_string(t) for t in tags]
-                manifest.append({"Config": config_name, "RepoTags": repo_tags or None,
-                                 "Layers": layer_names})
-                for t in tags:
-                    repositories.setdefault(t.familiar_name, {})[t.tag or "latest"] = hex_of(image.id)
-            _add_bytes(tf, "manifest.json", json.dumps(manifest, separators=(",", ":")).encode())
-            if repositories:
-                _add_bytes(tf, "repositories", json.dumps(repositories, separators=(",", ":")).encode())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _add_bytes(tf: tarfile.TarFile, name: str, data: bytes) -> None:
-    ti = tarfile.TarInfo(name)
-    ti.size = len(data)
-    ti.mode = 0o644
-    tf.addfile(ti, io.BytesIO(data))
+    copy_image(StoreSource(store, images), DockerArchiveDestination(out))

@@ -3,8 +3,9 @@
 * :func:`connect` finds the engine: the ``endpoint`` argument (``--engine unix://...``), else ``DOCKER_HOST``
   (with Docker's TLS variables), else ``unix:///var/run/docker.sock``; when nothing answers ``/_ping`` it
   raises :class:`EngineUnavailable`, one line naming the endpoint.
-* :func:`load_from_engine` imports images with a streamed ``docker save`` (written to a temporary file
-  under the store, never held in memory); :func:`save_to_engine` sends images back with ``docker load``.
+* :class:`DaemonSource` and :class:`DaemonDestination`: the ``docker-daemon:`` transport, a streamed
+  ``docker save`` (written to a temporary file under the store, never held in memory) and ``docker load``;
+  :func:`load_from_engine` and :func:`save_to_engine` are ``copy_image`` into the store and out of it.
 * :func:`engine_containers`, :func:`engine_diff` and :func:`engine_commit` show the engine's containers,
   a container's changes as layerkit's ``diff`` rows (kind, path, size), and commit one.
 
@@ -13,10 +14,11 @@ The SDK is imported inside the functions, so layerkit works without it until an 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +29,11 @@ from ..engine.progress import Progress, ProgressEvent, Status
 from ..engine.reference import Reference, parse_reference
 from ..engine.store import Store
 from ..errors import ContainerNotFound, EngineError, EngineUnavailable, ImageNotFound, InvalidReference, LayerkitError  # noqa: F401 - defined there, named here too
+from .archive_writers import DockerArchiveDestination, tag_string
+from .imagesource import SourceImage
 from .importer import LoadedImage
+from .pipeline import copy_image
+from .stored import StoreDestination, StoreSource, images_with_tags
 
 DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
 PING_TIMEOUT = 15  # seconds to wait for /_ping (and the API version) before giving up on the endpoint
@@ -130,6 +136,83 @@ def _is_sdk_error(exc: BaseException) -> bool:
 
 # ---- images ------------------------------------------------------------------------------------------
 
+class DaemonSource:
+    """``docker-daemon:REF`` as a source: the engine's ``docker save`` of ``name`` (a tag or an image ID)
+    streamed to a temporary file under the store (without one, the system's temporary directory; never
+    held in memory), read as a docker-archive (or, from
+    an engine that writes one, an OCI archive). The file lives until :meth:`close`, since layers are read
+    when the destination asks for them.
+
+    ``progress`` receives the archive's events (``what`` ``"archive"``: ``downloading`` as its bytes
+    arrive, ``done`` once it is all there). :class:`ImageNotFound` when the engine has no such image."""
+
+    several = "the engine sent {n} images; name exactly one"  # what a copy says when it sends more than one
+
+    def __init__(self, store: Store | None, name: str, endpoint: str | None = None,
+                 progress: Progress | None = None) -> None:
+        self.store = store
+        self.name = name
+        self.label = f"docker-daemon:{name}"
+        self._progress = progress
+        self._client = connect(endpoint)
+        self._stack = contextlib.ExitStack()
+        self._stack.callback(self._client.close)
+
+    def images(self) -> Iterator[SourceImage]:
+        """Every image of the engine's archive (Podman names a short name ``localhost/NAME``; an image ID
+        gives an untagged image, as ``docker save ID`` does)."""
+        from .docker_archive import source_images as archive_images
+        from .oci import source_images as layout_images
+        from .sources import TarSource
+
+        client, name, progress = self._client, self.name, self._progress
+        url = client.layerkit_endpoint
+        what = f"load {name} from the engine"
+        try:
+            client.images.get(name)
+        except Exception as exc:  # noqa: BLE001
+            if isinstance(exc, _sdk().errors.ImageNotFound):
+                raise ImageNotFound(f"engine at {url}: no such image: {name}") from exc
+            if _is_sdk_error(exc):
+                raise _api_error(client, exc, what) from exc
+            raise
+        if self.store is not None:
+            # locked while it exists, so a killed load's file is removed by the next writer (blobs.remove_stale)
+            f, tmp = self._stack.enter_context(self.store.blobs.temp_file("stream-", ".tar"))
+        else:  # analysis in place, no store: the system's temporary directory
+            f = self._stack.enter_context(tempfile.NamedTemporaryFile(prefix="layerkit-engine-", suffix=".tar"))
+            tmp = Path(f.name)
+        try:
+            received = 0
+            for chunk in client.api.get_image(name, chunk_size=CHUNK):
+                f.write(chunk)
+                received += len(chunk)
+                if progress is not None:
+                    progress(ProgressEvent("archive", None, received, None, Status.DOWNLOADING))
+        except Exception as exc:  # noqa: BLE001
+            if _is_sdk_error(exc):
+                raise _api_error(client, exc, what) from exc
+            raise
+        f.flush()
+        if progress is not None:
+            progress(ProgressEvent("archive", None, received, received, Status.DONE))
+        src = self._stack.enter_context(TarSource(tmp, f"engine {url}: {name}"))
+        if src.has("manifest.json"):
+            yield from archive_images(src)
+        else:
+            yield from layout_images(src)
+
+    def close(self) -> None:
+        """Remove the temporary archive and close the connection."""
+        self._stack.close()
+
+    def __enter__(self) -> DaemonSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def load_from_engine(store: Store, name: str, endpoint: str | None = None,
                      progress: Progress | None = None) -> list[LoadedImage]:
     """Import the engine's image ``name`` (a tag or an image ID) into ``store``: ``docker save`` streamed
@@ -141,81 +224,49 @@ def load_from_engine(store: Store, name: str, endpoint: str | None = None,
     once it is all there), then those of its layers as ``load`` reports them. Raises
     :class:`ImageNotFound` when the engine has no such image, :class:`EngineUnavailable` /
     :class:`EngineError` for engine problems.
+
+    ``copy_image`` from a :class:`DaemonSource` into the store.
     """
-    from .docker_archive import load_docker_archive
-    from .oci import load_oci
-    from .sources import TarSource
-
-    client = connect(endpoint)
-    url = client.layerkit_endpoint
-    what = f"load {name} from the engine"
-    try:
-        try:
-            client.images.get(name)
-        except Exception as exc:  # noqa: BLE001
-            if isinstance(exc, _sdk().errors.ImageNotFound):
-                raise ImageNotFound(f"engine at {url}: no such image: {name}") from exc
-            if _is_sdk_error(exc):
-                raise _api_error(client, exc, what) from exc
-            raise
-        # locked while it exists, so a killed load's file is removed by the next writer (blobs.remove_stale)
-        with store.blobs.temp_file("stream-", ".tar") as (f, tmp):
-            try:
-                received = 0
-                for chunk in client.api.get_image(name, chunk_size=CHUNK):
-                    f.write(chunk)
-                    received += len(chunk)
-                    if progress is not None:
-                        progress(ProgressEvent("archive", None, received, None, Status.DOWNLOADING))
-            except Exception as exc:  # noqa: BLE001
-                if _is_sdk_error(exc):
-                    raise _api_error(client, exc, what) from exc
-                raise
-            f.flush()
-            if progress is not None:
-                progress(ProgressEvent("archive", None, received, received, Status.DONE))
-            src = TarSource(tmp, f"engine {url}: {name}")
-            try:
-                if src.has("manifest.json"):
-                    return load_docker_archive(store, src, progress=progress)
-                return load_oci(store, src, progress=progress)
-            finally:
-                src.close()
-    finally:
-        client.close()
+    with DaemonSource(store, name, endpoint, progress) as src:
+        done = copy_image(src, StoreDestination(store, defer=True), progress=progress)
+    return [LoadedImage(image, [tag_string(t) for t in taken]) for image, taken in done]
 
 
-def images_with_tags(store: Store, names: Iterable[str]) -> list[tuple[Image, list[Reference]]]:
-    """Resolve store names as ``save`` does: a tag sends that tag, an ID sends the image untagged."""
-    chosen: dict[str, tuple[Image, list[Reference]]] = {}
-    for name in names:
-        img = store.image(name)
-        entry = chosen.setdefault(img.id, (img, []))
-        try:
-            r = parse_reference(name)
-        except InvalidReference:
-            continue
-        for t in img.tags:
-            if t.normalized == r.normalized and t not in entry[1]:
-                entry[1].append(t)
-    return list(chosen.values())
+class DaemonDestination:
+    """``docker-daemon:REF`` as a destination: the images put are written as a docker-archive to a
+    temporary file under ``store`` (each with the names it is put with), which :meth:`commit` streams to
+    the engine's ``docker load``; :meth:`commit` returns the image IDs the engine reports, in its order.
+    The engine is asked once, so it takes all the images or none (as far as ``docker load`` is atomic)."""
 
-
-def save_images_to_engine(store: Store, images: list[tuple[Image, list[Reference]]],
-                          endpoint: str | None = None) -> list[str]:
-    """``docker load`` of these (image, tags) pairs: a docker-archive written to a temporary file under the
-    store and streamed to the engine from it. Returns the image IDs the engine reports, in its order."""
-    from .docker_archive import save_docker_archive
-
-    client = connect(endpoint)
-    what = "save to the engine"
-    try:
+    def __init__(self, store: Store, endpoint: str | None = None, label: str = "docker-daemon") -> None:
+        self.label = label
+        self._client = connect(endpoint)
         store.blobs.ensure()
         fd, tmp = tempfile.mkstemp(dir=store.blobs.tmp_dir, prefix="engine-", suffix=".tar")
         os.close(fd)
+        self._tmp = Path(tmp)
+        self._archive = DockerArchiveDestination(self._tmp, label)
+        self._names: list[Reference] = []
+
+    def has_blob(self, digest: str) -> bool:
+        """The archive for the engine holds this blob (the engine's own store is not asked)."""
+        return self._archive.has_blob(digest)
+
+    def put_image(self, image: SourceImage, names: list[Reference], progress: Progress | None = None) -> None:
+        """Add the image to the archive for the engine."""
+        self._archive.put_image(image, names, progress)
+        self._names += names
+
+    def summary(self, results: list[str]) -> dict:
+        """What a copy reports: the image IDs the engine took and the names sent."""
+        return {"engine_ids": results, "names": [n.familiar for n in self._names]}
+
+    def commit(self) -> list[str]:
+        """``docker load`` the archive; the image IDs the engine reports."""
+        client, what = self._client, "save to the engine"
         try:
-            save_docker_archive(store, images, Path(tmp))
-            with open(tmp, "rb") as f:
+            self._archive.commit()
+            with open(self._tmp, "rb") as f:
                 try:
                     names = _loaded_names(client.api.load_image(f), what, client)  # the file is streamed
                     ids = [client.api.inspect_image(n)["Id"] for n in names]
@@ -226,10 +277,30 @@ def save_images_to_engine(store: Store, images: list[tuple[Image, list[Reference
                         raise _api_error(client, exc, what) from exc
                     raise
         finally:
-            Path(tmp).unlink(missing_ok=True)
+            self.abort()
         return list(dict.fromkeys(ids))
-    finally:
-        client.close()
+
+    def abort(self) -> None:
+        """Remove the temporary archive; close the connection."""
+        self._archive.abort()
+        self._tmp.unlink(missing_ok=True)
+        self._client.close()
+
+    def __enter__(self) -> DaemonDestination:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def save_images_to_engine(store: Store, images: list[tuple[Image, list[Reference]]],
+                          endpoint: str | None = None) -> list[str]:
+    """``docker load`` of these (image, tags) pairs: a docker-archive written to a temporary file under the
+    store and streamed to the engine from it. Returns the image IDs the engine reports, in its order.
+
+    ``copy_image`` from the store to a :class:`DaemonDestination`."""
+    return copy_image(StoreSource(store, images), DaemonDestination(store, endpoint))
 
 
 def _loaded_names(stream, what: str, client) -> list[str]:

@@ -6,19 +6,13 @@ Media types, descriptors and the platform an index entry is chosen by come from
 
 from __future__ import annotations
 
-import io
-import json
-import os
-import shutil
-import tarfile
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..engine import mediatypes as mt
-from ..engine.digests import hex_of, sha256_bytes
+from ..engine.digests import sha256_bytes
 from ..engine.image import Image
-from ..engine.mediatypes import CONTAINERD_NAME, OCI_INDEX, OCI_MANIFEST, REF_NAME, Descriptor
+from ..engine.mediatypes import CONTAINERD_NAME, REF_NAME, Descriptor
 from ..engine.progress import Progress
 from ..engine.reference import Reference, parse_reference
 from ..engine.shapes import parse_json, want_list, want_object
@@ -31,9 +25,12 @@ from ..errors import (
     InvalidReference,
     UnsupportedMediaType,
 )
+from .archive_writers import OciArchiveDestination, OciLayoutDestination
 from .imagesource import SourceImage
-from .importer import ImportBatch, LayerSource, LoadedImage
+from .importer import LayerSource, LoadedImage
+from .pipeline import Listed, copy_image
 from .sources import Source, blob_name
+from .stored import StoreDestination, StoreSource
 
 
 def host_platform() -> tuple[str, str]:
@@ -175,12 +172,10 @@ def load_oci(store: Store, src: Source, tag: str | None = None, progress: Progre
     """Import the images an OCI layout's index.json names (or only the one tagged ``tag``); ``progress``
     receives each layer's events (:class:`~.importer.ImportBatch`)."""
     images = list(source_images(src, tag))  # every document checked before a layer is read
-    with ImportBatch(store, defer=True) as batch:
-        for img in images:
-            batch.add_image(img, progress=progress)
-        # nothing is recorded until every image of the layout has been verified
-        return [LoadedImage(image, [t.familiar if t.tag else t.familiar + ":latest" for t in taken])
-                for image, taken in batch.commit()]
+    # nothing is recorded until every image of the layout has been verified
+    done = copy_image(Listed(src.label, images), StoreDestination(store, defer=True), progress=progress)
+    return [LoadedImage(image, [t.familiar if t.tag else t.familiar + ":latest" for t in taken])
+            for image, taken in done]
 
 
 def _image_of(src: Source, desc: Descriptor, tags: list[Reference]) -> SourceImage:
@@ -219,79 +214,13 @@ def _matches(ref: Reference, tag: str) -> bool:
         return ref.tag == tag
 
 
-def _index_for(images: list[tuple[Image, list[Reference]]], store: Store) -> tuple[dict, list[str]]:
-    manifests = []
-    blobs: list[str] = []
-    for image, tags in images:
-        msize = store.blobs.size(image.manifest_digest)
-        base = {"mediaType": image.manifest.get("mediaType") or OCI_MANIFEST,
-                "digest": image.manifest_digest, "size": msize}
-        if tags:
-            for t in tags:
-                manifests.append({**base, "annotations": {REF_NAME: t.normalized}})
-        else:
-            manifests.append(base)
-        for d in [image.manifest_digest, image.id] + [la.digest for la in image.layers]:
-            if d not in blobs:
-                blobs.append(d)
-    return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}, blobs
-
-
 def save_oci_layout(store: Store, images: list[tuple[Image, list[Reference]]], out: Path) -> None:
-    """Write (or add to) an OCI layout directory; existing names are replaced."""
-    out = Path(out)
-    index, blobs = _index_for(images, store)
-    (out / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-    for d in blobs:
-        dest = out / blob_name(d)
-        if dest.exists():
-            continue
-        tmp = dest.with_name("." + dest.name + ".tmp")
-        try:
-            os.link(store.blobs.path(d), tmp)  # blobs are immutable: a hard link is a safe copy
-        except OSError:
-            shutil.copyfile(store.blobs.path(d), tmp)
-        os.replace(tmp, dest)
-    layout = out / "oci-layout"
-    if not layout.exists():
-        layout.write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
-    idx_path = out / "index.json"
-    if idx_path.exists():
-        old = _json(idx_path.read_bytes(), str(out), "index.json")
-        new_names = {(m.get("annotations") or {}).get(REF_NAME) for m in index["manifests"]} - {None}
-        descs = _manifests(old, f"{out}: index.json")  # checked; the entries are kept as they were written
-        kept = [m for m, d in zip(old["manifests"], descs, strict=True) if d.annotations.get(REF_NAME) not in new_names]
-        index["manifests"] = kept + index["manifests"]
-    tmp = idx_path.with_name(".index.json.tmp")
-    tmp.write_text(json.dumps(index, separators=(",", ":")))
-    os.replace(tmp, idx_path)
+    """Write (or add to) an OCI layout directory; existing names are replaced
+    (:class:`~.archive_writers.OciLayoutDestination`)."""
+    copy_image(StoreSource(store, images), OciLayoutDestination(out))
 
 
 def save_oci_archive(store: Store, images: list[tuple[Image, list[Reference]]], out: Path) -> None:
-    """Write an OCI archive: the layout streamed into a tar (written to a temp file, then renamed)."""
-    out = Path(out)
-    index, blobs = _index_for(images, store)
-    fd, tmp = tempfile.mkstemp(dir=out.parent if str(out.parent) else ".", prefix="." + out.name + ".")
-    os.close(fd)
-    try:
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tf:
-            tf.copybufsize = 1 << 20
-            _add_bytes(tf, "oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
-            _add_bytes(tf, "index.json", json.dumps(index, separators=(",", ":")).encode())
-            for d in blobs:
-                ti = tarfile.TarInfo(f"blobs/sha256/{hex_of(d)}")
-                ti.size = store.blobs.size(d)
-                ti.mode = 0o644
-                with store.blobs.open(d) as f:
-                    tf.addfile(ti, f)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _add_bytes(tf: tarfile.TarFile, name: str, data: bytes) -> None:
-    ti = tarfile.TarInfo(name)
-    ti.size = len(data)
-    ti.mode = 0o644
-    tf.addfile(ti, io.BytesIO(data))
+    """Write an OCI archive: the layout streamed into a tar (written to a temp file, then renamed;
+    :class:`~.archive_writers.OciArchiveDestination`)."""
+    copy_image(StoreSource(store, images), OciArchiveDestination(out))

@@ -134,6 +134,24 @@ class _MemberReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return True  # analysis in place seeks over file contents (layerkit.engine.inplace)
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence == 1:
+            pos += self._pos
+        elif whence == 2:
+            pos += self._size
+        elif whence != 0:
+            raise ValueError(f"invalid whence {whence}")
+        if pos < 0:
+            raise ValueError(f"negative seek position {pos}")
+        self._pos = pos  # past the end reads nothing, as in a file
+        return self._pos
+
     def read(self, n: int = -1) -> bytes:
         left = self._size - self._pos
         n = left if n is None or n < 0 else min(n, left)

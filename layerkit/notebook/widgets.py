@@ -612,6 +612,12 @@ class ImageExplorer(widgets.VBox):
         """Re-read the store's images (after a commit elsewhere) and show ``select`` or the current one."""
         opts = _image_options(self.store)
         want = select or self.image.value
+        if want and want not in [v for _, v in opts]:
+            try:  # an image read in place (a transport reference): offered beside the store's
+                info = commands.image_info(self.store, want, size=False).to_json()
+                opts = [(f"{', '.join(info['tags']) or '<none>'} ({short(want)}, in place)", want), *opts]
+            except LayerkitError:
+                pass
         ids = [v for _, v in opts]
         self._busy = True
         try:

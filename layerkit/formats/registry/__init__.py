@@ -5,6 +5,11 @@ only those on its right, so there is no cycle::
 
     pulling  -> manifests, credentials, state, results -> transport -> auth, retry -> errors
     pushing  ->            credentials, state, results -> transport
+
+``pulling`` and ``pushing`` hold the ``docker://`` transport's source and destination
+(:class:`~.pulling.RegistrySource`, :class:`~.pushing.RegistryDestination`); ``pull`` and ``push`` are
+:func:`~layerkit.formats.pipeline.copy_image` between them and the store (:mod:`layerkit.formats.stored`),
+modules beside this package that import no transport, so the table of transports may import this one.
     credentials (login checks credentials through the transport) -> transport
 
 * :mod:`.transport`: the HTTP client of one operation (registry names and hosts, scheme choice, TLS and
@@ -14,7 +19,8 @@ only those on its right, so there is no cycle::
 * :mod:`.errors`: the exception classes, and a registry's error answer decoded into one of them.
 * :mod:`.credentials`: the credentials file (layerkit's, then Docker's), ``login`` and ``logout``.
 * :mod:`.manifests`: the manifest (through an index, for one platform) and the config a pull reads.
-* :mod:`.pulling` / :mod:`.pushing`: the two transfers, with their progress events.
+* :mod:`.pulling` / :mod:`.pushing`: the registry as a source and as a destination, and the two transfers,
+  with their progress events.
 * :mod:`.state`: ``registry.json``, where blobs were seen (for mounts) and the images' repo digests.
 * :mod:`.results`: what a transfer did, and Docker's lines for it.
 

@@ -169,9 +169,14 @@ def resolve(client: RegistryClient, ref: Reference, want: mt.Platform) -> Resolv
 
 def get_config(store: Store, client: RegistryClient, repo: str, desc: dict) -> bytes:
     """The config blob: from the store when it is already there (no transfer), else from the registry."""
+    if store.blobs.has(desc["digest"]):
+        return store.blobs.read_bytes(desc["digest"])
+    return fetch_config(client, repo, desc)
+
+
+def fetch_config(client: RegistryClient, repo: str, desc: dict) -> bytes:
+    """The config blob from the registry, its size and digest checked."""
     digest = desc["digest"]
-    if store.blobs.has(digest):
-        return store.blobs.read_bytes(digest)
     if desc["size"] > MAX_CONFIG:
         raise InvalidManifest(f"{client.what}: config {digest} is too large ({desc['size']} bytes)")
     resp = client.request("GET", f"/v2/{repo}/blobs/{digest}", stream=True)

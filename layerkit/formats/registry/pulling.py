@@ -17,20 +17,23 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import requests
 import urllib3
 
 from ...engine.blobs import CHUNK
 from ...engine.layer import layer_workers
-from ...engine.progress import Progress, ProgressEvent, Status
+from ...engine.progress import Progress, ProgressEvent, Status, serialized
 from ...engine.reference import Reference
 from ...engine.store import Store
-from ..importer import LayerSource, import_image
+from ..imagesource import SourceImage
+from ..importer import LayerSource
+from ..pipeline import copy_image
+from ..stored import StoreDestination
 from .credentials import credentials_for
 from .errors import RegistryUnreachable, one_line
-from .manifests import get_config, parse_platform, resolve
+from .manifests import ResolvedManifest, fetch_config, get_config, parse_platform, resolve
 from .results import LayerTransfer, TransferResult
 from .state import record
 from .transport import RegistryClient, parse_ref
@@ -134,6 +137,102 @@ class BlobReader(io.RawIOBase):
         super().close()
 
 
+class RegistrySource:
+    """``docker://REF`` as an image source: the manifest ``ref`` names for one platform (through an index:
+    ``platform``, default this machine's), its config (from ``store`` when the store holds it already, so
+    pulling an image the store has moves no blob at all), and layers streamed lazily (:class:`BlobReader`).
+
+    Each distinct layer is announced ``waiting`` to ``progress`` when the manifest is read, then
+    ``downloading`` as its bytes arrive; ``progress`` is called one call at a time. After the copy,
+    :attr:`manifest` is what was resolved, :attr:`opened` the layers requested and :attr:`moved` the
+    bytes received; :meth:`transfer` says what the pull did."""
+
+    def __init__(self, ref: str, store: Store | None = None, platform: str | None = None, insecure: bool = False,
+                 progress: Progress | None = None, what: str | None = None) -> None:
+        self.ref = parse_ref(ref, "pull")
+        self.what = what or f"pull {self.ref}"
+        self.label = self.what
+        self._store = store
+        self._want = parse_platform(platform)
+        self.client = RegistryClient(self.ref.domain, self.what, insecure=insecure,
+                                     credentials=credentials_for(self.ref.domain),
+                                     scopes=[f"repository:{self.ref.path}:pull"])
+        self._lock = threading.Lock()  # layers arrive on several threads; progress is called one at a time
+        self._progress = progress
+        self.manifest: ResolvedManifest | None = None
+        self.opened: set[str] = set()
+        self.moved = 0
+        self.up_to_date = False
+        # how the store takes this source's layers: several downloads at once, diff_ids checked on first use
+        self.store_options = {"workers": pull_workers(False), "index_now": False}
+
+    def _emit(self, event: ProgressEvent) -> None:
+        if self._progress is not None:
+            with self._lock:
+                self._progress(event)
+
+    def _layer(self, ld: dict) -> LayerSource:
+        r, client, lock = self.ref, self.client, self._lock
+        dg, size = ld["digest"], ld["size"]
+        got = {"n": 0}
+
+        def on_bytes(n: int) -> None:
+            with lock:
+                self.moved += n
+                got["n"] += n
+                if self._progress is not None:
+                    self._progress(ProgressEvent("layer", dg, got["n"], size, Status.DOWNLOADING))
+
+        def open_blob() -> BlobReader:
+            with lock:
+                self.opened.add(dg)
+            return BlobReader(client, f"/v2/{r.path}/blobs/{dg}", size, dg, on_bytes)
+
+        return LayerSource(open=open_blob, label=f"{self.what}: layer {dg} from registry {client.domain}",
+                           size=size, digest=dg)
+
+    def images(self) -> Iterator[SourceImage]:
+        """The one image the reference names, for the platform asked for."""
+        r = self.ref
+        m = self.manifest = resolve(self.client, r, self._want)
+        if self._store is not None:
+            config_bytes = get_config(self._store, self.client, r.path, m.config)
+        else:
+            config_bytes = fetch_config(self.client, r.path, m.config)
+        for ld in {ld["digest"]: ld for ld in m.layers}.values():
+            self._emit(ProgressEvent("layer", ld["digest"], 0, ld["size"], Status.WAITING))
+        names = [Reference(r.domain, r.path, r.tag, None)] if not r.digest else [r]
+        if self._store is not None:  # the store had this image under this name (Docker: "Image is up to date")
+            self.up_to_date = any(t.normalized == names[0].normalized for img in self._store.images()
+                                  if img.id == m.config["digest"] for t in img.tags)
+        yield SourceImage(config_bytes, [self._layer(ld) for ld in m.layers], names, self.what,
+                          expected_id=m.config["digest"], manifest_bytes=m.data,
+                          media_types=[ld.get("mediaType", "") for ld in m.layers])
+
+    def transfer(self, store: Store, image_id: str) -> TransferResult:
+        """What the copy from this source into ``store`` did (once the image is recorded as ``image_id``),
+        recorded in the store's registry state (where each blob lives, the image's repo digest)."""
+        r, m = self.ref, self.manifest
+        layers = [LayerTransfer.of("pull", ld["digest"], ld["size"],
+                                   Status.DONE if ld["digest"] in self.opened else Status.EXISTS) for ld in m.layers]
+        skipped = sum(la.size for la in layers if not la.moved)
+        record(store, r.domain, r.path, [m.config["digest"]] + [ld["digest"] for ld in m.layers], image_id,
+               f"{r.repository}@{m.top_digest}")
+        return TransferResult(str(r), m.top_digest, image_id, layers, self.moved, skipped, self.client.domain,
+                              m.platform, "pull", m.top_size, self.up_to_date)
+
+    def close(self) -> None:
+        """Close the registry connections."""
+        self.client.close()
+
+    def __enter__(self) -> RegistrySource:
+        self.client.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.__exit__(*exc)
+
+
 def pull(store: Store, ref: str, platform: str | None = None, insecure: bool = False,
          progress: Progress | None = None, verify: bool = False) -> TransferResult:
     """Pull ``ref`` (``[REGISTRY/]NAME[:TAG|@DIGEST]``) into the store and tag it with the full reference.
@@ -148,56 +247,11 @@ def pull(store: Store, ref: str, platform: str | None = None, insecure: bool = F
     :class:`~.errors.RegistryError` subclass, :class:`~layerkit.errors.DigestMismatch`,
     :class:`~layerkit.errors.InvalidManifest` or :class:`~layerkit.errors.UnsupportedMediaType`, each one
     line naming the reference and the registry; the store is then unchanged.
+
+    ``copy_image`` from a :class:`RegistrySource` into the store (:class:`~..stored.StoreDestination`).
     """
-    r = parse_ref(ref, "pull")
-    what = f"pull {r}"
-    want = parse_platform(platform)
-    client = RegistryClient(r.domain, what, insecure=insecure, credentials=credentials_for(r.domain),
-                            scopes=[f"repository:{r.path}:pull"])
-    lock = threading.Lock()  # layers arrive on several threads; progress is called one at a time
-
-    def emit(event: ProgressEvent) -> None:
-        if progress is not None:
-            with lock:
-                progress(event)
-
-    with client:
-        m = resolve(client, r, want)
-        config_bytes = get_config(store, client, r.path, m.config)
-        moved = {"bytes": 0}
-        opened: set[str] = set()
-
-        def source(ld: dict) -> LayerSource:
-            dg, size = ld["digest"], ld["size"]
-            got = {"n": 0}
-
-            def on_bytes(n: int) -> None:
-                with lock:
-                    moved["bytes"] += n
-                    got["n"] += n
-                    if progress is not None:
-                        progress(ProgressEvent("layer", dg, got["n"], size, Status.DOWNLOADING))
-
-            def open_blob() -> BlobReader:
-                with lock:
-                    opened.add(dg)
-                return BlobReader(client, f"/v2/{r.path}/blobs/{dg}", size, dg, on_bytes)
-
-            return LayerSource(open=open_blob, label=f"{what}: layer {dg} from registry {client.domain}",
-                               size=size, digest=dg)
-
-        for ld in {ld["digest"]: ld for ld in m.layers}.values():
-            emit(ProgressEvent("layer", ld["digest"], 0, ld["size"], Status.WAITING))
-        tags = [Reference(r.domain, r.path, r.tag, None)] if not r.digest else [r]
-        up_to_date = any(t.normalized == tags[0].normalized for img in store.images()
-                         if img.id == m.config["digest"] for t in img.tags)
-        image, _ = import_image(store, config_bytes, [source(ld) for ld in m.layers], tags, what,
-                                expected_id=m.config["digest"], progress=emit, manifest_bytes=m.data,
-                                workers=pull_workers(verify), index_now=verify)
-    layers = [LayerTransfer.of("pull", ld["digest"], ld["size"],
-                               Status.DONE if ld["digest"] in opened else Status.EXISTS) for ld in m.layers]
-    skipped = sum(la.size for la in layers if not la.moved)
-    record(store, r.domain, r.path, [m.config["digest"]] + [ld["digest"] for ld in m.layers], image.id,
-           f"{r.repository}@{m.top_digest}")
-    return TransferResult(str(r), m.top_digest, image.id, layers, moved["bytes"], skipped, client.domain,
-                          m.platform, "pull", m.top_size, up_to_date)
+    emit = serialized(progress)
+    with RegistrySource(ref, store, platform=platform, insecure=insecure, progress=emit) as src:
+        dst = StoreDestination(store, workers=pull_workers(verify), index_now=verify)
+        [(image, _)] = copy_image(src, dst, progress=emit)
+    return src.transfer(store, image.id)

@@ -15,21 +15,28 @@ Progress (:mod:`layerkit.engine.progress`): every layer is announced ``waiting``
 
 from __future__ import annotations
 
-import json
 import os
 import re
+import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from urllib.parse import urlencode, urljoin
 
 import requests
 
 from ...engine.blobs import CHUNK
-from ...engine.mediatypes import OCI_MANIFEST
+from ...engine.digests import sha256_bytes
+from ...engine.mediatypes import oci_layer_type
 from ...engine.progress import Progress, ProgressEvent, Status
+from ...engine.reference import Reference
 from ...engine.store import Store
 from ...errors import DigestMismatch, ImageNotFound, InvalidReference, LayerkitError
+from ..imagesource import SourceImage
+from ..importer import LayerSource
+from ..pipeline import FileLayer, check_plain_layer, copy_image, diff_ids_of, manifest_for, spool_to_file
+from ..stored import StoreSource
 from .credentials import credentials_for
 from .errors import RegistryError, RegistryUnreachable
 from .results import LayerTransfer, TransferResult
@@ -136,7 +143,7 @@ def send_chunks(client: RegistryClient, url: str, path: os.PathLike, size: int, 
     return client.request("PUT", add_query(url, digest=digest))
 
 
-def push_blob(client: RegistryClient, store: Store, repo: str, digest: str, sources: list[str],
+def push_blob(client: RegistryClient, blob: Callable[[], Path], repo: str, digest: str, sources: list[str],
               on_position: Callable[[int], None]) -> tuple[Status, str | None]:
     """HEAD, else mount, else upload one blob; returns what happened (:attr:`Status.EXISTS`,
     :attr:`Status.MOUNTED` with the repository it came from, or :attr:`Status.DONE`).
@@ -144,7 +151,8 @@ def push_blob(client: RegistryClient, store: Store, repo: str, digest: str, sour
     The upload is one ``PUT`` of the whole blob, or, for a blob larger than :data:`CHUNKED_THRESHOLD` or
     when the registry refuses the whole blob in one request (``413``), ``PATCH`` requests of
     :data:`UPLOAD_CHUNK` bytes closed by a ``PUT`` (:func:`send_chunks`). A failed upload (connection
-    error, 5xx) is tried again in a new upload session. ``on_position`` is told how far the upload got."""
+    error, 5xx) is tried again in a new upload session. ``on_position`` is told how far the upload got.
+    ``blob()`` gives a file holding the blob; it is asked only when the blob is to be uploaded."""
     min_chunk = ""
     resp = client.request("HEAD", f"/v2/{repo}/blobs/{digest}")
     resp.close()
@@ -167,7 +175,7 @@ def push_blob(client: RegistryClient, store: Store, repo: str, digest: str, sour
             resp.close()  # no pull access to the source repository: upload instead, as Docker does
             continue
         raise client.error_for(resp)
-    path = store.blobs.path(digest)
+    path = blob()
     try:
         size = path.stat().st_size  # the file as it is: Content-Length must match what is read
     except FileNotFoundError as exc:
@@ -216,6 +224,206 @@ def push_blob(client: RegistryClient, store: Store, repo: str, digest: str, sour
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+class RegistryDestination:
+    """``docker://REF`` as a destination: every blob checked with ``HEAD`` (``exists``), mounted from
+    another repository of the registry where layerkit saw it (``mounted``), else uploaded (``done``), up to
+    :data:`PUSH_WORKERS` at a time; the manifest is ``PUT`` at :meth:`commit` (the source's own bytes when
+    it names exactly the blobs sent, so its digest survives). What was uploaded before an abort stays in
+    the registry unreferenced, for its garbage collection, as with any client.
+
+    ``store`` holds the registry state (where blobs were seen, for mounts; what was pushed, recorded at
+    commit) and the temporary files of layers that come from a stream (spooled once, digest checked).
+    :meth:`commit` returns one :class:`~.results.TransferResult` per image."""
+
+    def __init__(self, store: Store, ref: str, insecure: bool = False, progress: Progress | None = None,
+                 what: str | None = None) -> None:
+        self.store = store
+        self.ref_text = ref
+        self.ref = parse_ref(ref, "push")
+        if self.ref.digest:
+            raise InvalidReference(f"push: cannot push to a digest reference ({ref}); give a tag")
+        self.what = what or f"push {self.ref}"
+        self.label = self.what
+        self.domain = normalize_registry(self.ref.domain)
+        self._insecure = insecure
+        self._progress = progress
+        self._lock = threading.Lock()
+        self._pending: list[tuple[RegistryClient, bytes, str, str, list[LayerTransfer], list[str]]] = []
+        self._temps: list[Path] = []
+        self._head: RegistryClient | None = None
+
+    def _emit(self, event: ProgressEvent) -> None:
+        if self._progress is not None:
+            with self._lock:
+                self._progress(event)
+
+    def has_blob(self, digest: str) -> bool:
+        """The repository holds this blob (``HEAD``)."""
+        if self._head is None:
+            self._head = RegistryClient(self.domain, self.what, insecure=self._insecure,
+                                        credentials=credentials_for(self.domain),
+                                        scopes=[f"repository:{self.ref.path}:pull,push"])
+        resp = self._head.request("HEAD", f"/v2/{self.ref.path}/blobs/{digest}")
+        resp.close()
+        if resp.status_code not in (200, 404):
+            raise self._head.error_for(resp)
+        return resp.status_code == 200
+
+    def _temp(self) -> Path:
+        self.store.blobs.ensure()
+        fd, name = tempfile.mkstemp(dir=self.store.blobs.tmp_dir, prefix="stream-", suffix=".blob")
+        os.close(fd)
+        path = Path(name)
+        self._temps.append(path)
+        return path
+
+    def _spooled(self, layer: LayerSource) -> tuple[str, int, str, Path]:
+        path = self._temp()
+        path.unlink()
+        digest, size, compression = spool_to_file(layer, path)
+        return digest, size, compression, path
+
+    def put_image(self, image: SourceImage, names: list[Reference], progress: Progress | None = None) -> None:
+        """Send the blobs the repository lacks (layers first, the config last); the manifest waits for
+        :meth:`commit`."""
+        r, store = self.ref, self.store
+        diff_ids = diff_ids_of(image)
+        blobs: dict[str, Callable[[], Path]] = {}
+        descs: list[tuple[str, int, str]] = []
+        for i, layer in enumerate(image.layers):
+            mtype = image.media_types[i] if i < len(image.media_types) else ""
+            if isinstance(layer, FileLayer) and layer.path is not None and layer.digest:
+                blobs.setdefault(layer.digest, lambda p=layer.path: p)
+                descs.append((layer.digest, layer.size if layer.size is not None else layer.path.stat().st_size,
+                              layer.media_type or mtype))
+                continue
+            if layer.digest and layer.size is not None and mtype:
+                def later(la=layer) -> Path:  # spooled only when the registry lacks it
+                    return self._spooled(la)[3]
+                blobs.setdefault(layer.digest, later)
+                descs.append((layer.digest, layer.size, mtype))
+                continue
+            digest, size, compression, path = self._spooled(layer)
+            check_plain_layer(layer, digest, compression, diff_ids[i])
+            blobs.setdefault(digest, lambda p=path: p)
+            descs.append((digest, size, mtype or oci_layer_type(compression)))
+        cdigest = sha256_bytes(image.config_bytes)
+        if store.blobs.has(cdigest):
+            blobs.setdefault(cdigest, lambda: store.blobs.path(cdigest))
+        else:
+            def config_file() -> Path:
+                path = self._temp()
+                path.write_bytes(image.config_bytes)
+                return path
+            blobs.setdefault(cdigest, config_file)
+        mbytes, mtype = manifest_for(image, descs)
+        known = known_repositories(store, self.domain)
+
+        def sources(digest: str) -> list[str]:
+            return [x for x in reversed(known.get(digest, [])) if x != r.path]
+
+        from_repos: list[str] = []
+        for d in [d for d, _, _ in descs] + [cdigest]:
+            for x in sources(d)[:MAX_MOUNT_SOURCES]:
+                if x not in from_repos:
+                    from_repos.append(x)
+        scopes = [f"repository:{r.path}:pull,push"] + [f"repository:{x}:pull" for x in from_repos[:8]]
+        emit = self._emit
+        # each distinct blob once (a layer repeated in the image is sent once), layers first, config last
+        jobs: dict[str, int] = {}
+        for d, size, _ in descs:
+            jobs.setdefault(d, size)
+        layer_digests = dict.fromkeys(jobs)
+        jobs.setdefault(cdigest, len(image.config_bytes))
+        for dg in layer_digests:  # in the manifest's order (a dict's keys)
+            emit(ProgressEvent("layer", dg, 0, jobs[dg], Status.WAITING))
+        client = RegistryClient(self.domain, self.what, insecure=self._insecure,
+                                credentials=credentials_for(self.domain), scopes=scopes)
+        try:
+            client.ping()  # scheme and token once, before the workers start
+
+            def one(dg: str) -> tuple[Status, str | None]:
+                layer = dg in layer_digests  # the config's upload is not reported, as Docker shows none
+
+                def on_position(pos: int) -> None:
+                    if layer:
+                        emit(ProgressEvent("layer", dg, pos, jobs[dg], Status.UPLOADING))
+
+                status, source = push_blob(client, blobs[dg], r.path, dg, sources(dg), on_position)
+                if layer:
+                    emit(ProgressEvent("layer", dg, jobs[dg] if status == Status.DONE else 0, jobs[dg], status))
+                return status, source
+
+            with ThreadPoolExecutor(max_workers=PUSH_WORKERS) as pool:
+                futures = {dg: pool.submit(one, dg) for dg in jobs}
+                try:
+                    outcomes = {dg: f.result() for dg, f in futures.items()}
+                except BaseException:
+                    for f in futures.values():
+                        f.cancel()
+                    raise
+        except BaseException:
+            client.close()
+            raise
+        layers: list[LayerTransfer] = []
+        seen: set[str] = set()
+        for dg, size, _ in descs:
+            # the same blob twice in one image: sent once, the second one already exists
+            status, source = outcomes[dg] if dg not in seen else (Status.EXISTS, None)
+            layers.append(LayerTransfer.of("push", dg, size, status, source))
+            seen.add(dg)
+        self._pending.append((client, mbytes, mtype, cdigest, layers, [d for d, _, _ in descs]))
+
+    def commit(self) -> list[TransferResult]:
+        """``PUT`` each image's manifest under the destination's tag; record what was pushed."""
+        r, out = self.ref, []
+        try:
+            for client, mbytes, mtype, image_id, layers, digests in self._pending:
+                mdigest = sha256_bytes(mbytes)
+                resp = client.request("PUT", f"/v2/{r.path}/manifests/{r.tag}", headers={"Content-Type": mtype},
+                                      body=mbytes)
+                if resp.status_code not in (200, 201, 202):
+                    raise client.error_for(resp)
+                got = resp.headers.get("Docker-Content-Digest")
+                resp.close()
+                if got and got != mdigest:
+                    raise DigestMismatch(f"{self.what}: registry {client.domain} stored the manifest as {got}, "
+                                         f"expected {mdigest}")
+                sent = sum(la.size for la in layers if la.moved)
+                skipped = sum(la.size for la in layers if not la.moved)
+                record(self.store, self.domain, r.path, [image_id] + digests, image_id,
+                       f"{r.repository}@{mdigest}")
+                out.append(TransferResult(str(r), mdigest, image_id, layers, sent, skipped, self.domain, None,
+                                          "push", len(mbytes)))
+        finally:
+            self.abort()
+        return out
+
+    def summary(self, results: list[TransferResult]) -> dict:
+        """What a copy reports of the push: the reference, the transfer and Docker's lines for it."""
+        return {"names": [self.ref_text], "push": results[0].to_json() if results else None,
+                "lines": [line for res in results for line in res.lines()]}
+
+    def abort(self) -> None:
+        """Close the connections and remove the temporary files (blobs sent stay unreferenced)."""
+        for client, *_ in self._pending:
+            client.close()
+        self._pending = []
+        if self._head is not None:
+            self._head.close()
+            self._head = None
+        for p in self._temps:
+            p.unlink(missing_ok=True)
+        self._temps = []
+
+    def __enter__(self) -> RegistryDestination:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
 def push(store: Store, image: str, ref: str | None = None, insecure: bool = False,
          progress: Progress | None = None) -> TransferResult:
     """Push the stored image ``image`` to ``ref`` (default: ``image`` itself, which must be a tag of it).
@@ -226,6 +434,8 @@ def push(store: Store, image: str, ref: str | None = None, insecure: bool = Fals
     digest. ``progress`` receives a :class:`~layerkit.engine.progress.ProgressEvent` per layer as it is
     announced (``waiting``), as its bytes leave (``uploading``) and with its outcome (``exists``,
     ``mounted``, ``done``), one call at a time.
+
+    ``copy_image`` from the store (:class:`~..stored.StoreSource`) to a :class:`RegistryDestination`.
     """
     img = store.image(image)
     r = parse_ref(ref if ref is not None else image, "push")
@@ -234,83 +444,6 @@ def push(store: Store, image: str, ref: str | None = None, insecure: bool = Fals
     if ref is None and not any(t.normalized == r.normalized for t in img.tags):
         raise ImageNotFound(f"push {image}: no such tag in the store; give the reference to push to "
                             f"(push IMAGE REGISTRY/NAME:TAG)")
-    what = f"push {r}"
-    mbytes = store.blobs.read_bytes(img.manifest_digest)
-    manifest = json.loads(mbytes)
-    mtype = manifest.get("mediaType") or OCI_MANIFEST
-    cdesc = manifest["config"]
-    layer_descs = manifest.get("layers", [])
-    domain = normalize_registry(r.domain)
-    known = known_repositories(store, domain)
-
-    def sources(digest: str) -> list[str]:
-        return [x for x in reversed(known.get(digest, [])) if x != r.path]
-
-    from_repos: list[str] = []
-    for d in [ld["digest"] for ld in layer_descs] + [cdesc["digest"]]:
-        for x in sources(d)[:MAX_MOUNT_SOURCES]:
-            if x not in from_repos:
-                from_repos.append(x)
-    scopes = [f"repository:{r.path}:pull,push"] + [f"repository:{x}:pull" for x in from_repos[:8]]
-    lock = threading.Lock()
-
-    def emit(event: ProgressEvent) -> None:
-        if progress is not None:
-            with lock:
-                progress(event)
-
-    # each distinct blob once (a layer repeated in the image is sent once), layers first, config last
-    jobs: dict[str, int] = {}
-    for ld in layer_descs:
-        jobs.setdefault(ld["digest"], int(ld.get("size", 0)))
-    layer_digests = dict.fromkeys(jobs)
-    jobs.setdefault(cdesc["digest"], int(cdesc.get("size", 0)))
-    for dg in layer_digests:  # in the manifest's order (a dict's keys)
-        emit(ProgressEvent("layer", dg, 0, jobs[dg], Status.WAITING))
-    with RegistryClient(domain, what, insecure=insecure, credentials=credentials_for(domain),
-                        scopes=scopes) as client:
-        client.ping()  # scheme and token once, before the workers start
-
-        def one(dg: str) -> tuple[Status, str | None]:
-            layer = dg in layer_digests  # the config's upload is not reported, as Docker shows none
-
-            def on_position(pos: int) -> None:
-                if layer:
-                    emit(ProgressEvent("layer", dg, pos, jobs[dg], Status.UPLOADING))
-
-            status, source = push_blob(client, store, r.path, dg, sources(dg), on_position)
-            if layer:
-                emit(ProgressEvent("layer", dg, jobs[dg] if status == Status.DONE else 0, jobs[dg], status))
-            return status, source
-
-        with ThreadPoolExecutor(max_workers=PUSH_WORKERS) as pool:
-            futures = {dg: pool.submit(one, dg) for dg in jobs}
-            try:
-                outcomes = {dg: f.result() for dg, f in futures.items()}
-            except BaseException:
-                for f in futures.values():
-                    f.cancel()
-                raise
-        layers: list[LayerTransfer] = []
-        seen: set[str] = set()
-        for ld in layer_descs:
-            dg = ld["digest"]
-            # the same blob twice in one image: sent once, the second one already exists
-            status, source = outcomes[dg] if dg not in seen else (Status.EXISTS, None)
-            layers.append(LayerTransfer.of("push", dg, int(ld.get("size", 0)), status, source))
-            seen.add(dg)
-        resp = client.request("PUT", f"/v2/{r.path}/manifests/{r.tag}", headers={"Content-Type": mtype},
-                              body=mbytes)
-        if resp.status_code not in (200, 201, 202):
-            raise client.error_for(resp)
-        got = resp.headers.get("Docker-Content-Digest")
-        resp.close()
-        if got and got != img.manifest_digest:
-            raise DigestMismatch(f"{what}: registry {client.domain} stored the manifest as {got}, "
-                                 f"expected {img.manifest_digest}")
-    sent = sum(la.size for la in layers if la.moved)
-    skipped = sum(la.size for la in layers if not la.moved)
-    record(store, domain, r.path, [cdesc["digest"]] + [ld["digest"] for ld in layer_descs], img.id,
-           f"{r.repository}@{img.manifest_digest}")
-    return TransferResult(str(r), img.manifest_digest, img.id, layers, sent, skipped, domain, None, "push",
-                          len(mbytes))
+    dst = RegistryDestination(store, ref if ref is not None else image, insecure=insecure, progress=progress)
+    [res] = copy_image(StoreSource(store, [(img, [])]), dst)
+    return res

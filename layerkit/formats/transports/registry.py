@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .base import ImageDestination, ImageSource
-from .location import Location, TransportError, parse_location
+from .location import TRANSPORTS, Location, TransportError, parse_location
 
 SourceOpener = Callable[..., ImageSource]  # (location, **options) -> source
 DestinationOpener = Callable[..., ImageDestination]  # (location, **options) -> destination
@@ -46,10 +46,21 @@ def transport(name: str) -> Transport:
     return t
 
 
+def locate(text: str) -> Location:
+    """Parse a transport reference: :func:`~.location.parse_location` for the transports skopeo names, and
+    ``NAME:REST`` (REST in ``path``) for a transport registered under another name."""
+    name, colon, rest = text.partition(":") if isinstance(text, str) else ("", "", "")
+    if colon and name not in TRANSPORTS:
+        _builtin()
+        if name in _TABLE:
+            return Location(text, name, path=rest)
+    return parse_location(text)
+
+
 def open_source(text: str | Location, **options: object) -> ImageSource:
     """Open the image(s) a transport reference names for reading (``docker-archive:X``, ``oci:DIR:NAME``,
     ...). ``options`` go to the transport (``every=True``: every image of an archive or layout)."""
-    loc = text if isinstance(text, Location) else parse_location(text)
+    loc = text if isinstance(text, Location) else locate(text)
     t = transport(loc.transport)
     if t.source is None:
         raise TransportError(f"{loc}: the {loc.transport} transport cannot be read from")
@@ -58,7 +69,7 @@ def open_source(text: str | Location, **options: object) -> ImageSource:
 
 def open_destination(text: str | Location, **options: object) -> ImageDestination:
     """Open a transport reference for writing; see :class:`~.base.ImageDestination`."""
-    loc = text if isinstance(text, Location) else parse_location(text)
+    loc = text if isinstance(text, Location) else locate(text)
     t = transport(loc.transport)
     if t.destination is None:
         raise TransportError(f"{loc}: the {loc.transport} transport cannot be written to")
@@ -83,8 +94,9 @@ def _builtin() -> None:
     if _LOADED:
         return
     _LOADED = True
-    from .archives import DockerArchiveSource, OciSource
+    from . import daemon, docker, files, store
 
-    for name, src in (("docker-archive", DockerArchiveSource), ("oci", OciSource), ("oci-archive", OciSource)):
-        if name not in _TABLE:
-            register(name, source=src)
+    for module in (files, docker, daemon, store):  # each module declares its transports
+        for name, (source, destination) in module.TRANSPORTS.items():
+            if name not in _TABLE:  # a transport registered before first use replaces the built-in one
+                register(name, source, destination)
