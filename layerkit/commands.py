@@ -1236,3 +1236,111 @@ def save_to_engine(store: Store, names: list[str], engine: str | None = None) ->
 
     ids = do_save(store, names, endpoint=engine)
     return Message([f"Loaded image ID: {i}" for i in ids], {"ids": ids})
+
+
+# ---- many images: scan and fleet (layerkit.fleet: pyarrow, DuckDB, Dask, loaded for these verbs only) -----
+
+def _fleet(module: str):
+    """``layerkit.fleet.MODULE``, or :class:`FleetUnavailable` naming the extra to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"layerkit.fleet.{module}")
+    except ImportError as exc:
+        from .errors import FleetUnavailable
+
+        raise FleetUnavailable(f"scan and fleet need pyarrow, duckdb and distributed ({exc.name} is missing): "
+                               "pip install 'layerkit[fleet]'") from exc
+
+
+def _ratio(v) -> str:
+    return "" if v is None else f"{v:.2f}"
+
+
+def scan(store: Store, sources: list[str], output: str, scheduler: str | None = None, workers: int | None = None,
+         contents: bool = False, processes: bool = True) -> Message:
+    """``scan SOURCE... -o DATASET``: index every image of the sources into a Parquet dataset, one Dask task
+    per unique layer (:mod:`layerkit.fleet.scan`). Sources that cannot be read and layers that fail are rows
+    of the dataset's ``failures`` table; the scan goes on."""
+    from .engine.humanize import human_size
+
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers must be at least 1, not {workers}")
+    res = _fleet("scan").scan(sources, output, store=store, scheduler=scheduler, workers=workers,
+                              contents=contents, processes=processes, progress=store.progress)
+    rate = res.compressed_bytes / res.seconds if res.seconds > 0 else 0
+    lines = [f"scanned {len(sources)} source(s) into {res.dataset} in {res.seconds:.1f}s "
+             f"({res.workers} worker(s))",
+             f"images added: {res.images} (already present: {res.skipped_images})",
+             f"layers indexed: {res.layers}, {res.files} entries, {human_size(res.compressed_bytes)} "
+             f"({human_size(int(rate))}/s) (shared or already present: {res.skipped_layers})"]
+    if res.dashboard:
+        lines.append(f"Dask dashboard: {res.dashboard}")
+    lines.append(f"failures: {res.failures}")
+    lines += [f"  {f['source']}: {f['reason']}" for f in res.failure_rows[:20]]
+    data = {k: getattr(res, k) for k in ("dataset", "images", "layers", "files", "failures", "skipped_images",
+                                         "skipped_layers", "compressed_bytes", "seconds", "workers", "dashboard")}
+    data["failure_rows"] = [{k: v for k, v in f.items() if k != "at"} for f in res.failure_rows]
+    return Message(lines, data)
+
+
+def fleet_summary(dataset: str) -> Table:
+    """``fleet summary DATASET``: one row of counts, bytes counted four ways and the dedup ratios."""
+    cols, rows = _fleet("queries").summary(dataset)
+    shown = [Column("images", "IMAGES"), Column("repositories", "REPOSITORIES"), Column("layers", "LAYERS"),
+             Column("files", "FILES"), Column("pushed_bytes", "PUSHED", fmt_size),
+             Column("image_bytes", "IMAGES SUMMED", fmt_size), Column("layer_bytes", "UNIQUE LAYERS", fmt_size),
+             Column("unique_content_bytes", "UNIQUE CONTENT", fmt_size),
+             Column("layer_dedup_ratio", "LAYER DEDUP", _ratio), Column("file_dedup_ratio", "FILE DEDUP", _ratio),
+             Column("failures", "FAILURES")]
+    return Table(shown, rows, cols)
+
+
+def fleet_duplicates(dataset: str, limit: int = 20) -> Table:
+    """``fleet duplicates DATASET``: contents in more than one layer (needs ``scan --contents``)."""
+    cols, rows = _fleet("queries").duplicates(dataset, limit)
+    shown = [Column("sha256", "CONTENT", lambda v: v[:12]), Column("size", "SIZE", fmt_size),
+             Column("copies", "COPIES"), Column("layers", "LAYERS"), Column("images", "IMAGES"),
+             Column("reclaimable_bytes", "RECLAIMABLE", fmt_size), Column("path", "PATH")]
+    return Table(shown, rows, cols)
+
+
+def fleet_waste(dataset: str) -> Table:
+    """``fleet waste DATASET``: dive's efficiency, wasted and reclaimable bytes per image, in SQL; equal to
+    ``efficiency IMAGE`` on each image."""
+    cols, rows = _fleet("queries").waste(dataset)
+    shown = [Column("image_id", "IMAGE ID", fmt_id), Column("reference", "REFERENCE"), Column("layers", "LAYERS"),
+             Column("efficiency", "EFFICIENCY", lambda v: f"{v * 100:.4f} %"),
+             Column("wasted_bytes", "WASTED", fmt_size), Column("reclaimable_bytes", "RECLAIMABLE", fmt_size),
+             Column("inefficient_files", "INEFFICIENT FILES")]
+    return Table(shown, rows, cols)
+
+
+def fleet_largest(dataset: str, limit: int = 20) -> Sections:
+    """``fleet largest DATASET``: the largest layers and the largest files."""
+    (lcols, lrows), (fcols, frows) = _fleet("queries").largest(dataset, limit)
+    layers_t = Table([Column("diff_id", "LAYER", fmt_id), Column("size", "SIZE", fmt_size),
+                      Column("compressed_size", "COMPRESSED", fmt_size), Column("entries", "ENTRIES"),
+                      Column("images", "IMAGES")], lrows, lcols, title="Largest layers")
+    files_t = Table([Column("size", "SIZE", fmt_size), Column("diff_id", "LAYER", fmt_id), Column("path", "PATH")],
+                    frows, fcols, title="Largest files")
+    return Sections([layers_t, files_t], {"layers": layers_t.to_json(), "files": files_t.to_json()})
+
+
+def fleet_bases(dataset: str) -> Table:
+    """``fleet bases DATASET``: the layer-chain prefix tree (chains of bottom layers that images share), the
+    bytes each shared chain saves, and which chains are bases."""
+    cols, rows = _fleet("queries").bases(dataset)
+    shown = [Column("depth", "DEPTH"), Column("top_layer", "TOP LAYER", fmt_id), Column("images", "IMAGES"),
+             Column("size", "SIZE", fmt_size), Column("saved_bytes", "SAVED", fmt_size),
+             Column("base", "BASE", lambda v: "base" if v else ""), Column("example", "EXAMPLE")]
+    return Table(shown, rows, cols)
+
+
+def fleet_sql(dataset: str, query: str) -> Table:
+    """``fleet sql QUERY DATASET``: any SQL over the views ``images``, ``image_layers``, ``layers``,
+    ``files``, ``contents`` and ``failures``."""
+    from .results import fmt_text
+
+    cols, rows = _fleet("queries").sql(dataset, query)
+    return Table([Column(c, c.upper(), fmt_text) for c in cols], rows, cols)

@@ -171,6 +171,16 @@ class PlatformNotFound(RegistryError, NotFound):
     """An image index holds no manifest for the asked platform."""
 
 
+# ---- Many images (layerkit.fleet) ----------------------------------------------------------------------
+
+class DatasetError(LayerkitError):
+    """A fleet dataset that cannot be read or written as one, or a query over it that fails."""
+
+
+class FleetUnavailable(LayerkitError):
+    """``scan`` and ``fleet`` need the ``fleet`` extra (pyarrow, DuckDB, dask.distributed)."""
+
+
 # ---- Commands --------------------------------------------------------------------------------------------
 
 class PartialFailure(LayerkitError):

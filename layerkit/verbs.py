@@ -59,6 +59,17 @@ def _store_dir(text: str) -> str:
     return text
 
 
+def _positive(text: str) -> int:
+    """A count of at least 1 (``--workers``)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return n
+
+
 # the read-only verbs also read an image where it lies, without loading it (commands.resolve_image)
 IN_PLACE = ("a stored image, or a transport reference read in place without loading it: docker-archive:PATH[:REF], "
             "oci:DIR[:NAME], oci-archive:PATH[:NAME] (in place, layer contents are not checked against the "
@@ -278,6 +289,34 @@ def build_parser() -> argparse.ArgumentParser:
             d.add_argument("-v", "--verbose", action="store_true")
             _fmt(d)
 
+    s = sub.add_parser("scan", help="index many images (archives, layouts, the store) into a Parquet dataset, "
+                                    "on Dask")
+    s.add_argument("sources", nargs="+", metavar="SOURCE", help="docker-archive:PATH, oci:DIR, oci-archive:PATH, "
+                   "store: (every image of the store) or an image of the store")
+    s.add_argument("-o", "--output", required=True, metavar="DATASET", help="dataset directory (added to)")
+    s.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler (tcp://HOST:8786); "
+                   "default: a local cluster")
+    s.add_argument("--workers", type=_positive, metavar="N", help="workers of the local cluster (default: one per "
+                   "core)")
+    s.add_argument("--contents", action="store_true", help="hash every regular file (fleet duplicates needs it)")
+    _fmt(s)
+
+    g = sub.add_parser("fleet", help="questions about a scanned dataset, answered by DuckDB")
+    actions = g.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    for action, helptext in (("summary", "images, layers, files, bytes four ways, dedup ratios"),
+                             ("bases", "the layer chains images share (a prefix tree) and the bytes they save"),
+                             ("duplicates", "file contents in more than one layer (scan --contents)"),
+                             ("waste", "dive's efficiency, wasted and reclaimable bytes per image"),
+                             ("largest", "the largest layers and files"),
+                             ("sql", "any SQL over images, image_layers, layers, files, contents, failures")):
+        a = actions.add_parser(action, help=helptext)
+        if action == "sql":
+            a.add_argument("query", metavar="QUERY")
+        a.add_argument("dataset", metavar="DATASET")
+        if action in ("duplicates", "largest"):
+            a.add_argument("-n", "--limit", type=int, default=20, metavar="N", help="rows (default 20)")
+        _fmt(a)
+
     s = sub.add_parser("tour", help="run the tour notebook headless: DIR/tour.ipynb executed, DIR/tour-report.html")
     s.add_argument("dir", nargs="?", default="out", metavar="DIR", help="output directory (default: out)")
 
@@ -389,6 +428,17 @@ def _build(store: Store, a: argparse.Namespace) -> Any:
                           no_cache=a.no_cache, output=None if a.quiet else output, timestamp=a.timestamp)
 
 
+def _fleet(store: Store, a: argparse.Namespace) -> Any:
+    """``fleet summary|bases|duplicates|waste|largest|sql DATASET``."""
+    if a.action is None:
+        raise UsageError(f"{PROG} fleet: error: give an action (summary, bases, duplicates, waste, largest or sql)")
+    if a.action == "sql":
+        return commands.fleet_sql(a.dataset, a.query)
+    if a.action in ("duplicates", "largest"):
+        return getattr(commands, f"fleet_{a.action}")(a.dataset, a.limit)
+    return getattr(commands, f"fleet_{a.action}")(a.dataset)
+
+
 # verb -> handler(store, parsed arguments); ``image``, ``container`` and ``system`` are :func:`_group`
 VERBS: dict[str, Callable[[Store, argparse.Namespace], Any]] = {
     "ref": lambda s, a: commands.ref(s, a.reference),
@@ -426,6 +476,9 @@ VERBS: dict[str, Callable[[Store, argparse.Namespace], Any]] = {
     "rm": lambda s, a: commands.rm(s, a.containers, force=a.force),
     "cp": lambda s, a: commands.cp(s, a.src, a.dst),
     "diff": lambda s, a: commands.diff(s, a.container),
+    "scan": lambda s, a: commands.scan(s, a.sources, a.output, scheduler=a.scheduler, workers=a.workers,
+                                       contents=a.contents),
+    "fleet": _fleet,
     "commit": lambda s, a: commands.commit(s, a.container, a.repo, message=a.message, author=a.author,
                                            changes=a.change),
 }

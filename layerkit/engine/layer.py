@@ -431,6 +431,61 @@ def fetch_layer(
         raise
 
 
+class _HashSink:
+    """The writer :func:`_blob_chunks` tees the blob's chunks into, when nothing is written: a hash."""
+
+    def __init__(self) -> None:
+        self.hash = hashlib.sha256()
+        self.write = self.hash.update
+
+    def current_digest(self) -> str:
+        return "sha256:" + self.hash.hexdigest()
+
+
+class LayerStream:
+    """One streaming pass over a layer blob that is read, not stored (``scan`` indexes layers in place).
+
+    The blob's bytes are hashed and counted as they are read (at most ``limit``), inflated with the same
+    bounded inflater as :func:`ingest_layer` (gzip and zstd, detected from the first bytes) and the tar's
+    bytes hashed for the diff_id. ``reader`` is the uncompressed tar for :class:`~.tarstream.TarReader` or
+    :func:`index_tar_columns`; :meth:`finish` drains what follows the tar's end and checks the digests.
+    Nothing holds more than a few chunks in memory.
+    """
+
+    def __init__(self, src: BinaryIO, label: str, limit: int | None = None) -> None:
+        self.label = label
+        self._limit = limit
+        self._sink = _HashSink()
+        self._raw = _Counter()
+        self.compression, chunks = _blob_chunks(src, self._sink, limit, self._raw)
+        if self.compression == "tar":  # the blob is the tar: its digest is the diff_id
+            self._tar_hash = self._tar_count = None
+            self.reader = ChunkReader(chunks)
+        else:
+            self._tar_hash, self._tar_count = hashlib.sha256(), _Counter()
+            self.reader = ChunkReader(_hashed(_inflate(chunks, self.compression), self._tar_hash,
+                                              self._tar_count))
+
+    def finish(self, expected_digest: str | None = None, expected_diff_id: str | None = None
+               ) -> tuple[str, str, int, int]:
+        """Read to the end; ``(digest, diff_id, compressed_size, tar_size)`` once the blob's length and
+        digest, and the tar's diff_id, are what was expected (:class:`DigestMismatch`,
+        :class:`InvalidArchive` naming the layer otherwise)."""
+        try:
+            self.reader.drain()
+        except Exception as exc:  # the source's own errors too (see tar_error)
+            raise tar_error(self.label, exc) from exc
+        digest = _checked_blob(self._sink, self._raw, self.label, self._limit, expected_digest)
+        if self._tar_hash is None:
+            diff_id, tar_size = digest, self._raw.total
+        else:
+            diff_id, tar_size = "sha256:" + self._tar_hash.hexdigest(), self._tar_count.total
+        if expected_diff_id and diff_id != expected_diff_id:
+            raise DigestMismatch(f"{self.label}: layer content hashes to {diff_id}, config says {expected_diff_id}")
+        return digest, diff_id, self._raw.total, tar_size
+
+
+
 class _Inflated:
     """A read-only file over a compressed blob's uncompressed bytes (see :func:`open_uncompressed`)."""
 

@@ -41,6 +41,7 @@ USAGE = """%lk VERB ARGS      the layerkit CLI's verbs, results as DataFrames / 
 %%lk run IMAGE     run the cell as a shell script in a new container (options as `run`: --name, --rm)
 %%lk exec CONTAINER   run the cell in an existing container
 %%lk build [-t TAG] [--build-arg K=V] [--context DIR]   build the cell as a Dockerfile: the steps as a frame
+%%lk sql DATASET  run the cell as SQL over a fleet dataset (layerkit scan), as a DataFrame
 %lk VERB --help    the verb's options;   --debug   show the traceback of an error
 """
 
@@ -286,9 +287,13 @@ class LayerkitMagics(Magics):
                 raise CliUsageError("usage: %%lk exec CONTAINER")
             res = piped(commands.exec_, True, True, store, words[1], ["/bin/sh", "-c", cell])
             return to_frame("exec", res)
+        if verb == "sql":  # as jupysql's %%sql: the cell is the query, over a fleet dataset
+            if len(words) != 2:
+                raise CliUsageError("usage: %%lk sql DATASET")
+            return to_frame("fleet", commands.fleet_sql(words[1], cell))
         if verb == "build":
             return self._build_cell(store, words[1:], cell)
-        raise CliUsageError(f"%%lk {verb}: only run, exec and build take a cell")
+        raise CliUsageError(f"%%lk {verb}: only run, exec, build and sql take a cell")
 
     def _build_cell(self, store, words: list[str], cell: str) -> Any:
         """``%%lk build [-t TAG]... [--build-arg K=V]... [--target S] [--no-cache] [--context DIR]``: the cell
