@@ -45,44 +45,7 @@ def compile_pattern(text: str) -> Pattern:
     text = posixpath.normpath(text) if text else text
     if len(text) > 1 and text.startswith("/"):
         text = text.lstrip("/") or "/"
-    out = ["^"]
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "*":
-            if text[i + 1:i + 2] == "*":
-                i += 2
-                while text[i:i + 1] == "/" and text[i + 1:i + 2] == "/":
-                    i += 1
-                if i >= len(text):
-                    out.append(".*")
-                    continue
-                if text[i] == "/":
-                    i += 1
-                    out.append("(.*/)?")
-                    continue
-                out.append(".*")
-                continue
-            out.append("[^/]*")
-        elif ch == "?":
-            out.append("[^/]")
-        elif ch == "[":
-            end = text.find("]", i + 1)
-            if end < 0:
-                raise BuildContextError(f".dockerignore: syntax error in pattern {text!r}")
-            body = text[i + 1:end]
-            if body.startswith("^") or body.startswith("!"):
-                body = "^" + body[1:]
-            out.append("[" + body.replace("\\", "\\\\") + "]")
-            i = end
-        elif ch == "\\" and i + 1 < len(text):
-            i += 1
-            out.append(re.escape(text[i]))
-        else:
-            out.append(re.escape(ch))
-        i += 1
-    out.append("$")
-    return Pattern(text, exclusion, re.compile("".join(out), re.S))
+    return Pattern(text, exclusion, re.compile(_glob_regex(text, True, ".dockerignore: "), re.S))
 
 
 def read_dockerignore(root: Path) -> list[Pattern]:
@@ -110,31 +73,51 @@ def go_match(pattern: str, name: str) -> bool:
 
 def compile_glob(pattern: str) -> re.Pattern:
     """A COPY source pattern as a regular expression (``filepath.Match`` rules)."""
+    return re.compile(_glob_regex(pattern, False, ""), re.S)
+
+
+def _glob_regex(text: str, dockerignore: bool, where: str) -> str:
+    """The regular expression of a glob: ``*`` and ``?`` within a path component, ``[...]`` classes
+    (negated by ``^``; a ``.dockerignore`` pattern also by ``!``), ``\\`` escapes; with ``dockerignore``,
+    ``**`` spans components as moby's patternmatcher does (``**/x`` also matches ``x``)."""
     out = ["^"]
     i = 0
-    while i < len(pattern):
-        ch = pattern[i]
+    while i < len(text):
+        ch = text[i]
         if ch == "*":
+            if dockerignore and text[i + 1:i + 2] == "*":
+                i += 2
+                while text[i:i + 1] == "/" and text[i + 1:i + 2] == "/":
+                    i += 1
+                if i >= len(text):
+                    out.append(".*")
+                    continue
+                if text[i] == "/":
+                    i += 1
+                    out.append("(.*/)?")
+                    continue
+                out.append(".*")
+                continue
             out.append("[^/]*")
         elif ch == "?":
             out.append("[^/]")
         elif ch == "[":
-            end = pattern.find("]", i + 1)
+            end = text.find("]", i + 1)
             if end < 0:
-                raise BuildContextError(f"syntax error in pattern {pattern!r}")
-            body = pattern[i + 1:end]
-            if body.startswith("^"):
+                raise BuildContextError(f"{where}syntax error in pattern {text!r}")
+            body = text[i + 1:end]
+            if body.startswith("^") or (dockerignore and body.startswith("!")):
                 body = "^" + body[1:]
             out.append("[" + body.replace("\\", "\\\\") + "]")
             i = end
-        elif ch == "\\" and i + 1 < len(pattern):
+        elif ch == "\\" and i + 1 < len(text):
             i += 1
-            out.append(re.escape(pattern[i]))
+            out.append(re.escape(text[i]))
         else:
             out.append(re.escape(ch))
         i += 1
     out.append("$")
-    return re.compile("".join(out), re.S)
+    return "".join(out)
 
 
 def has_glob(text: str) -> bool:
