@@ -1,18 +1,7 @@
 """``copy SRC DST``: move an image between the transports skopeo names, through the layerkit store.
 
-Transports, parsed as skopeo (containers/image) parses them: the transport is what precedes the first
-colon, and
-
-* ``docker-archive:PATH[:REF]``: the path ends at the next colon; REF is a Docker reference (``:latest``
-  added when it has no tag, digests refused), or ``@N`` (the N-th image of the archive, sources only).
-  As a source REF picks the image by its RepoTags; as a destination it is the RepoTags entry written.
-* ``oci:DIR[:NAME]`` and ``oci-archive:PATH[:NAME]``: the path ends at the first colon; NAME is the
-  ``org.opencontainers.image.ref.name`` annotation, verbatim (``oci:/x:busybox:v1`` names the image
-  ``busybox:v1``), so ``skopeo inspect oci:DIR:NAME`` finds what layerkit wrote and the other way round.
-* ``docker://REF``: a registry (pull / push, with the store's layer dedup); ``:latest`` when REF has no tag.
-* ``docker-daemon:REF``: a running Docker or Podman (``docker save`` / ``docker load``); REF is a tag
-  (``:latest`` added) or, as a source, an image ID ``sha256:HEX``.
-* layerkit's own store: ``layerkit:REF`` or a bare reference (``busybox``, ``lk.test/app:1``, an image ID).
+The transport references (``docker-archive:PATH[:REF]``, ``oci:DIR[:NAME]``, ``docker://REF`` ...) are parsed
+as skopeo parses them, by :mod:`.transports.location`, which describes each.
 
 Both sides are opened through the table of transports (:mod:`.transports.registry`), so this module names
 no transport: a source that is not the store is first copied into it (:func:`~.pipeline.copy_image` into

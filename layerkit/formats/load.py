@@ -32,25 +32,23 @@ def split_layout_tag(path: str) -> tuple[str, str | None]:
     return path, None
 
 
-def open_source(store: Store, path: str) -> tuple[Source, str | None, Path | None]:
-    """Open PATH as a source; returns (source, tag filter, temporary file to delete afterwards).
-
-    A gzipped archive is streamed (:class:`~.sources.GzipTarSource`), never expanded to disk, so there is
-    no temporary file any more; the third item stays for callers that still expect it (always None).
-    """
+def open_path(path: str) -> tuple[Source, str | None]:
+    """Open PATH (an archive, plain or compressed, or a layout directory, ``DIR:TAG`` naming one of its
+    images) as a source; returns (source, tag filter). A gzipped archive is streamed
+    (:class:`~.sources.GzipTarSource`), never expanded to disk."""
     real, tag = split_layout_tag(path)
     p = Path(real)
     if not p.exists():
         raise NotFound(f"{path}: no such file or directory")
     if p.is_dir():
-        return DirSource(p, str(path)), tag, None
-    return open_archive(p, str(path)), tag, None
+        return DirSource(p, str(path)), tag
+    return open_archive(p, str(path)), tag
 
 
 def load_path(store: Store, path: str, progress: Progress | None = None) -> list[LoadedImage]:
     """Import every image at ``path``; see the module docstring for what is recognised. ``progress``
     receives each layer's events (:mod:`layerkit.engine.progress`)."""
-    src, tag, _ = open_source(store, path)
+    src, tag = open_path(path)
     try:
         if src.has("manifest.json"):
             return load_docker_archive(store, src, progress=progress)
