@@ -654,3 +654,22 @@ def test_timestamp_builds_are_reproducible(world: World, capsys, monkeypatch) ->
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
     assert main(["--store", str(world.root / "repro-store-4"), "build", "-q", str(ctx)]) == 1
     assert "SOURCE_DATE_EPOCH='yesterday'" in capsys.readouterr().err
+
+
+def test_copy_through_a_symlink_this_step_wrote_stays_in_its_layer(world: World, capsys, tmp_path: Path) -> None:
+    """Two sources of one COPY: the first writes a symlink ``a`` pointing at a host directory, the second a
+    file ``a/evil`` (its directory hidden by .dockerignore around an exception, so not written first): the
+    file is not written through the symlink the layer holds (refused, one line), and nothing reaches the
+    host."""
+    target = tmp_path / "host-target"
+    target.mkdir()
+    ctx = _context(world.root, "symlink-step", "FROM localhost/lk-busybox:1\nCOPY d1 d2 /x/\n",
+                   {"d2/a/evil": "evil\n", ".dockerignore": "d2/a\n!d2/a/evil\n"})
+    (ctx / "d1").mkdir()
+    os.symlink(str(target), ctx / "d1" / "a")
+    capsys.readouterr()
+    code = world.lk("build", "-q", "-t", "lkb-symlink-step:1", str(ctx))
+    err = capsys.readouterr().err
+    assert not list(target.iterdir())
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "/x/a/evil" in err

@@ -170,9 +170,25 @@ class LayerDir:
                 os.chmod(host, 0o755)
         return target
 
+    def _check_parents(self, path: str) -> None:
+        """Refuse ``path`` when a directory on its way in this layer is a symlink (or not a directory): the
+        host would follow it out of the upper directory (a symlink an earlier source of the same step
+        wrote). Components that do not exist end the check: nothing below them can be followed."""
+        cur = str(self.upper)
+        for name in [p for p in posixpath.normpath("/" + path).split("/") if p][:-1]:
+            cur = os.path.join(cur, name)
+            try:
+                st = os.lstat(cur)
+            except FileNotFoundError:
+                return
+            if not stat.S_ISDIR(st.st_mode):
+                raise FileOpError(f"{path}: cannot write through {os.path.relpath(cur, self.upper)}: "
+                                  "not a directory in this layer (a symlink is not followed)")
+
     def _clear(self, path: str, keep_dir: bool) -> str:
         """The host path of ``path``, with what this layer held there removed (a directory kept when
         ``keep_dir``)."""
+        self._check_parents(path)
         host = self.host(path)
         st = self._upper_lstat(path)
         if st is not None:
@@ -214,6 +230,7 @@ class LayerDir:
     def put_hardlink(self, path: str, existing: str) -> None:
         """Make the resolved ``path`` a second name of the file this layer wrote at ``existing``."""
         host = self._clear(path, keep_dir=False)
+        self._check_parents(existing)
         os.link(self.host(existing), host, follow_symlinks=False)
 
     @staticmethod
