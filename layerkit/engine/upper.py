@@ -16,6 +16,7 @@ import tarfile
 from pathlib import Path
 from typing import BinaryIO
 
+from ..errors import FileOpError
 from .layer import docker_size
 from .layerindex import OPAQUE_MARKER, WHITEOUT_PREFIX, Entry, LayerIndex
 
@@ -146,7 +147,13 @@ def write_layer_tar(upper: Path, out: BinaryIO, skip: frozenset[str] = frozenset
                 ti.size = 0
                 tf.addfile(ti)
             elif ti.isreg():
-                with open(full, "rb") as f:
+                # a running container's process may swap the file for a symlink after the lstat above:
+                # never follow one, and send exactly the regular file that was measured
+                fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                with os.fdopen(fd, "rb") as f:
+                    st = os.fstat(f.fileno())
+                    if not stat.S_ISREG(st.st_mode) or st.st_size != ti.size:
+                        raise FileOpError(f"{e.path}: changed while the layer was written; try again")
                     tf.addfile(ti, f)
             else:
                 tf.addfile(ti)

@@ -522,3 +522,33 @@ def test_stored_plain_blob_index_and_extraction_accept_the_same(tmp_path: Path, 
     assert sorted(os.listdir(dest)) == ["a", "b"]
     layout = write_layout(tmp_path / "layout", [bad], "cksum:1")
     assert main(["--store", str(tmp_path / "store2"), "load", str(layout)]) == 1
+
+
+def test_layer_writer_never_follows_a_file_swapped_for_a_symlink(tmp_path, monkeypatch):
+    """A running container's process swaps a file of its writable layer for a symlink to a host secret
+    between the writer's lstat and its open: the layer never carries the host file's bytes."""
+    import io
+    import tarfile as _tarfile
+
+    from layerkit.engine import upper as upper_mod
+    from layerkit.errors import FileOpError
+
+    secret = tmp_path / "host-secret"
+    secret.write_bytes(b"TOPSECRET")
+    up = tmp_path / "upper"
+    up.mkdir()
+    (up / "f").write_bytes(b"harmless!")  # the same length as the secret
+    real_gettarinfo = _tarfile.TarFile.gettarinfo
+
+    def swap_after_lstat(self, name=None, arcname=None, fileobj=None):
+        ti = real_gettarinfo(self, name, arcname, fileobj)
+        if arcname == "f":
+            os.unlink(name)
+            os.symlink(secret, name)
+        return ti
+
+    monkeypatch.setattr(_tarfile.TarFile, "gettarinfo", swap_after_lstat)
+    out = io.BytesIO()
+    with pytest.raises((FileOpError, OSError)):
+        upper_mod.write_layer_tar(up, out)
+    assert b"TOPSECRET" not in out.getvalue()
