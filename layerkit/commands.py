@@ -1160,12 +1160,16 @@ def logout(store: Store | None, registry: str) -> Message:
 
 # ---- wasted space (dive's analysis) ------------------------------------------------------------
 
+def _indexes_of(store: Store, name: str) -> tuple[Image, list]:
+    img = resolve_image(store, name)
+    img.source.index_layers(img.layers)  # several layers at once (a no-op for the store's checked layers)
+    return img, [layer.index() for layer in img.layers]
+
+
 def _efficiency_of(store: Store, name: str):
     from .engine.efficiency import analyze
 
-    img = resolve_image(store, name)
-    img.source.index_layers(img.layers)  # several layers at once (a no-op for the store's checked layers)
-    return analyze([layer.index() for layer in img.layers])
+    return analyze(_indexes_of(store, name)[1])
 
 
 def efficiency(store: Store, name: str) -> Document:
@@ -1187,11 +1191,17 @@ def efficiency(store: Store, name: str) -> Document:
 
 
 def check(store: Store, name: str, lowest_efficiency: float | None = 0.9,
-          highest_wasted_bytes: int | None = 20_000_000, highest_user_wasted_percent: float | None = 0.1) -> Message:
-    """``check IMAGE``: dive's CI rules, a line per rule; the result's exit status is 1 when one fails."""
-    from .engine.efficiency import check_rules
+          highest_wasted_bytes: int | None = 20_000_000, highest_user_wasted_percent: float | None = 0.1,
+          dockerfile: str | None = None) -> Message:
+    """``check IMAGE [--dockerfile FILE]``: dive's CI rules, a line per rule; the result's exit status is 1
+    when one fails. With ``dockerfile`` (the file IMAGE was built from), the lines that add bytes a later
+    line deletes or overwrites, or leave package caches in the image, with the bytes each costs."""
+    from .engine.build.dockerfile import read_dockerfile
+    from .engine.efficiency import analyze, check_rules
 
-    res = _efficiency_of(store, name)
+    df = read_dockerfile(dockerfile, dockerfile) if dockerfile is not None else None  # fails before any work
+    img, indexes = _indexes_of(store, name)
+    res = analyze(indexes)
     try:
         rules = check_rules(res, lowest_efficiency, highest_wasted_bytes, highest_user_wasted_percent)
     except ValueError as exc:
@@ -1203,7 +1213,27 @@ def check(store: Store, name: str, lowest_efficiency: float | None = 0.9,
                  f"[Warn:0] [Skipped:{sum(1 for r in rules if r.skipped)}]")
     data = {"passed": not failed, "rules": [{"name": r.name, "status": r.status, "message": r.message}
                                             for r in rules], "efficiency": res.to_json()}
+    if df is not None:
+        from .engine.build.waste import dockerfile_waste
+
+        waste = dockerfile_waste(df, img.history_entries, indexes, dockerfile)
+        data["dockerfile"] = {"path": dockerfile, "lines": [w.to_json() for w in waste]}
+        lines += ["", *_waste_lines(dockerfile, waste)]
     return Message(lines, data, exit_code=1 if failed else 0)
+
+
+def _waste_lines(path: str, waste: list) -> list[str]:
+    from .engine.humanize import human_size
+
+    if not waste:
+        return [f"{path}: no line adds bytes that a later line deletes or overwrites, and no package cache "
+                "is left in the image"]
+    total = sum(w.bytes for w in waste)
+    rows = [{"line": "-" if w.line is None else w.line, "instruction": w.instruction, "bytes": w.bytes,
+             "advice": w.advice} for w in waste]
+    t = Table([Column("line", "LINE"), Column("instruction", "INSTRUCTION", ellipsis(40)),
+               Column("bytes", "WASTED", fmt_size), Column("advice", "WHY")], rows)
+    return [f"{path}: {human_size(total)} stored in layers but not in the image, by line:", t.render()]
 
 
 # ---- engines and transports ---------------------------------------------------------------------

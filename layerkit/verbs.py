@@ -241,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lowest-efficiency", default="0.9", metavar="RATIO", help="or 'disabled'")
     s.add_argument("--highest-wasted-bytes", default="20MB", metavar="SIZE", help="e.g. 20MB, or 'disabled'")
     s.add_argument("--highest-user-wasted-percent", default="0.1", metavar="RATIO", help="or 'disabled'")
+    s.add_argument("--dockerfile", metavar="FILE",
+                   help="the Dockerfile IMAGE was built from: name its lines that waste space")
     _fmt(s)
 
     s = sub.add_parser("report", help="write an HTML or Markdown report of images or containers")
@@ -376,7 +378,7 @@ def _report(store: Store, a: argparse.Namespace) -> Any:
 def _check(store: Store, a: argparse.Namespace) -> Any:
     return commands.check(store, a.image, _threshold(a.lowest_efficiency, float),
                           _threshold(a.highest_wasted_bytes, parse_size),
-                          _threshold(a.highest_user_wasted_percent, float))
+                          _threshold(a.highest_user_wasted_percent, float), dockerfile=a.dockerfile)
 
 
 def _login(store: Store, a: argparse.Namespace) -> Any:

@@ -19,7 +19,7 @@ from ...errors import DockerfileError, ImageNotFound, InvalidReference, Layerkit
 from ..reference import parse_reference
 from .cache import BuildCache
 from .context import BuildContext
-from .dockerfile import PREDEFINED_ARGS, Instruction, Lexer, parse_dockerfile
+from .dockerfile import PREDEFINED_ARGS, Instruction, Lexer, read_dockerfile
 from .state import State
 from .steps import dispatch
 
@@ -74,17 +74,13 @@ def build(store: Store, context: str | Path, dockerfile: str | Path | None = Non
     df_path = Path(dockerfile) if dockerfile is not None else ctx.root / "Dockerfile"
     if dockerfile is not None and not df_path.is_absolute() and not df_path.exists():
         df_path = ctx.root / dockerfile
-    try:
-        text = df_path.read_text(errors="surrogateescape")
-    except FileNotFoundError:
-        raise DockerfileError(f"{df_path}: no such Dockerfile") from None
+    df = read_dockerfile(df_path)
     refs = []
     for t in tags:
         try:
             refs.append(parse_reference(t))
         except InvalidReference as exc:
             raise InvalidReference(f"invalid tag {t!r}: {exc}") from exc
-    df = parse_dockerfile(text, df_path.name)
     build_args = dict(build_args or {})
 
     stages = df.stages

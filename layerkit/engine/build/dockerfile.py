@@ -14,6 +14,7 @@ as buildkit's ``shell.Lex.ProcessWord`` does (an unset variable is empty).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 
 from ...errors import DockerfileError
@@ -119,6 +120,25 @@ def parse_dockerfile(text: str, label: str = "Dockerfile") -> Dockerfile:
     if not stages:
         raise DockerfileError(f"{label}: the Dockerfile has no FROM instruction")
     return Dockerfile(meta, stages, _escape_directive(text))
+
+
+MAX_DOCKERFILE = 1 << 20  # a Dockerfile is text a person writes; more is not one
+
+
+def read_dockerfile(path: str | os.PathLike, label: str | None = None) -> Dockerfile:
+    """Read and parse the Dockerfile at ``path``: a :class:`DockerfileError` naming it when it is missing,
+    unreadable, larger than :data:`MAX_DOCKERFILE` or not valid (``label``, default the file's name, prefixes
+    the parser's messages)."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_DOCKERFILE + 1)
+    except FileNotFoundError:
+        raise DockerfileError(f"{path}: no such Dockerfile") from None
+    except OSError as exc:
+        raise DockerfileError(f"{path}: cannot read the Dockerfile: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_DOCKERFILE:
+        raise DockerfileError(f"{path}: larger than {MAX_DOCKERFILE} bytes: not a Dockerfile")
+    return parse_dockerfile(raw.decode("utf-8", "surrogateescape"), label or os.path.basename(path))
 
 
 def _escape_directive(text: str) -> str:
