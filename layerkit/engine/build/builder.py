@@ -133,8 +133,9 @@ def build(store: Store, context: str | Path, dockerfile: str | Path | None = Non
             outcome = dispatch(state, ins, f"{label} (Dockerfile line {ins.line}: {ins.cmd})")
             if outcome.image is not None:
                 out(f" ---> {outcome.image.id[7:19]}\n")
+            size = _cached_size(outcome.image) if outcome.cached else outcome.size
             result_steps.append(BuildStep(number, ins.original, ins.line, outcome.cached, time.monotonic() - t0,
-                                          outcome.size, outcome.image.id if outcome.image else None, stage.index))
+                                          size, outcome.image.id if outcome.image else None, stage.index))
         used |= state.used_args
         finished[str(stage.index)] = state.image
         if stage.name:
@@ -153,6 +154,13 @@ def build(store: Store, context: str | Path, dockerfile: str | Path | None = Non
         tagged.append(ref.familiar)
         out(f"Successfully tagged {ref.familiar}\n")
     return BuildResult(final.id, tagged, result_steps)
+
+
+def _cached_size(image: Image | None) -> int:
+    """The bytes a step taken from the cache adds: its image's top layer, unless its entry is empty."""
+    if image is None or not image.history_entries or image.history_entries[-1].get("empty_layer"):
+        return 0
+    return image.layers[-1].size if image.layers else 0
 
 
 def _from(state: State, stage, lexer: Lexer, meta: dict[str, str | None]) -> Image | None:

@@ -1,4 +1,5 @@
-"""Waste pointed at the Dockerfile (issue 14): ``layerkit check IMAGE --dockerfile FILE``.
+"""A build's results analysed (issue 14): waste pointed at the Dockerfile (``layerkit check IMAGE --dockerfile
+FILE``) and the size of each step, cached or not.
 
 One Dockerfile whose every wasteful line is made on purpose, with sizes the test chose (random bytes, so no
 compression or deduplication hides them): a download deleted two RUNs later, an apt list left in the image,
@@ -18,7 +19,9 @@ import pytest
 from realtools import BUSYBOX, skopeo_copy
 from test_build import World, _buildah, _context, world  # noqa: F401  (world: the module's fixture)
 
+from layerkit import commands
 from layerkit.engine.build.waste import history_instruction
+from layerkit.engine.store import Store
 
 pytestmark = pytest.mark.tools
 
@@ -117,3 +120,14 @@ def test_history_instruction_reads_every_builders_form() -> None:
         'CMD ["sh"]': "CMD",
     }
     assert {c: history_instruction(c) for c in cases} == cases
+
+
+def test_a_cached_step_reports_the_size_of_its_layer(world: World, built: dict) -> None:  # noqa: F811
+    store = Store(world.store)
+    steps = commands.build(store, str(built["ctx"]), tags=["localhost/lkw-waste:1"]).data["steps"]
+    assert all(s["cached"] for s in steps[1:])
+    img = store.image("localhost/lkw-waste:1")
+    want = [la.size for la in img.layers[-7:]]  # the seven steps that add a layer: RUN x5, COPY x2
+    assert [s["size"] for s in steps if s["instruction"].split()[0] in ("RUN", "COPY")] == want
+    assert steps[1]["size"] >= BIG
+    assert [s["size"] for s in steps if s["instruction"].startswith(("ENV", "ARG"))] == [0, 0]
