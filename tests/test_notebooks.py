@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -222,6 +223,23 @@ def test_tour_tells_the_story(demo):
     prune = text_of("%lk rm bloat1 bloat2")
     assert "Total reclaimed space: 0B" in prune and "Deleted Images" not in prune
     assert "&lt;none&gt;:&lt;none&gt;" in html_of("%lk rm bloat1 bloat2")
+    # chapter 7: app:v2 built again from a Dockerfile; a rebuild all from the cache; a changed input rebuilds
+    # its step only; the wasteful line named
+    builds = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("%%lk build -t app:built")]
+    assert len(builds) == 3
+
+    def cached(cell) -> list[str]:
+        html = "".join(o["data"].get("text/html", "") for o in cell.outputs if "data" in o)
+        return re.findall(r">(True|False)</td>", html)
+
+    assert [cached(c) for c in builds] == [["False"] * 4, ["False", "True", "True", "True"],
+                                          ["False", "True", "True", "False"]]
+    assert "Step 4/4 : COPY notes.txt /app/notes.txt" in "".join(o.get("text", "") for o in builds[0].outputs)
+    sides = html_of("committed = %lk history app:v2")
+    assert "run + commit (app:v2)" in sides and "#(nop) COPY file:" in sides
+    waste = text_of("%lk check bloated:dockerfile --dockerfile {bloat}/Dockerfile")
+    assert re.search(r"\n2 +RUN cp /bin/busybox /tmp/build-cache +1\.98MB +deleted by line 4: do both in one RUN",
+                     waste), waste
     report = out / "tour-report.html"
     assert report.is_file() and report.stat().st_size > 10_000
     html = report.read_text()
