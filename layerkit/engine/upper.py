@@ -13,6 +13,7 @@ import os
 import posixpath
 import stat
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -61,30 +62,42 @@ def _kind(st: os.stat_result) -> str:
     return "file"
 
 
-def scan_upper(upper: Path, skip: frozenset[str] = frozenset()) -> list[Entry]:
-    """Index entries of an upper dir, parents before children, names sorted (``offset`` is -1: the bytes
-    live in the directory). Hardlinked inodes become ``hardlink`` entries after the first path."""
-    entries: list[Entry] = []
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _walk(upper: Path, skip: frozenset[str]) -> Iterator[tuple[Entry, os.stat_result | None, int, str]]:
+    """The entries of an upper dir in :func:`scan_upper`'s order, each with its ``lstat`` (None for an
+    opaque marker), the descriptor of the directory holding it and its name there.
+
+    A running container's processes can rename and replace anything in its upper dir while it is read
+    (``commit`` of a running container, a RUN step's layer): every directory is opened relative to its
+    parent's descriptor with ``O_NOFOLLOW``, never by path, so a directory swapped for a symlink to the
+    host after it was listed cannot lead the walk, or a file opened in it, out of the upper dir. The
+    descriptors stay open while the entries below them are handled."""
     seen_inodes: dict[tuple[int, int], str] = {}
 
-    def visit(rel: str) -> None:
-        full = os.path.join(upper, rel.lstrip("/")) if rel != "/" else str(upper)
-        with os.scandir(full) as it:
-            names = sorted(e.name for e in it)
-        for name in names:
+    def visit(fd: int, rel: str) -> Iterator[tuple[Entry, os.stat_result | None, int, str]]:
+        for name in sorted(os.listdir(fd)):
             path = posixpath.join(rel, name)
             if path in skip:
                 continue
-            fp = os.path.join(full, name)
-            st = os.lstat(fp)
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # removed by the container since the listing
             if is_whiteout(st):
-                entries.append(Entry(path, "whiteout", 0, 0, 0, 0, st.st_mtime, "", -1))
+                yield Entry(path, "whiteout", 0, 0, 0, 0, st.st_mtime, "", -1), st, fd, name
                 continue
             kind = _kind(st)
             link = ""
             size = 0
             if kind == "symlink":
-                link = os.readlink(fp)
+                try:
+                    link = os.readlink(name, dir_fd=fd)
+                except FileNotFoundError:
+                    continue  # removed by the container since the lstat
+                except OSError as exc:  # EINVAL: no longer a symlink
+                    raise FileOpError(f"{path}: changed while the layer was read; try again") from exc
             elif kind == "file":
                 size = st.st_size
                 if st.st_nlink > 1:
@@ -93,16 +106,48 @@ def scan_upper(upper: Path, skip: frozenset[str] = frozenset()) -> list[Entry]:
                         kind, link, size = "hardlink", seen_inodes[key], 0
                     else:
                         seen_inodes[key] = path
-            entries.append(Entry(path, kind, size, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
-                                 int(st.st_mtime), link, -1))
-            if kind == "dir":
-                if is_opaque(fp):
-                    entries.append(Entry(path, "opaque", 0, 0, 0, 0, st.st_mtime, "", -1))
-                visit(path)
+            entry = Entry(path, kind, size, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, int(st.st_mtime),
+                          link, -1)
+            if kind != "dir":
+                yield entry, st, fd, name
+                continue
+            try:
+                sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                continue  # removed by the container since the listing
+            except OSError as exc:
+                raise FileOpError(f"{path}: changed while the layer was read ({exc.strerror}); try again") from exc
+            try:
+                if (os.fstat(sub).st_dev, os.fstat(sub).st_ino) != (st.st_dev, st.st_ino):
+                    raise FileOpError(f"{path}: changed while the layer was read; try again")
+                yield entry, st, fd, name
+                if _fd_opaque(sub):
+                    yield Entry(path, "opaque", 0, 0, 0, 0, st.st_mtime, "", -1), None, fd, name
+                yield from visit(sub, path)
+            finally:
+                os.close(sub)
 
-    if upper.is_dir():
-        visit("/")
-    return entries
+    try:
+        top = os.open(upper, _DIR_FLAGS)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    try:
+        yield from visit(top, "/")
+    finally:
+        os.close(top)
+
+
+def _fd_opaque(fd: int) -> bool:
+    try:
+        return os.getxattr(fd, OPAQUE_XATTR) == b"y"
+    except OSError:
+        return False
+
+
+def scan_upper(upper: Path, skip: frozenset[str] = frozenset()) -> list[Entry]:
+    """Index entries of an upper dir, parents before children, names sorted (``offset`` is -1: the bytes
+    live in the directory). Hardlinked inodes become ``hardlink`` entries after the first path."""
+    return [e for e, _, _, _ in _walk(upper, skip)]
 
 
 def upper_index(upper: Path, skip: frozenset[str] = frozenset()) -> LayerIndex:
@@ -110,6 +155,11 @@ def upper_index(upper: Path, skip: frozenset[str] = frozenset()) -> LayerIndex:
     entries = scan_upper(upper, skip)
     size, files = docker_size(entries)
     return LayerIndex("sha256:" + "0" * 64, 0, size, files, entries)
+
+
+_TAR_TYPES = {"dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE, "char": tarfile.CHRTYPE,
+              "block": tarfile.BLKTYPE, "fifo": tarfile.FIFOTYPE, "file": tarfile.REGTYPE,
+              "hardlink": tarfile.LNKTYPE}
 
 
 def write_layer_tar(upper: Path, out: BinaryIO, skip: frozenset[str] = frozenset(),
@@ -121,42 +171,43 @@ def write_layer_tar(upper: Path, out: BinaryIO, skip: frozenset[str] = frozenset
     mtimes kept, hardlinks to the first path of the inode. ``clamp_mtime`` (a reproducible build's
     ``SOURCE_DATE_EPOCH``): no entry's mtime is later than it, in whole seconds, as BuildKit's
     ``rewrite-timestamp`` does, so the same files give the same tar whenever they were written.
+    The directory is read through descriptors (see :func:`_walk`): nothing outside it is ever read.
     """
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=1 << 20) as tf:
-        for e in scan_upper(upper, skip):
+        for e, st, dir_fd, fname in _walk(upper, skip):
             name = e.path.lstrip("/")
-            if e.type == "whiteout":
+            if e.type in ("whiteout", "opaque"):
                 d, b = posixpath.split(name)
-                ti = tarfile.TarInfo(posixpath.join(d, WHITEOUT_PREFIX + b))
+                marker = posixpath.join(d, WHITEOUT_PREFIX + b) if e.type == "whiteout" else \
+                    posixpath.join(name, OPAQUE_MARKER)
+                ti = tarfile.TarInfo(marker)
                 ti.mtime = _clamped(e.mtime, clamp_mtime)
                 tf.addfile(ti)
                 continue
-            if e.type == "opaque":
-                ti = tarfile.TarInfo(posixpath.join(name, OPAQUE_MARKER))
-                ti.mtime = _clamped(e.mtime, clamp_mtime)
+            ti = tarfile.TarInfo(name)
+            ti.type = _TAR_TYPES[e.type]
+            ti.mode, ti.uid, ti.gid = stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
+            ti.mtime = st.st_mtime if clamp_mtime is None else _clamped(st.st_mtime, clamp_mtime)
+            if e.type in ("char", "block"):
+                ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+            if e.type in ("symlink", "hardlink"):
+                ti.linkname = e.link if e.type == "symlink" else e.link.lstrip("/")
+            if e.type != "file":
                 tf.addfile(ti)
                 continue
-            full = os.path.join(upper, name)
-            ti = tf.gettarinfo(full, arcname=name)
-            ti.uname = ti.gname = ""
-            if clamp_mtime is not None:
-                ti.mtime = _clamped(ti.mtime, clamp_mtime)
-            if e.type == "hardlink":
-                ti.type = tarfile.LNKTYPE
-                ti.linkname = e.link.lstrip("/")
-                ti.size = 0
-                tf.addfile(ti)
-            elif ti.isreg():
-                # a running container's process may swap the file for a symlink after the lstat above:
-                # never follow one, and send exactly the regular file that was measured
-                fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                with os.fdopen(fd, "rb") as f:
-                    st = os.fstat(f.fileno())
-                    if not stat.S_ISREG(st.st_mode) or st.st_size != ti.size:
-                        raise FileOpError(f"{e.path}: changed while the layer was written; try again")
-                    tf.addfile(ti, f)
-            else:
-                tf.addfile(ti)
+            ti.size = st.st_size
+            # a running container's process may swap the file for a symlink after the lstat above:
+            # never follow one, and send exactly the regular file that was measured
+            try:
+                fd = os.open(fname, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            except OSError as exc:  # removed, or a symlink now (ELOOP)
+                raise FileOpError(f"{e.path}: changed while the layer was written; try again") from exc
+            with os.fdopen(fd, "rb") as f:
+                now = os.fstat(f.fileno())
+                if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino, now.st_size) != \
+                        (st.st_dev, st.st_ino, st.st_size):
+                    raise FileOpError(f"{e.path}: changed while the layer was written; try again")
+                tf.addfile(ti, f)
 
 
 def _clamped(mtime: float, clamp: int | None) -> int:
