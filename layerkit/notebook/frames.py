@@ -502,8 +502,10 @@ def style(df: pd.DataFrame, no_trunc: bool | None = None):
         styles.append({"selector": "td", "props": "white-space: pre-wrap"})
     numbers = [c for c in df.columns if c in SIZE_COLUMNS or (c != "mode" and pd.api.types.is_integer_dtype(df[c])
                                                               and not pd.api.types.is_bool_dtype(df[c]))]
-    st = st.set_table_styles(styles)
-    return st.set_properties(subset=numbers, **{"text-align": "right"}) if numbers else st
+    # by column class rather than set_properties: that maps cells, which pandas refuses on a non-unique index
+    # (several <none>:<none> images)
+    styles += [{"selector": f"td.col{list(df.columns).index(c)}", "props": "text-align: right"} for c in numbers]
+    return st.set_table_styles(styles)
 
 
 def to_html(df: pd.DataFrame, max_rows: int | None = None) -> str:
