@@ -273,8 +273,9 @@ def test_duplicates_and_waste_figures(dataset) -> None:
     w = frames.table(commands.fleet_waste(str(dataset)))
     fig = fleet_plots.waste(w)
     ax = fig.axes[0]
-    assert sorted(p.get_width() for p in ax.patches) == sorted(int(v) for v in w["wasted_bytes"])
-    assert ax.get_xlabel() == "wasted bytes"
+    wasting = sorted(int(v) for v in w["wasted_bytes"] if v > 0)
+    assert sorted(p.get_width() for p in ax.patches) == wasting and len(wasting) == 2  # api and etl
+    assert ax.get_xlabel() == "wasted bytes" and ax.get_title().endswith(f": 2 of {len(w)} images")
 
 
 def test_lk_plot_fleet_and_report(dataset, tmp_path) -> None:
@@ -307,3 +308,33 @@ def test_lk_plot_fleet_and_report(dataset, tmp_path) -> None:
         assert f"Report written to {out}" in cap.stdout and "<h2>Summary</h2>" in out.read_text()
     finally:
         InteractiveShell.clear_instance()
+
+
+def test_example_registry_stops_when_python_exits_on_an_error(tmp_path) -> None:
+    """``layerkit.examples.start_registry`` (what the fleet notebook starts): a Python that fails after
+    starting it leaves no registry running; the registry answered while it ran."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys\nfrom layerkit.examples import start_registry\n"
+            f"reg = start_registry({str(tmp_path / 'reg')!r})\n"
+            "import urllib.request\n"
+            "opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))\n"
+            "print(reg.proc.pid, opener.open(f'http://{reg.host}/v2/').status, flush=True)\n"
+            "raise RuntimeError('a cell failed')\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "a cell failed" in p.stderr
+    pid, status = map(int, p.stdout.split())
+    assert status == 200
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        raise AssertionError(f"docker-registry {pid} still runs after its Python exited")

@@ -186,7 +186,8 @@ def duplicates(dups: pd.DataFrame, n: int = MAX_BARS,
 def waste(per_image: pd.DataFrame, n: int = MAX_BARS,
           title: str = "Wasted bytes per image (dive)") -> Figure | NothingToShow:
     """Horizontal bars of ``fleet waste``: each image's wasted bytes (dive's: every version of a path
-    stored more than once), most first, labelled by reference."""
+    stored more than once), most first, labelled by reference; the images that waste nothing are only
+    counted in the title."""
     if per_image.empty:
         return NothingToShow("nothing to show: no image was indexed whole")
     df = per_image.reset_index()
@@ -194,6 +195,8 @@ def waste(per_image: pd.DataFrame, n: int = MAX_BARS,
         return NothingToShow(f"nothing to show: none of the {len(df)} images wastes a byte")
     s = pd.Series([int(v) for v in df["wasted_bytes"]],
                   index=[f"{r or short(i)}" for r, i in zip(df["reference"], df["image_id"], strict=True)])
+    s = s[s > 0]  # the images that waste nothing are counted in the title, not drawn as empty bars
+    title = f"{title}: {len(s)} of {len(df)} images"
     fig = _figure(9, max(3, 0.3 * min(len(s), n + 1) + 1.5))
     ax = fig.add_subplot()
     _ranked_bars(ax, s, n, "#dd8452", 60)

@@ -128,7 +128,10 @@ def write_report(dataset: str, output: str) -> Path:
         raise LayerkitError(f"{output}: the report file must end in .html or .md")
     sections = build(dataset)
     title = f"layerkit fleet report: {Path(dataset).name or dataset}"
-    text = render_html(sections, title) if out.suffix.lower() != ".md" else render_markdown(sections, title, out)
+    if out.suffix.lower() == ".md":
+        text = render_markdown(sections, title, out)
+    else:
+        text = render_html(sections, title, wide_figures=True)  # wide: the bases tree needs the page's width
     tmp = out.with_name("." + out.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(out)

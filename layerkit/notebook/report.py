@@ -219,8 +219,9 @@ _env = Environment(loader=PackageLoader("layerkit.notebook", "templates"),
                    autoescape=select_autoescape(default=True, default_for_string=True))
 
 
-def render_html(sections: list[Section], title: str) -> str:
-    """The self-contained HTML document."""
+def render_html(sections: list[Section], title: str, wide_figures: bool = False) -> str:
+    """The self-contained HTML document; ``wide_figures`` draws each figure across the page (one per row)
+    rather than two side by side."""
     rendered = []
     for s in sections:
         tables = [{"caption": b.caption, "more": b.more, **_html_table(b.df)} for b in s.tables]
@@ -228,7 +229,8 @@ def render_html(sections: list[Section], title: str) -> str:
                     fig.message if isinstance(fig, plots.NothingToShow) else "") for cap, fig in s.figures]
         rendered.append({"title": s.title, "text": s.text, "tables": tables, "figures": figures})
     return _env.get_template("report.html").render(
-        title=title, sections=rendered, generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
+        title=title, sections=rendered, generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        wide_figures=wide_figures)
 
 
 _ID = re.compile(r"sha256:[0-9a-f]{64}")
