@@ -245,8 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the Dockerfile IMAGE was built from: name its lines that waste space")
     _fmt(s)
 
-    s = sub.add_parser("report", help="write an HTML or Markdown report of images or containers")
-    s.add_argument("targets", nargs="+", metavar="TARGET", help=IN_PLACE + "; or a container")
+    s = sub.add_parser("report", help="write an HTML or Markdown report of images or containers, or of a "
+                                      "fleet dataset (--fleet)")
+    s.add_argument("targets", nargs="*", metavar="TARGET", help=IN_PLACE + "; or a container")
+    s.add_argument("--fleet", metavar="DATASET", help="report on a dataset of layerkit scan instead: summary, "
+                   "bases, waste, duplicates, largest")
     s.add_argument("-o", "--output", required=True, metavar="FILE")
 
     s = sub.add_parser("pull", help="pull an image from a registry")
@@ -370,6 +373,14 @@ def _tour(store: Store, a: argparse.Namespace) -> Any:
 
 
 def _report(store: Store, a: argparse.Namespace) -> Any:
+    if a.fleet is not None:
+        if a.targets:
+            raise UsageError(f"{PROG} report: error: --fleet takes no TARGET (got {' '.join(a.targets)})")
+        from .notebook.fleet_report import report as fleet_report  # pandas, matplotlib: for this verb only
+
+        return fleet_report(a.fleet, a.output)
+    if not a.targets:
+        raise UsageError(f"{PROG} report: error: give a TARGET (image or container) or --fleet DATASET")
     from .notebook.report import report  # frames and plots: pandas and matplotlib, loaded for this verb only
 
     return report(store, a.targets, a.output)

@@ -147,7 +147,7 @@ def _errors(nb: nbformat.NotebookNode) -> list:
     return errors + usage
 
 
-OTHERS = [p for p in NOTEBOOKS if p.name != "tour.ipynb"]
+OTHERS = [p for p in NOTEBOOKS if p.name not in ("tour.ipynb", "fleet.ipynb")]  # those two: tests of their own
 
 
 @pytest.mark.parametrize("path", OTHERS, ids=[p.name for p in OTHERS])
@@ -245,3 +245,82 @@ def test_tour_tells_the_story(demo):
     html = report.read_text()
     assert "<script" not in html.lower() and "http://" not in html and "https://" not in html
     assert str(out / "tour-store") in "".join(o.get("text", "") for o in outputs["%load_ext layerkit"])
+
+
+# ---- the fleet notebook: a registry of its own, filled, scanned, analysed, reported ------------------
+
+@pytest.fixture(scope="module")
+def fleet_nb(tmp_path_factory) -> tuple[nbformat.NotebookNode, Path, float]:
+    """``notebooks/fleet.ipynb`` executed once in a real kernel with a private output directory; returns
+    the executed notebook, the output directory and the seconds it took."""
+    import time
+
+    tmp = tmp_path_factory.mktemp("fleet-nb")
+    env = {"LAYERKIT_OUT": str(tmp / "out"), "LAYERKIT_HOME": str(tmp / "user-store"),
+           **{k: v for k, v in _jupyter_env(tmp).items() if k.startswith("JUPYTER_")}}
+    saved = {k: os.environ.get(k) for k in [*env, "MPLBACKEND"]}
+    os.environ.update(env)
+    os.environ.pop("MPLBACKEND", None)
+    try:
+        t = time.monotonic()
+        nb = _execute(ROOT / "notebooks" / "fleet.ipynb", tmp)
+        return nb, tmp / "out", time.monotonic() - t
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _first_lines(nb: nbformat.NotebookNode) -> dict[str, list]:
+    return {c.source.splitlines()[0]: c.outputs for c in nb.cells if c.cell_type == "code"}
+
+
+def _html(outputs: list) -> str:
+    return "".join(o["data"].get("text/html", "") for o in outputs if "data" in o)
+
+
+def _text(outputs: list) -> str:
+    return "".join(o.get("text", "") for o in outputs)
+
+
+def test_fleet_notebook_tells_the_story(fleet_nb) -> None:
+    """It runs clean and fast; the scan finds exactly the images and repositories it pushed; file-level
+    dedup finds what layer sharing misses; the figures are PNGs; the report holds the summary; the
+    registry it started is stopped."""
+    import re
+
+    nb, out, seconds = fleet_nb
+    assert not _errors(nb)
+    assert seconds < 60, f"the fleet notebook took {seconds:.0f}s"
+    cells = _first_lines(nb)
+    # what was pushed: 6 images (busybox, runtime and 4 applications) in 5 repositories
+    push = _text(cells["registry = start_registry(work / \"registry\", access_log=False)"])
+    repos = set(re.findall(r"The push refers to repository \[127\.0\.0\.1:\d+/([^\]]+)\]", push))
+    assert repos == {"library/busybox", "library/runtime", "shop/web", "shop/api", "data/etl"}
+    assert push.count(": digest: sha256:") == 6
+    assert "Mounted from" in push  # the registry already had the shared layers
+    scan = _text(cells["%lk scan {' '.join(sources)} -o {dataset} --contents --workers 1"])
+    assert "images added: 6" in scan and "failures: 0" in scan
+    summary = _html(cells["summary = %lk fleet summary {dataset}"])
+    # the dataset the notebook made: the images and repositories it pushed, and file-level redundancy
+    (facts,) = commands.fleet_summary(str(out / "fleet" / "dataset")).to_json()
+    assert (facts["images"], facts["repositories"], facts["failures"]) == (6, 5, 0)
+    assert facts["file_dedup_ratio"] > 1.0  # copies across layers that layer sharing cannot see
+    assert ">6<" in summary and ">5<" in summary  # what the notebook showed
+    pngs = [o for outs in cells.values() for o in outs if "image/png" in o.get("data", {})]
+    assert len(pngs) >= 3
+    dups = _html(cells["%lk fleet duplicates {dataset}"])
+    assert "/usr/lib/runtime/libcore.so" in dups or "/opt/runtime/libcore.so" in dups
+    waste = _html(cells["%lk fleet waste {dataset}"])
+    assert "data/etl:1" in waste
+    sql = _html(cells["%%lk sql {dataset}"])
+    assert "unique_percent" in sql
+    report = out / "fleet-report.html"
+    written = _text(cells["%lk report --fleet {dataset} -o {report}"])
+    assert report.is_file() and f"Report written to {report}" in written
+    html = report.read_text()
+    assert "<h2>Summary</h2>" in html and "<td>images</td>" in html.replace(' class="w"', "")
+    assert "<script" not in html.lower() and "http://" not in html and "https://" not in html
+    assert "registry stopped: True" in _text(cells["registry.stop()"])

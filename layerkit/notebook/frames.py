@@ -33,7 +33,10 @@ from ..results import Message, Sections, Table, TreeListing, human_size, permiss
 SIZE_COLUMNS = ("size", "tar_size", "compressed_size", "shared_size", "unique_size", "total_bytes",
                 "wasted_bytes", "reclaimable_bytes", "size_a", "size_b", "below_size", "size_bytes",
                 "user_size_bytes", "dir_size", "reclaimable", "bytes", "added_bytes", "modified_bytes",
-                "removed_bytes", "rest_bytes")
+                "removed_bytes", "rest_bytes",
+                # fleet summary, bases, duplicates (layerkit.fleet.queries)
+                "pushed_bytes", "tar_bytes", "layer_bytes", "image_bytes", "pulled_bytes", "file_bytes",
+                "unique_content_bytes", "saved_bytes")
 TIME_COLUMNS = ("created", "mtime")
 ID_COLUMNS = ("id", "image_id", "diff_id", "digest", "chain_id", "layer", "diff_id_a", "diff_id_b",
               "content_digest")
@@ -347,6 +350,52 @@ def report_summary(rows: list[dict]) -> pd.DataFrame:
     return df
 
 
+# ---- many images: the fleet dataset (commands.fleet_*) -------------------------------------------
+
+FLEET_MEASURES = (  # the summary's counts and bytes, in the order a reader meets them, with what each means
+    ("images", "images (distinct image IDs)"),
+    ("repositories", "repositories"),
+    ("references", "names (repository:tag)"),
+    ("layers", "unique layers (diff_ids)"),
+    ("layer_references", "layers counted per image"),
+    ("files", "regular files in the unique layers"),
+    ("unique_contents", "distinct file contents (scan --contents)"),
+    ("image_bytes", "images summed: every image's layers, shared ones again (what every pull costs)"),
+    ("pulled_bytes", "images summed, compressed"),
+    ("tar_bytes", "unique layers as tars"),
+    ("layer_bytes", "unique layers, Docker's size (bytes of their files)"),
+    ("pushed_bytes", "as pushed: each compressed blob once"),
+    ("file_bytes", "bytes of the regular files of the unique layers"),
+    ("unique_content_bytes", "unique file contents, each once (scan --contents)"),
+    ("layer_dedup_ratio", "layer dedup ratio: images summed / unique layers"),
+    ("file_dedup_ratio", "file dedup ratio: file bytes / unique contents"),
+    ("failures", "failures (sources, images or layers that could not be read)"),
+)
+
+
+def fleet_measures(summary: pd.DataFrame) -> pd.DataFrame:
+    """``fleet summary``'s one row (:func:`table` of :func:`layerkit.commands.fleet_summary`) as one row
+    per measure: index ``measure``; ``value`` (an integer, a byte count or a ratio, missing where the scan
+    could not tell: no ``--contents``), ``text`` (as a table shows it: bytes in Docker's units, ratios with
+    two decimals) and ``meaning``."""
+    row = summary.iloc[0] if len(summary) else pd.Series(dtype=object)
+    out = []
+    for key, meaning in FLEET_MEASURES:
+        v = row.get(key)
+        if _isna(v):
+            text = "n/a"
+        elif key.endswith("_ratio"):
+            text = f"{float(v):.2f}"
+        elif key.endswith("_bytes"):
+            text = f"{human_size(int(v))} ({int(v):,} bytes)"
+        else:
+            text = f"{int(v):,}"
+        out.append({"measure": key, "value": None if _isna(v) else v, "text": text, "meaning": meaning})
+    df = pd.DataFrame(out, columns=["measure", "value", "text", "meaning"]).set_index("measure")
+    df["value"] = pd.Series([r["value"] for r in out], index=df.index, dtype=object)  # counts stay integers
+    return mark(df)
+
+
 # ---- dive's layer changes, from a tree frame ---------------------------------------------------
 
 CHANGES = ("added", "modified", "removed")
@@ -453,8 +502,10 @@ def style(df: pd.DataFrame, no_trunc: bool | None = None):
         styles.append({"selector": "td", "props": "white-space: pre-wrap"})
     numbers = [c for c in df.columns if c in SIZE_COLUMNS or (c != "mode" and pd.api.types.is_integer_dtype(df[c])
                                                               and not pd.api.types.is_bool_dtype(df[c]))]
-    st = st.set_table_styles(styles)
-    return st.set_properties(subset=numbers, **{"text-align": "right"}) if numbers else st
+    # by column class rather than set_properties: that maps cells, which pandas refuses on a non-unique index
+    # (several <none>:<none> images)
+    styles += [{"selector": f"td.col{list(df.columns).index(c)}", "props": "text-align: right"} for c in numbers]
+    return st.set_table_styles(styles)
 
 
 def to_html(df: pd.DataFrame, max_rows: int | None = None) -> str:

@@ -30,11 +30,15 @@ from ..verbs import UsageError as CliUsageError
 from .frames import FrameSet  # noqa: F401  (re-exported: it used to live here)
 from .progress import notebook_progress
 
-PLOT_KINDS = ("layers", "shared", "sharing", "cumulative", "wasted", "largest", "directories", "diff", "build")
+PLOT_KINDS = ("layers", "shared", "sharing", "cumulative", "wasted", "largest", "directories", "diff", "build",
+              "fleet")
+FLEET_PLOTS = ("summary", "bases", "duplicates", "waste")
 
 USAGE = """%lk VERB ARGS      the layerkit CLI's verbs, results as DataFrames / objects
 %lk plot KIND TARGET...   KIND: layers shared sharing (images); cumulative wasted largest directories (an image);
                           diff (a container)
+%lk plot fleet summary|bases|duplicates|waste DATASET   a dataset of layerkit scan: bytes and dedup ratios,
+                          the bases as a tree, the most duplicated contents, the waste per image
 %lk panel [explorer|shared|container] [TARGET...]   an interactive panel (ipywidgets)
 %lk versions TARGET PATH   what each layer holds for PATH and which one the union view shows
 %lk store [DIR]    show or switch the store for this session (also: %lk --store DIR VERB ...)
@@ -133,6 +137,8 @@ def plot(store, kind: str, targets: list[str]):
 
     if kind not in PLOT_KINDS:
         raise LayerkitError(f"unknown plot {kind!r}: choose from {', '.join(PLOT_KINDS)}")
+    if kind == "fleet":
+        return fleet_plot(targets)
     if not targets:
         raise LayerkitError(f"%lk plot {kind} needs an image or container name")
     if kind in ("layers", "shared", "sharing"):
@@ -157,6 +163,24 @@ def plot(store, kind: str, targets: list[str]):
                                      f"Bytes made unreachable in {target}", diff_ids=img["diff_ids"])
     return plots.largest_files(frames.files(commands.files(store, target)), by_directory=kind == "directories",
                                image=target)
+
+
+def fleet_plot(words: list[str]):
+    """``%lk plot fleet summary|bases|duplicates|waste DATASET``: the fleet verb's frame, then its figure
+    (:mod:`.fleet_plots`)."""
+    from . import fleet_plots, frames
+
+    if len(words) != 2 or words[0] not in FLEET_PLOTS:
+        raise CliUsageError(f"usage: %lk plot fleet {'|'.join(FLEET_PLOTS)} DATASET")
+    what, dataset = words
+    if what == "summary":
+        return fleet_plots.dedup_bytes(frames.table(commands.fleet_summary(dataset)))
+    if what == "bases":
+        images = commands.fleet_summary(dataset).to_json()[0]["images"]
+        return fleet_plots.bases_tree(frames.table(commands.fleet_bases(dataset)), images=images)
+    if what == "duplicates":
+        return fleet_plots.duplicates(frames.table(commands.fleet_duplicates(dataset)))
+    return fleet_plots.waste(frames.table(commands.fleet_waste(dataset)))
 
 
 @magics_class

@@ -219,8 +219,9 @@ _env = Environment(loader=PackageLoader("layerkit.notebook", "templates"),
                    autoescape=select_autoescape(default=True, default_for_string=True))
 
 
-def render_html(sections: list[Section], title: str) -> str:
-    """The self-contained HTML document."""
+def render_html(sections: list[Section], title: str, wide_figures: bool = False) -> str:
+    """The self-contained HTML document; ``wide_figures`` draws each figure across the page (one per row)
+    rather than two side by side."""
     rendered = []
     for s in sections:
         tables = [{"caption": b.caption, "more": b.more, **_html_table(b.df)} for b in s.tables]
@@ -228,7 +229,8 @@ def render_html(sections: list[Section], title: str) -> str:
                     fig.message if isinstance(fig, plots.NothingToShow) else "") for cap, fig in s.figures]
         rendered.append({"title": s.title, "text": s.text, "tables": tables, "figures": figures})
     return _env.get_template("report.html").render(
-        title=title, sections=rendered, generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
+        title=title, sections=rendered, generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        wide_figures=wide_figures)
 
 
 _ID = re.compile(r"sha256:[0-9a-f]{64}")
@@ -267,7 +269,12 @@ def _text(v, column: str) -> str | list:
 HEADERS = {"layer_index": "#", "diff_id": "diff_id", "tar_size": "tar size", "compressed_size": "compressed",
            "shared_by": "shared by", "created_by": "created by", "total_bytes": "wasted", "changes": "changes",
            "largest": "largest changes", "wasted_bytes": "wasted", "reclaimable_bytes": "reclaimable",
-           "shared_size": "shared", "size": "size", "efficiency": "efficiency"}
+           "shared_size": "shared", "size": "size", "efficiency": "efficiency",
+           # the fleet report (fleet_report.py)
+           "text": "value", "top_layer": "top layer", "saved_bytes": "saved", "image_id": "image ID",
+           "inefficient_files": "inefficient files"}
+NUMERIC = ("files", "layers", "count", "efficiency", "layer_index", "images", "copies", "depth", "entries",
+           "inefficient_files")
 
 
 def _html_table(df: pd.DataFrame) -> dict:
@@ -281,8 +288,7 @@ def _html_table(df: pd.DataFrame) -> dict:
     cols = [str(c) for c in h.columns]
     rows = [[_text(v, c) for v, c in zip(row, cols, strict=True)] for row in h.itertuples(index=False)]
     wrap = [any(isinstance(r[i], str) and len(r[i]) > WRAP_AT for r in rows) for i in range(len(cols))]
-    numeric = [c in frames.SIZE_COLUMNS or c in ("files", "layers", "count", "efficiency", "layer_index")
-               for c in cols]
+    numeric = [c in frames.SIZE_COLUMNS or c in NUMERIC for c in cols]
     return {"columns": [HEADERS.get(c, c) for c in cols], "rows": rows, "wrap": wrap, "numeric": numeric}
 
 
