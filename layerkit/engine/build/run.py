@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import fcntl
 import os
+import posixpath
 import secrets
 import threading
 
@@ -41,7 +42,8 @@ def do_run(state: State, ins: Instruction, step: str) -> StepOutcome:
     cc["Cmd"] = save_cmd
     if save_cmd:
         cc["Entrypoint"] = None
-    hit = state.probe(cc)
+    text = state.history_text(cc, "RUN " + _buildkit_command(state, cmd) + " # buildkit")
+    hit = state.probe(cc, text)
     if hit is not None:
         state.adopt(hit)
         return StepOutcome(hit, True)
@@ -49,16 +51,20 @@ def do_run(state: State, ins: Instruction, step: str) -> StepOutcome:
     c = create_container(state.store, state.image.id, cmd or ["/bin/sh"], name=f"{PREFIX}{secrets.token_hex(6)}")
     owner = _own(c)
     try:
-        state.output(f" ---> Running in {c.short_id}\n")
+        state.progress.running_in(c.short_id)
+        # the classic builder runs the step with the image's volumes mounted: what it writes under them is
+        # thrown away with the volume; BuildKit mounts none and keeps it (Docker's VOLUME documentation)
+        volumes = [] if state.buildkit else _mount_points(state, c.upper)
         try:
-            code = _run_streamed(c, cmd, dict(kv.split("=", 1) for kv in args), state.output, execute)
+            code = _run_streamed(c, cmd, dict(kv.split("=", 1) for kv in args), state.progress.run_output, execute)
         except LayerkitError as exc:  # the process could not start (no such user, no such command)
             raise BuildFailed(f"{step}: {' '.join(cmd)}: {exc}") from exc
         if code != 0:
             raise BuildFailed(f"{step}: The command '{' '.join(cmd)}' returned a non-zero code: {code}")
+        _discard_volumes(c.upper, volumes)
         res, empty = freeze_upper(state.store, c.upper, f"RUN (Dockerfile line {ins.line})", frozenset(RUNTIME_DIRS),
                                   clamp_mtime=state.timestamp)
-        if empty:
+        if empty and not state.buildkit:
             res.writer.abort()
             layer, size = None, 0
         else:
@@ -68,10 +74,69 @@ def do_run(state: State, ins: Instruction, step: str) -> StepOutcome:
     finally:
         remove_container(state.store, c.id, force=True)
         os.close(owner)
-    state.output(f"Removing intermediate container {c.short_id}\n")
-    image = state.record(cc, layer)
+    state.progress.removed(c.short_id)
+    image = state.record(cc, layer, text)
     state.adopt(image)
     return StepOutcome(image, False, size)
+
+
+def _buildkit_command(state: State, cmd: list[str]) -> str:
+    """BuildKit's RUN history text (dockerfile2llb ``runCommandString``): every ARG the stage declared, in
+    order, as ``|N K=V ...`` with its value in effect (empty when it has none), then the command's words."""
+    env = state.env()
+    values = state.arg_values()
+    pairs = [f"{k}={env.get(k, values.get(k, ''))}" for k in state.args]
+    return " ".join(([f"|{len(pairs)}", *pairs] if pairs else []) + cmd)
+
+
+def _mount_points(state: State, upper) -> list[tuple[str, bool]]:
+    """Make each VOLUME path of the run config exist in the step's writable layer, as the runtime makes a
+    mount point (directories of the image on the way keep their metadata, missing ones are 0755 root);
+    returns (path, whether the image has it)."""
+    view = state.store.image_view(state.image)
+    out = []
+    for vol in sorted(state.run_config.get("Volumes") or {}):
+        path = posixpath.normpath("/" + vol)
+        if path == "/":
+            continue
+        ue = view.get(path)
+        out.append((path, ue is not None))
+        cur = str(upper)
+        sub = "/"
+        for name in path.strip("/").split("/"):
+            cur = os.path.join(cur, name)
+            sub = posixpath.join(sub, name)
+            if os.path.lexists(cur):
+                if not os.path.isdir(cur) or os.path.islink(cur):
+                    break
+                continue
+            low = view.get(sub)
+            if low is not None and low.entry.type != "dir":
+                break  # not a directory in the image: nothing can be mounted there
+            os.mkdir(cur)
+            if low is not None:
+                e = low.entry
+                os.chown(cur, e.uid, e.gid)
+                os.chmod(cur, e.mode)
+                os.utime(cur, (e.mtime, e.mtime))
+            else:
+                os.chmod(cur, 0o755)
+    return out
+
+
+def _discard_volumes(upper, volumes: list[tuple[str, bool]]) -> None:
+    """Throw away what the step wrote under its volumes; a mount point the image lacked stays, empty."""
+    import shutil
+
+    for path, existed in volumes:
+        host = os.path.join(upper, path.lstrip("/"))
+        if os.path.isdir(host) and not os.path.islink(host):
+            shutil.rmtree(host)
+        elif os.path.lexists(host):
+            os.unlink(host)
+        if not existed and os.path.isdir(os.path.dirname(host)):
+            os.mkdir(host, 0o755)
+            os.chmod(host, 0o755)
 
 
 PREFIX = "lk-build-"  # the name of a RUN step's container
