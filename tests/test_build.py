@@ -781,6 +781,8 @@ def test_format_buildkit_history_and_progress(world: World, capsys) -> None:
     assert len(img.diff_ids) == len(base.diff_ids) + sum(1 for _, e in BUILDKIT_HISTORY if not e)
     assert all(h.get("comment") == "buildkit.dockerfile.v0" for h in img.config["history"][-len(BUILDKIT_HISTORY):])
     assert img.config["config"]["OnBuild"] == ["RUN true"]
+    # ``RUN true`` changed nothing: BuildKit still exports a layer, the empty tar Go writes (1024 zero bytes)
+    assert img.diff_ids[len(base.diff_ids) + 2] == "sha256:" + hashlib.sha256(bytes(1024)).hexdigest()
 
     assert world.lk("build", "--format", "buildkit", "--build-arg", "V=x", "-t", "lkb-bk:2", str(ctx)) == 0
     again = capsys.readouterr().out
@@ -842,13 +844,18 @@ def test_run_changes_under_a_volume_are_discarded_as_buildah_and_docker_do(world
     under them is gone from the image (and from the next RUN), a missing mount point stays as an empty
     directory, what COPY puts there stays; the same image as buildah's (which reverts those paths too)."""
     df = """FROM localhost/lk-busybox:1
-RUN mkdir /pre && echo pre > /pre/keep && echo two > /pre/keep2
-VOLUME /data /pre
+RUN mkdir -p /pre /srv/vol && echo pre > /pre/keep && echo two > /pre/keep2
+VOLUME /data /pre /srv/vol
 RUN echo inside > /data/f && echo out > /o && echo changed > /pre/keep && echo new > /pre/new && rm /pre/keep2
-RUN cat /pre/keep /pre/keep2 > /seen
+RUN cat /pre/keep /pre/keep2 > /seen && echo x > /srv/vol/x
 COPY a.txt /data/copied
 """
-    compare(world, "volume", df, files={"a.txt": "a\n"})
+    cfg = compare(world, "volume", df, files={"a.txt": "a\n"})
     root = world.root / "lk-volume" / "rootfs"
+    assert not os.listdir(root / "srv" / "vol")
+    # the last RUN's layer holds /seen only: /srv, which only the write into the volume touched, is not in it
+    store = Store(world.store)
+    run_layer = store.image("localhost/lkb-volume:1").layers[len(cfg["rootfs"]["diff_ids"]) - 2]
+    assert sorted(e.path for e in run_layer.index().entries) == ["/seen"]
     assert sorted(os.listdir(root / "data")) == ["copied"] and sorted(os.listdir(root / "pre")) == ["keep", "keep2"]
     assert (root / "seen").read_text() == "pre\ntwo\n" and (root / "o").read_text() == "out\n"

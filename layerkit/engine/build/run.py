@@ -10,11 +10,13 @@ import fcntl
 import os
 import posixpath
 import secrets
+import stat
 import threading
 
 from ...errors import BuildFailed, DockerfileError, LayerkitError
+from ..upper import is_opaque
 from .dockerfile import PREDEFINED_ARGS, Instruction
-from .state import Output, State, StepOutcome, command_of
+from .state import Output, State, StepOutcome, command_of, empty_tar_layer
 
 
 def do_run(state: State, ins: Instruction, step: str) -> StepOutcome:
@@ -61,12 +63,13 @@ def do_run(state: State, ins: Instruction, step: str) -> StepOutcome:
             raise BuildFailed(f"{step}: {' '.join(cmd)}: {exc}") from exc
         if code != 0:
             raise BuildFailed(f"{step}: The command '{' '.join(cmd)}' returned a non-zero code: {code}")
-        _discard_volumes(c.upper, volumes)
+        _discard_volumes(state, c.upper, volumes)
         res, empty = freeze_upper(state.store, c.upper, f"RUN (Dockerfile line {ins.line})", frozenset(RUNTIME_DIRS),
                                   clamp_mtime=state.timestamp)
-        if empty and not state.buildkit:
+        if empty:
             res.writer.abort()
-            layer, size = None, 0
+            layer, size = (empty_tar_layer(state, f"RUN (Dockerfile line {ins.line})") if state.buildkit
+                           else None), 0
         else:
             layer = keep_layer(state.store, res, [NewLayer(la.digest, la.diff_id, la.media_type,
                                                            la.compressed_size) for la in state.image.layers])
@@ -90,22 +93,22 @@ def _buildkit_command(state: State, cmd: list[str]) -> str:
 
 
 def _mount_points(state: State, upper) -> list[tuple[str, bool]]:
-    """Make each VOLUME path of the run config exist in the step's writable layer, as the runtime makes a
-    mount point (directories of the image on the way keep their metadata, missing ones are 0755 root);
-    returns (path, whether the image has it)."""
+    """Make each VOLUME path the image lacks exist in the step's writable layer, as the runtime makes a
+    mount point (directories of the image on the way copied up with their metadata, as overlayfs does;
+    missing ones 0755 root); returns (path, whether the image has it)."""
     view = state.store.image_view(state.image)
     out = []
     for vol in sorted(state.run_config.get("Volumes") or {}):
         path = posixpath.normpath("/" + vol)
         if path == "/":
             continue
-        ue = view.get(path)
-        out.append((path, ue is not None))
-        cur = str(upper)
-        sub = "/"
+        existed = view.get(path) is not None
+        out.append((path, existed))
+        if existed:
+            continue  # mounted over what is there: nothing to create
+        cur, sub = str(upper), "/"
         for name in path.strip("/").split("/"):
-            cur = os.path.join(cur, name)
-            sub = posixpath.join(sub, name)
+            cur, sub = os.path.join(cur, name), posixpath.join(sub, name)
             if os.path.lexists(cur):
                 if not os.path.isdir(cur) or os.path.islink(cur):
                     break
@@ -124,19 +127,40 @@ def _mount_points(state: State, upper) -> list[tuple[str, bool]]:
     return out
 
 
-def _discard_volumes(upper, volumes: list[tuple[str, bool]]) -> None:
-    """Throw away what the step wrote under its volumes; a mount point the image lacked stays, empty."""
+def _discard_volumes(state: State, upper, volumes: list[tuple[str, bool]]) -> None:
+    """Throw away what the step wrote under its volumes (it went to the volume); a mount point the image
+    lacked stays, empty. Directories above a volume the image has, that only its writes copied up (empty
+    here, the image's mode and owner), go too: with the volume mounted nothing was copied up."""
     import shutil
 
+    view = state.store.image_view(state.image) if volumes else None
     for path, existed in volumes:
         host = os.path.join(upper, path.lstrip("/"))
         if os.path.isdir(host) and not os.path.islink(host):
             shutil.rmtree(host)
         elif os.path.lexists(host):
             os.unlink(host)
-        if not existed and os.path.isdir(os.path.dirname(host)):
-            os.mkdir(host, 0o755)
-            os.chmod(host, 0o755)
+        if not existed:
+            if os.path.isdir(os.path.dirname(host)):
+                os.mkdir(host, 0o755)
+                os.chmod(host, 0o755)
+            continue
+        sub = posixpath.dirname(path)
+        while sub != "/":
+            d = os.path.join(upper, sub.lstrip("/"))
+            low = view.get(sub)
+            try:
+                st = os.lstat(d)
+            except FileNotFoundError:
+                break
+            same = (low is not None and low.entry.type == "dir" and os.path.isdir(d) and not os.listdir(d)
+                    and (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (low.entry.mode, low.entry.uid,
+                                                                                low.entry.gid)
+                    and not is_opaque(d))
+            if not same:
+                break
+            os.rmdir(d)
+            sub = posixpath.dirname(sub)
 
 
 PREFIX = "lk-build-"  # the name of a RUN step's container

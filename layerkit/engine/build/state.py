@@ -238,12 +238,28 @@ def freeze(state: State, ld: LayerDir, label: str) -> tuple[NewLayer | None, int
     from ..commit import freeze_upper, keep_layer
 
     res, empty = freeze_upper(state.store, ld.upper, label, clamp_mtime=state.timestamp)
-    if empty and not state.buildkit:
+    if empty:
         res.writer.abort()
-        return None, 0
+        return (empty_tar_layer(state, label), 0) if state.buildkit else (None, 0)
     from ..store import NewLayer
 
     below = [] if state.image is None else state.image.layers
     layer = keep_layer(state.store, res, [NewLayer(la.digest, la.diff_id, la.media_type, la.compressed_size)
                                           for la in below])
     return layer, res.index.size
+
+
+def empty_tar_layer(state: State, label: str) -> NewLayer:
+    """The layer BuildKit exports for a step that changed nothing: the empty tar Go writes (two zero blocks,
+    diff_id ``sha256:5f70bf18...``; ``sha256:4f4fb700...`` once gzipped), stored once."""
+    import io
+
+    from ..commit import keep_layer
+    from ..layer import ingest_layer
+    from ..store import NewLayer
+
+    empty = b"\0" * 1024
+    res = ingest_layer(state.store.blobs, io.BytesIO(empty), label=label, limit=len(empty))
+    below = [] if state.image is None else state.image.layers
+    return keep_layer(state.store, res, [NewLayer(la.digest, la.diff_id, la.media_type, la.compressed_size)
+                                         for la in below])
