@@ -798,6 +798,14 @@ def test_format_buildkit_history_and_progress(world: World, capsys) -> None:
     assert ours == _tree(_unpack(f"oci:{world.store}:docker.io/library/lkb-bk:classic",
                           world.root / "lk-bk-classic"))
 
+    # a failing RUN: its vertex ends in ``#N ERROR:``, the error is still one line on stderr, nothing tagged
+    bad = _context(world.root, "bk-fail", "FROM localhost/lk-busybox:1\nRUN printf partial; exit 3\n")
+    capsys.readouterr()
+    assert world.lk("build", "--format", "buildkit", "-t", "lkb-bk-fail:1", str(bad)) == 1
+    out, err = capsys.readouterr()
+    assert "#5 [2/2] RUN printf partial; exit 3\n#5 " in out and " partial\n#5 ERROR: " in out, out
+    assert len(err.strip().splitlines()) == 1 and "returned a non-zero code: 3" in err
+
 
 def test_classic_output_lines_as_docker_prints_them(world: World, capsys) -> None:
     """What the classic builder prints (moby builder/dockerfile before 25): the context's size as the CLI

@@ -157,7 +157,11 @@ def build(store: Store, context: str | Path, dockerfile: str | Path | None = Non
             t0 = time.monotonic()
             label = f"Step {number}/{total}"
             progress.step(number, total, ins.original, vertices.name(state, ins))
-            outcome = dispatch(state, ins, f"{label} (Dockerfile line {ins.line}: {ins.cmd})")
+            try:
+                outcome = dispatch(state, ins, f"{label} (Dockerfile line {ins.line}: {ins.cmd})")
+            except LayerkitError as exc:
+                progress.failed(str(exc))
+                raise
             progress.step_done(outcome.image.id if outcome.image is not None else None, outcome.cached)
             result_steps.append(BuildStep(number, ins.original, ins.line, outcome.cached, time.monotonic() - t0,
                                           outcome.size, outcome.image.id if outcome.image else None, stage.index))

@@ -75,6 +75,9 @@ class ClassicProgress:
     def warning(self, text: str) -> None:
         self.out(text + "\n")
 
+    def failed(self, message: str) -> None:
+        """A step failed: the CLI prints the error on stderr, the classic builder adds nothing here."""
+
     def finished(self, image_id: str, tags: list[str]) -> None:
         self.out(f"Successfully built {image_id[7:19]}\n")
         for t in tags:
@@ -160,6 +163,14 @@ class BuildKitProgress:
 
     def warning(self, text: str) -> None:
         self.out(text + "\n")
+
+    def failed(self, message: str) -> None:
+        """The open vertex ends in ``#N ERROR: ...`` (its output's last line ended first)."""
+        if self.open:
+            if not self.line_start:
+                self.out("\n")
+            self.out(f"#{self.n} ERROR: {message}\n")
+            self.open = False
 
     def finished(self, image_id: str, tags: list[str]) -> None:
         self._vertex("exporting to image")
