@@ -96,9 +96,12 @@ def _mount_points(state: State, upper) -> list[tuple[str, bool]]:
     """Make each VOLUME path the image lacks exist in the step's writable layer, as the runtime makes a
     mount point (directories of the image on the way copied up with their metadata, as overlayfs does;
     missing ones 0755 root); returns (path, whether the image has it)."""
+    volumes = sorted(state.run_config.get("Volumes") or {})
+    if not volumes:
+        return []
     view = state.store.image_view(state.image)
     out = []
-    for vol in sorted(state.run_config.get("Volumes") or {}):
+    for vol in volumes:
         path = posixpath.normpath("/" + vol)
         if path == "/":
             continue
