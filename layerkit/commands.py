@@ -811,13 +811,16 @@ def commit(store: Store, name: str, repo: str | None = None, message: str = "", 
 
 def build(store: Store, context: str, dockerfile: str | None = None, tags: list[str] = (),
           build_args: dict[str, str] | None = None, target: str | None = None, no_cache: bool = False,
-          output: Callable[[str], None] | None = None, timestamp: int | None = None) -> Message:
-    """``build [-t TAG]... [-f FILE] [--build-arg K=V]... [--target STAGE] [--no-cache] CONTEXT``: the classic
-    builder. ``output(text)`` receives what ``docker build`` prints (steps, cache hits, RUN output) as it
-    comes; without it the result's one line is the image ID (``-q``). The data: ``id``, ``tags`` and
-    ``steps`` (``number instruction line cached seconds size image_id stage`` each). ``timestamp`` (or, when
-    it is None, ``$SOURCE_DATE_EPOCH``) makes the build reproducible: created times fixed, file mtimes
-    clamped, the same image ID from the same inputs."""
+          output: Callable[[str], None] | None = None, timestamp: int | None = None, squash: bool = False,
+          history_format: str = "docker") -> Message:
+    """``build [-t TAG]... [-f FILE] [--build-arg K=V]... [--target STAGE] [--no-cache] [--squash]
+    [--format docker|buildkit] CONTEXT``: the classic builder (``--squash``: the base's layers plus one;
+    ``--format buildkit``: BuildKit's history and progress output). ``output(text)`` receives what
+    ``docker build`` prints (steps, cache hits, RUN output) as it comes; without it the result's one line
+    is the image ID (``-q``). The data: ``id``, ``tags`` and ``steps`` (``number instruction line cached
+    seconds size image_id stage`` each). ``timestamp`` (or, when it is None, ``$SOURCE_DATE_EPOCH``) makes
+    the build reproducible: created times fixed, file mtimes clamped, the same image ID from the same
+    inputs."""
     import os
     from dataclasses import asdict
 
@@ -830,7 +833,8 @@ def build(store: Store, context: str, dockerfile: str | None = None, tags: list[
         timestamp = int(text)
     if timestamp is not None and not 0 <= timestamp < 1 << 33:
         raise LayerkitError(f"--timestamp {timestamp}: expected seconds since the epoch")
-    res = do_build(store, context, dockerfile, list(tags), build_args, target, no_cache, output, timestamp)
+    res = do_build(store, context, dockerfile, list(tags), build_args, target, no_cache, output, timestamp,
+                   squash=squash, history_format=history_format)
     data = {"id": res.image_id, "tags": res.tags, "steps": [asdict(s) for s in res.steps]}
     return Message([] if output is not None else [res.image_id], data)
 

@@ -220,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timestamp", type=int, default=None, metavar="EPOCH",
                    help="reproducible build: created times and file mtimes (clamped) set to EPOCH "
                         "(default $SOURCE_DATE_EPOCH)")
+    s.add_argument("--squash", action="store_true", help="one layer on top of the base image for all the build's "
+                   "changes (Docker's --squash)")
+    s.add_argument("--format", dest="history_format", choices=("docker", "buildkit"), default="docker",
+                   help="the history and output of the classic builder (default) or of BuildKit")
     s.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
 
     s = sub.add_parser("files", help="every file of an image with the layer that provides it")
@@ -438,7 +442,8 @@ def _build(store: Store, a: argparse.Namespace) -> Any:
         sys.stdout.write(text)
         sys.stdout.flush()
     return commands.build(store, a.context, dockerfile=a.file, tags=a.tag, build_args=args, target=a.target,
-                          no_cache=a.no_cache, output=None if a.quiet else output, timestamp=a.timestamp)
+                          no_cache=a.no_cache, output=None if a.quiet else output, timestamp=a.timestamp,
+                          squash=a.squash, history_format=a.history_format)
 
 
 def _fleet(store: Store, a: argparse.Namespace) -> Any:

@@ -339,8 +339,9 @@ RUN true
     tree = _tree(world.root / "lk-workdir" / "rootfs")
     assert tree["/srv/app"][:5] == ("dir", None, 0o755, 0, 0)
     rows = [(h["created_by"], bool(h.get("empty_layer"))) for h in cfg["history"]][-4:]
-    assert rows[0] == ("/bin/sh -c #(nop)  WORKDIR /srv/app", False)
-    assert rows[1] == ("/bin/sh -c #(nop)  WORKDIR /tmp", True)
+    # one space: moby's dispatchWorkdir writes its comment with withCmdCommentString, as COPY does
+    assert rows[0] == ("/bin/sh -c #(nop) WORKDIR /srv/app", False)
+    assert rows[1] == ("/bin/sh -c #(nop) WORKDIR /tmp", True)
     assert rows[3] == ("/bin/sh -c true", True)  # a RUN that changes nothing: an empty layer, as Docker's
     assert len(cfg["rootfs"]["diff_ids"]) == 3
 
@@ -673,3 +674,196 @@ def test_copy_through_a_symlink_this_step_wrote_stays_in_its_layer(world: World,
     assert not list(target.iterdir())
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert "/x/a/evil" in err
+
+
+# ---- --squash, --format buildkit, the classic output, VOLUME (issue 14, second slice) ---------------------
+
+def test_squash_is_the_base_plus_one_layer_with_the_same_root_filesystem(world: World, capsys) -> None:
+    """``--squash`` (Docker's semantics, moby ``image_squash.go``): the base image's layers plus one; the
+    root filesystem is the unsquashed build's (which is buildah's: deletions of base files and directories,
+    a directory deleted and made again, hardlinks, a symlink replacing a directory); the build's history
+    entries are kept, all ``empty_layer``, and one entry is added for the new layer; it runs in Podman."""
+    df = """FROM localhost/lk-busybox:1
+RUN mkdir -p /d/sub && echo 1 > /d/sub/f && echo a > /tmp/a && rm /bin/vi && echo h > /h && ln /h /h2
+ENV A=1
+RUN rm -rf /d /bin/less && mkdir /d && echo 2 > /d/g && rm /tmp/a && mkdir /made && ln -s /h /made/link
+COPY a.txt /d/
+RUN rm -rf /tmp && ln -s /bin /tmp
+CMD ["cat", "/d/g"]
+"""
+    compare(world, "squash", df, files={"a.txt": "a\n"})
+    tag = "localhost/lkb-squash:sq"
+    assert world.lk("build", "--squash", "-q", "-t", tag, str(world.root / "ctx-squash")) == 0
+    squashed = _tree(_unpack(f"oci:{world.store}:{tag}", world.root / "lk-squash-sq"))
+    assert squashed == _tree(world.root / "lk-squash" / "rootfs")
+    assert "/bin/vi" not in squashed and "/d/sub" not in squashed and squashed["/d/g"][0] == "file"
+
+    store = Store(world.store)
+    img, built, base = store.image(tag), store.image("localhost/lkb-squash:1"), store.image(BASE)
+    assert img.diff_ids[:-1] == base.diff_ids and len(img.diff_ids) == len(base.diff_ids) + 1
+    hist = img.config["history"]
+    n = len(base.config["history"])
+    assert [h.get("created_by") for h in hist[:-1]] == [h.get("created_by") for h in built.config["history"]]
+    assert all(h.get("empty_layer") for h in hist[n:-1])
+    assert not hist[-1].get("empty_layer") and "created_by" not in hist[-1]
+    assert hist[-1]["comment"] == f"merge {built.id} to {base.id}"
+    assert img.config["config"] == built.config["config"]
+    # the whiteouts are against the base only: what the build made and removed leaves no trace
+    entries = {e.path: e.type for e in img.layers[-1].index().entries}
+    assert entries["/bin/vi"] == entries["/bin/less"] == "whiteout" and entries["/tmp"] == "symlink", entries
+    assert "/tmp/a" not in entries and "/d/sub" not in entries and entries["/d"] == "dir", entries
+
+    archive = world.root / "squash-saved.tar"
+    assert world.lk("save", tag, "-o", str(archive)) == 0
+    world.engine.load(archive)
+    assert world.engine.run_container(tag) == "2\n"
+
+
+# BuildKit's created_by for each instruction, from moby/buildkit frontend/dockerfile/dockerfile2llb/convert.go
+# (commitToHistory: "# buildkit" only after the forms that run an LLB operation, RUN and COPY/ADD; dispatchEnv,
+# dispatchRun/runCommandString, dispatchWorkdir, dispatchMaintainer, dispatchLabel, dispatchCmd, dispatchEntrypoint,
+# dispatchHealthcheck, dispatchUser, dispatchVolume, dispatchStopSignal, dispatchShell, dispatchArg;
+# dispatchOnbuild writes none), convert_copy.go (dispatchCopy) and convert_expose.go (dispatchExpose).
+BUILDKIT_DF = """FROM localhost/lk-busybox:1
+ARG V=1
+ARG NOVAL
+ENV A=1 B="two words"
+LABEL l=1
+MAINTAINER me@example.com
+COPY --chown=1:2 a.txt b.txt /dst/
+RUN echo $A > /ran
+RUN true
+WORKDIR /w
+WORKDIR /
+USER 0
+EXPOSE 80 90-91/udp
+VOLUME ["/v1", "/v2"]
+STOPSIGNAL SIGTERM
+SHELL ["/bin/sh", "-e", "-c"]
+HEALTHCHECK --interval=30s --retries=2 CMD true
+ONBUILD RUN true
+ENTRYPOINT ["/bin/echo"]
+CMD echo hi
+"""
+BUILDKIT_HISTORY = [  # (created_by, empty_layer)
+    ("ARG V=x", True), ("ARG NOVAL", True), ("ENV A=1 B=two words", True), ("LABEL l=1", True),
+    ("MAINTAINER me@example.com", True), ("COPY --chown=1:2 a.txt b.txt /dst/ # buildkit", False),
+    ("RUN |2 V=x NOVAL= /bin/sh -c echo $A > /ran # buildkit", False),
+    ("RUN |2 V=x NOVAL= /bin/sh -c true # buildkit", False),  # BuildKit keeps a RUN's layer, empty or not
+    ("WORKDIR /w", False), ("WORKDIR /", True), ("USER 0", True), ("EXPOSE [80/tcp 90/udp 91/udp]", True),
+    ("VOLUME [/v1 /v2]", True), ("STOPSIGNAL SIGTERM", True), ("SHELL [/bin/sh -e -c]", True),
+    ("HEALTHCHECK {Test:[CMD-SHELL true] Interval:30s Timeout:0s StartPeriod:0s StartInterval:0s Retries:2}", True),
+    ('ENTRYPOINT ["/bin/echo"]', True), ('CMD ["/bin/sh" "-e" "-c" "echo hi"]', True),
+]
+
+
+def test_format_buildkit_history_and_progress(world: World, capsys) -> None:
+    """``--format buildkit``: each step's history entry as BuildKit writes it (the table above), shown by
+    ``layerkit history``; the layers as BuildKit exports them (RUN, COPY and WORKDIR always one, empty or
+    not); BuildKit's plain progress (``#N [k/n] INSTRUCTION``, ``#N DONE``, ``#N CACHED`` on a rebuild); the
+    root filesystem is the classic build's; and a classic build of the same Dockerfile is not taken from
+    the BuildKit steps' cache (nor the other way round)."""
+    ctx = _context(world.root, "bk", BUILDKIT_DF, {"a.txt": "a\n", "b.txt": "b\n"})
+    capsys.readouterr()
+    assert world.lk("build", "--format", "buildkit", "--build-arg", "V=x", "-t", "lkb-bk:1", str(ctx)) == 0
+    out = capsys.readouterr().out
+    assert "Step " not in out and "Successfully" not in out
+    for line in ("#4 [1/6] FROM localhost/lk-busybox:1", "#5 [2/6] COPY --chown=1:2 a.txt b.txt /dst/",
+                 "#6 [3/6] RUN echo 1 > /ran", "#7 [4/6] RUN true", "#8 [5/6] WORKDIR /w", "#9 [6/6] WORKDIR /"):
+        assert line + "\n" in out, (line, out)
+    assert "#6 DONE " in out and "#10 exporting to image\n" in out
+    assert world.lk("history", "--format", "json", "lkb-bk:1") == 0
+    rows = json.loads(capsys.readouterr().out)
+    new = [(r["created_by"], r["empty_layer"]) for r in reversed(rows[:len(BUILDKIT_HISTORY)])]
+    assert new == BUILDKIT_HISTORY
+    store = Store(world.store)
+    img, base = store.image("lkb-bk:1"), store.image(BASE)
+    assert len(img.diff_ids) == len(base.diff_ids) + sum(1 for _, e in BUILDKIT_HISTORY if not e)
+    assert all(h.get("comment") == "buildkit.dockerfile.v0" for h in img.config["history"][-len(BUILDKIT_HISTORY):])
+    assert img.config["config"]["OnBuild"] == ["RUN true"]
+    # ``RUN true`` changed nothing: BuildKit still exports a layer, the empty tar Go writes (1024 zero bytes)
+    assert img.diff_ids[len(base.diff_ids) + 2] == "sha256:" + hashlib.sha256(bytes(1024)).hexdigest()
+
+    assert world.lk("build", "--format", "buildkit", "--build-arg", "V=x", "-t", "lkb-bk:2", str(ctx)) == 0
+    again = capsys.readouterr().out
+    assert store.image("lkb-bk:2").id == img.id
+    assert again.count(" CACHED\n") == 5 and "#6 [3/6] RUN echo 1 > /ran\n#6 CACHED\n" in again
+
+    assert world.lk("build", "--build-arg", "V=x", "-t", "lkb-bk:classic", str(ctx)) == 0
+    classic = capsys.readouterr().out
+    assert "Using cache" not in classic
+    assert world.lk("build", "--build-arg", "V=x", "-q", "-t", "lkb-bk:classic2", str(ctx)) == 0
+    assert Store(world.store).image("lkb-bk:classic2").id == Store(world.store).image("lkb-bk:classic").id
+    ours = _tree(_unpack(f"oci:{world.store}:docker.io/library/lkb-bk:1", world.root / "lk-bk"))
+    assert ours == _tree(_unpack(f"oci:{world.store}:docker.io/library/lkb-bk:classic",
+                          world.root / "lk-bk-classic"))
+
+    # a failing RUN: its vertex ends in ``#N ERROR:``, the error is still one line on stderr, nothing tagged
+    bad = _context(world.root, "bk-fail", "FROM localhost/lk-busybox:1\nRUN printf partial; exit 3\n")
+    capsys.readouterr()
+    assert world.lk("build", "--format", "buildkit", "-t", "lkb-bk-fail:1", str(bad)) == 1
+    out, err = capsys.readouterr()
+    assert "#5 [2/2] RUN printf partial; exit 3\n#5 " in out and " partial\n#5 ERROR: " in out, out
+    assert len(err.strip().splitlines()) == 1 and "returned a non-zero code: 3" in err
+
+
+def test_classic_output_lines_as_docker_prints_them(world: World, capsys) -> None:
+    """What the classic builder prints (moby builder/dockerfile before 25): the context's size as the CLI
+    sends it (measured here with GNU tar writing the same entries in 512-byte records), the ARG before FROM
+    as a step, `` ---> Running in`` and ``Removing intermediate container`` around every step that commits
+    a container (config-only steps, WORKDIR and RUN; not COPY), then the step's image."""
+    df = """ARG X=1
+FROM localhost/lk-busybox:1
+ENV A=1
+COPY a.txt /a.txt
+RUN echo hi
+WORKDIR /w
+CMD ["sh"]
+"""
+    ctx = _context(world.root, "out", df, {"a.txt": "a" * 700 + "\n", "sub/b.txt": "b\n", "skip.log": "x\n",
+                                           ".dockerignore": "*.log\n"})
+    tar = subprocess.run(["tar", "-c", "-b1", "-f", "-", "-C", str(ctx), ".dockerignore", "Dockerfile", "a.txt", "sub"],
+                         capture_output=True, check=True).stdout
+    capsys.readouterr()
+    assert world.lk("build", "--no-cache", "-t", "lkb-out:1", str(ctx)) == 0
+    out = capsys.readouterr().out
+    hx = "[0-9a-f]{12}"
+
+    def committed(n: int) -> str:  # the container of the n-th group, removed, then the step's image
+        return rf" ---> Running in ({hx})\nRemoving intermediate container \{n}\n ---> {hx}\n"
+
+    expected = (rf"Sending build context to Docker daemon  {len(tar) / 1000:.4g}kB\n"
+                r"Step 1/7 : ARG X=1\n"
+                rf"Step 2/7 : FROM localhost/lk-busybox:1\n ---> {hx}\n"
+                r"Step 3/7 : ENV A=1\n" + committed(1) +
+                rf"Step 4/7 : COPY a.txt /a.txt\n ---> {hx}\n"
+                rf"Step 5/7 : RUN echo hi\n ---> Running in ({hx})\nhi\n"
+                rf"Removing intermediate container \2\n ---> {hx}\n"
+                r"Step 6/7 : WORKDIR /w\n" + committed(3) +
+                r'Step 7/7 : CMD \["sh"\]\n' + committed(4) +
+                rf"Successfully built {hx}\nSuccessfully tagged lkb-out:1\n")
+    import re
+
+    assert re.fullmatch(expected, out), out
+
+
+def test_run_changes_under_a_volume_are_discarded_as_buildah_and_docker_do(world: World) -> None:
+    """The classic builder runs a RUN with the image's VOLUMEs mounted: what it writes, changes or deletes
+    under them is gone from the image (and from the next RUN), a missing mount point stays as an empty
+    directory, what COPY puts there stays; the same image as buildah's (which reverts those paths too)."""
+    df = """FROM localhost/lk-busybox:1
+RUN mkdir -p /pre /srv/vol && echo pre > /pre/keep && echo two > /pre/keep2
+VOLUME /data /pre /srv/vol
+RUN echo inside > /data/f && echo out > /o && echo changed > /pre/keep && echo new > /pre/new && rm /pre/keep2
+RUN cat /pre/keep /pre/keep2 > /seen && echo x > /srv/vol/x
+COPY a.txt /data/copied
+"""
+    cfg = compare(world, "volume", df, files={"a.txt": "a\n"})
+    root = world.root / "lk-volume" / "rootfs"
+    assert not os.listdir(root / "srv" / "vol")
+    # the last RUN's layer holds /seen only: /srv, which only the write into the volume touched, is not in it
+    store = Store(world.store)
+    run_layer = store.image("localhost/lkb-volume:1").layers[len(cfg["rootfs"]["diff_ids"]) - 2]
+    assert sorted(e.path for e in run_layer.index().entries) == ["/seen"]
+    assert sorted(os.listdir(root / "data")) == ["copied"] and sorted(os.listdir(root / "pre")) == ["keep", "keep2"]
+    assert (root / "seen").read_text() == "pre\ntwo\n" and (root / "o").read_text() == "out\n"

@@ -9,5 +9,8 @@
 - :mod:`.state`: a stage's build state and how a step records its image (config, ``container_config``, history);
 - :mod:`.instructions` (ENV, LABEL, CMD ... WORKDIR), :mod:`.copying` (COPY, ADD), :mod:`.run` (RUN): what each
   instruction does; :mod:`.steps` says which runs which;
+- :mod:`.progress`: what a build prints, the classic builder's way or BuildKit's (``--format buildkit``, which
+  also gives the history BuildKit writes: :meth:`.state.State.history_text`);
+- :mod:`.squash`: ``--squash``, the built image as its base plus one layer (Docker's ``SquashImage``);
 - :mod:`.builder`: the loop over the stages (:func:`.builder.build`), its output and its result.
 """

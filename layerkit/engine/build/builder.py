@@ -2,7 +2,8 @@
 
 Every stage up to the target is built in order (the classic builder does not skip unused stages); each
 instruction is one step, numbered over all of them (``Step 3/7 : COPY app /app``). What ``docker build``
-prints goes to ``output`` as it comes, RUN output included; the engine prints nothing itself. Nothing is
+prints goes to ``output`` as it comes, RUN output included (:mod:`.progress`: the classic builder's lines, or
+BuildKit's with ``--format buildkit``); the engine prints nothing itself. Nothing is
 tagged unless every step succeeds; the steps that did succeed stay in the store as dangling images, so the
 next build reuses them.
 """
@@ -20,6 +21,7 @@ from ..reference import parse_reference
 from .cache import BuildCache
 from .context import BuildContext
 from .dockerfile import PREDEFINED_ARGS, Instruction, Lexer, read_dockerfile
+from .progress import progress_for
 from .state import State
 from .steps import dispatch
 
@@ -58,7 +60,8 @@ def _discard(text: str) -> None:
 
 def build(store: Store, context: str | Path, dockerfile: str | Path | None = None, tags: list[str] = (),
           build_args: dict[str, str] | None = None, target: str | None = None, no_cache: bool = False,
-          output: Callable[[str], None] | None = None, timestamp: int | None = None) -> BuildResult:
+          output: Callable[[str], None] | None = None, timestamp: int | None = None, squash: bool = False,
+          history_format: str = "docker") -> BuildResult:
     """Build ``dockerfile`` (default ``CONTEXT/Dockerfile``) with the files of ``context``; tag the result.
 
     ``output`` receives the text ``docker build`` prints, as it comes. Errors are one line:
@@ -68,8 +71,15 @@ def build(store: Store, context: str | Path, dockerfile: str | Path | None = Non
 
     ``timestamp`` (seconds since the epoch): a reproducible build. Every step's ``created`` time is that
     instant and no file of a new layer is dated later, so two builds of the same Dockerfile and context
-    (RUN steps that write the same bytes) give the same image ID."""
+    (RUN steps that write the same bytes) give the same image ID.
+
+    ``squash``: the result is the final stage's base image plus one layer holding everything the build
+    changed (:mod:`.squash`, Docker's ``--squash``). ``history_format``: ``docker`` (the classic builder's
+    history and output) or ``buildkit`` (BuildKit's ``created_by`` forms and plain progress output)."""
+    if history_format not in ("docker", "buildkit"):
+        raise LayerkitError(f"--format {history_format}: expected docker or buildkit")
     out = output or _discard
+    progress = progress_for(history_format, out)
     ctx = BuildContext(context)
     df_path = Path(dockerfile) if dockerfile is not None else ctx.root / "Dockerfile"
     if dockerfile is not None and not df_path.is_absolute() and not df_path.exists():
@@ -89,11 +99,24 @@ def build(store: Store, context: str | Path, dockerfile: str | Path | None = Non
         if idx is None:
             raise DockerfileError(f"failed to reach build target {target} in Dockerfile")
         stages = stages[:idx + 1]
-    total = sum(1 + len(s.instructions) for s in stages)
+    # the classic builder numbers the ARGs before the first FROM as steps too
+    total = len(df.meta_args) + sum(1 + len(s.instructions) for s in stages)
+
+    if output is not None:
+        try:
+            df_rel = str(df_path.resolve().relative_to(ctx.root.resolve()))
+        except ValueError:
+            df_rel = ""
+        ignore = ctx.root / ".dockerignore"
+        progress.begin(ctx.transfer_size((df_rel, ".dockerignore") if df_rel else (".dockerignore",)),
+                       df_path.stat().st_size, ignore.stat().st_size if ignore.is_file() else 0)
 
     lexer = Lexer(df.escape)
     meta: dict[str, str | None] = {}
+    number = 0
     for ins in df.meta_args:
+        number += 1
+        progress.meta_arg(number, total, ins.original)
         for w in ins.value:
             k, eq, v = w.partition("=")
             env = {a: b for a, b in meta.items() if b is not None}
@@ -106,18 +129,18 @@ def build(store: Store, context: str | Path, dockerfile: str | Path | None = Non
     names = [s.name for s in stages]
     result_steps: list[BuildStep] = []
     used: set[str] = set(meta)
-    number = 0
     state: State | None = None
+    base: Image | None = None
     for stage in stages:
         state = State(store, ctx, cache, out, build_args, finished, names, stage.index, meta_args=dict(meta),
-                      lexer=lexer, timestamp=timestamp)
+                      lexer=lexer, timestamp=timestamp, history_format=history_format, progress=progress)
+        vertices = _Vertices(stage, len(stages), state.stages)
         number += 1
         t0 = time.monotonic()
-        out(f"Step {number}/{total} : {stage.from_instruction.original}\n")
+        progress.step(number, total, stage.from_instruction.original, vertices.from_name(lexer, meta))
         base = _from(state, stage, lexer, meta)
         state.begin(base)
-        if base is not None:
-            out(f" ---> {base.id[7:19]}\n")
+        progress.from_image(base.id if base is not None else None)
         result_steps.append(BuildStep(number, stage.from_instruction.original, stage.from_instruction.line,
                                       False, time.monotonic() - t0, 0, base.id if base else None,
                                       stage.index))
@@ -129,10 +152,13 @@ def build(store: Store, context: str | Path, dockerfile: str | Path | None = Non
             number += 1
             t0 = time.monotonic()
             label = f"Step {number}/{total}"
-            out(f"{label} : {ins.original}\n")
-            outcome = dispatch(state, ins, f"{label} (Dockerfile line {ins.line}: {ins.cmd})")
-            if outcome.image is not None:
-                out(f" ---> {outcome.image.id[7:19]}\n")
+            progress.step(number, total, ins.original, vertices.name(state, ins))
+            try:
+                outcome = dispatch(state, ins, f"{label} (Dockerfile line {ins.line}: {ins.cmd})")
+            except LayerkitError as exc:
+                progress.failed(str(exc))
+                raise
+            progress.step_done(outcome.image.id if outcome.image is not None else None, outcome.cached)
             size = _cached_size(outcome.image) if outcome.cached else outcome.size
             result_steps.append(BuildStep(number, ins.original, ins.line, outcome.cached, time.monotonic() - t0,
                                           size, outcome.image.id if outcome.image else None, stage.index))
@@ -146,13 +172,16 @@ def build(store: Store, context: str | Path, dockerfile: str | Path | None = Non
         raise DockerfileError("the build made no image (FROM scratch with no step): nothing to tag")
     unused = sorted(k for k in build_args if k not in used and k not in PREDEFINED_ARGS)
     if unused:
-        out(f"[Warning] One or more build-args {unused} were not consumed\n")
-    out(f"Successfully built {final.id[7:19]}\n")
+        progress.warning(f"[Warning] One or more build-args {unused} were not consumed")
+    if squash:
+        from .squash import squash_image
+
+        final = squash_image(store, final, base, timestamp)
     tagged = []
     for ref in refs:
         store.tag(final.id, ref.normalized)
         tagged.append(ref.familiar)
-        out(f"Successfully tagged {ref.familiar}\n")
+    progress.finished(final.id, tagged if history_format == "docker" else [r.normalized for r in refs])
     return BuildResult(final.id, tagged, result_steps)
 
 
@@ -161,6 +190,45 @@ def _cached_size(image: Image | None) -> int:
     if image is None or not image.history_entries or image.history_entries[-1].get("empty_layer"):
         return 0
     return image.layers[-1].size if image.layers else 0
+
+
+class _Vertices:
+    """BuildKit's vertex names for one stage's steps (``[stage-0 2/5] RUN echo hi``): only FROM an image,
+    RUN, COPY, ADD and WORKDIR are operations; numbered within the stage, the stage named when the
+    Dockerfile has several (dockerfile2llb ``prefixCommand``)."""
+
+    def __init__(self, stage, stages: int, earlier: dict) -> None:
+        self.stage = stage
+        self.label = "" if stages == 1 else (stage.name or f"stage-{stage.index}") + " "
+        self.total = sum(1 for i in stage.instructions if i.cmd in ("RUN", "COPY", "ADD", "WORKDIR"))
+        self.from_op = stage.base.lower() not in earlier and stage.base != "scratch"
+        self.total += 1 if self.from_op else 0
+        self.index = 0
+
+    def _prefix(self, text: str) -> str:
+        self.index += 1
+        width = len(str(self.total))
+        return f"[{self.label}{self.index:>{width}}/{self.total}] {text}"
+
+    def from_name(self, lexer: Lexer, meta: dict[str, str | None]) -> str | None:
+        if not self.from_op:
+            return None
+        name = lexer.process_word(self.stage.base, {k: v for k, v in meta.items() if v is not None})
+        try:
+            name = parse_reference(name).normalized
+        except LayerkitError:
+            pass
+        return self._prefix(f"FROM {name}")
+
+    def name(self, state: State, ins: Instruction) -> str | None:
+        if ins.cmd not in ("RUN", "COPY", "ADD", "WORKDIR"):
+            return None
+        try:  # the line with its variables expanded, the instruction upper case (processCmdEnv)
+            text = state.lexer.process_word(ins.original, state.env())
+        except LayerkitError:
+            text = ins.original
+        word, _, rest = text.partition(" ")
+        return self._prefix(f"{word.upper()} {rest}".rstrip())
 
 
 def _from(state: State, stage, lexer: Lexer, meta: dict[str, str | None]) -> Image | None:

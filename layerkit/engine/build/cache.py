@@ -31,6 +31,12 @@ def _pruned(value: object) -> object:
     return value
 
 
+def _adds(history: list, before: int, created_by: str | None) -> bool:
+    if created_by is None:
+        return len(history) == before
+    return len(history) == before + 1 and history[-1].get("created_by") == created_by
+
+
 class BuildCache:
     """The store's images by parent, to probe for a step already built."""
 
@@ -41,13 +47,18 @@ class BuildCache:
             for img in store.images():
                 self.children.setdefault(img.parent, []).append(img)
 
-    def probe(self, parent: str | None, container_config: dict) -> Image | None:
-        """The newest image built from ``parent`` with this ``container_config``, or None."""
+    def probe(self, parent: str | None, container_config: dict, history_len: int | None = None,
+              created_by: str | None = None) -> Image | None:
+        """The newest image built from ``parent`` with this ``container_config``, or None. With
+        ``history_len`` (the parent's number of history entries), only an image that added exactly the
+        entry ``created_by`` (none when it is None) matches: the two ``--format`` styles of one step share
+        a container_config but not a history."""
         if not self.enabled:
             return None
         want = canonical(container_config)
         hits = [img for img in self.children.get(parent, ())
-                if "container_config" in img.config and canonical(img.config["container_config"]) == want]
+                if "container_config" in img.config and canonical(img.config["container_config"]) == want
+                and (history_len is None or _adds(img.config.get("history") or [], history_len, created_by))]
         if not hits:
             return None
         return max(hits, key=lambda i: i.config.get("created", ""))

@@ -136,6 +136,22 @@ class Source:
     name: str  # the path as the Dockerfile named it (or the pattern matched), before symlinks
 
 
+def _fits_ustar(name: str) -> bool:
+    if len(name.encode("utf-8", "surrogateescape")) <= 100:
+        return True
+    cut = name.rstrip("/").rfind("/", 0, 156)
+    return 0 < cut and len(name) - cut - 1 <= 100
+
+
+def _tar_entry_size(name: str, st: os.stat_result, link: str) -> int:
+    size = 512
+    if stat.S_ISREG(st.st_mode):
+        size += -(-st.st_size // 512) * 512
+    if not _fits_ustar(name) or len(link.encode("utf-8", "surrogateescape")) > 100 or not name.isascii():
+        size += 1024  # a PAX extended header and its records
+    return size
+
+
 class BuildContext:
     """A context directory and its ``.dockerignore``."""
 
@@ -184,6 +200,23 @@ class BuildContext:
                 yield sub, st
             if stat.S_ISDIR(st.st_mode):
                 stack.append((sub, None))
+
+    def transfer_size(self, always: tuple[str, ...] = ()) -> int:
+        """The bytes of the tar the Docker CLI sends as the build context (what ``Sending build context to
+        Docker daemon`` counts): a 512-byte header per entry that ``.dockerignore`` leaves (the root itself
+        is not one), each file's bytes padded to 512, a PAX header where a name or link target does not fit
+        USTAR's fields, two zero blocks at the end (Go's ``archive/tar`` writes no record padding).
+        ``always``: files sent even when ignored (the Dockerfile and ``.dockerignore``, as the CLI does)."""
+        total = 1024
+        seen = set()
+        for rel, st in self.walk():
+            seen.add(rel)
+            total += _tar_entry_size(rel + ("/" if stat.S_ISDIR(st.st_mode) else ""), st,
+                                     os.readlink(self.root / rel) if stat.S_ISLNK(st.st_mode) else "")
+        for rel in always:
+            if rel not in seen and (self.root / rel).is_file():
+                total += _tar_entry_size(rel, os.lstat(self.root / rel), "")
+        return total
 
     def _inside(self, rel: str, what: str) -> str:
         """``rel`` resolved inside the context (symlinks followed, each target checked to stay inside)."""

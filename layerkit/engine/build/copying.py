@@ -232,7 +232,11 @@ def do_copy(state: State, ins: Instruction, add: bool = False) -> StepOutcome:
     chown_note = f"--chown={chown} " if chown else ""
     comment = f"{name} {chown_note}{src_hash} in {dest} "
     cc = nop_config(state, comment, separate=False)
-    hit = state.probe(cc)
+    # BuildKit's (dockerfile2llb convert_copy.go): the flags it keeps, the sources as written, the destination
+    bk = " ".join([name, *([f"--chown={chown}"] if chown else []), *([f"--chmod={chmod}"] if chmod else []),
+                   *srcs, dest]) + " # buildkit"
+    text = state.history_text(cc, bk)
+    hit = state.probe(cc, text)
     if hit is not None:
         state.adopt(hit)
         return StepOutcome(hit, True)
@@ -264,7 +268,7 @@ def do_copy(state: State, ins: Instruction, add: bool = False) -> StepOutcome:
                 ld.ensure_dir(posixpath.dirname(target), uid, gid)
             _put(ld, target, top, owner(top), mode_override, links)
         layer, size = freeze(state, ld, f"{name} (Dockerfile line {ins.line})")
-    image = state.record(cc, layer)
+    image = state.record(cc, layer, text)
     state.adopt(image)
     return StepOutcome(image, False, size)
 

@@ -74,6 +74,7 @@ def do_expose(state: State, ins: Instruction) -> StepOutcome:
         except DockerfileError as exc:
             raise DockerfileError(f"Dockerfile line {ins.line}: {exc}") from exc
     exposed = dict(state.run_config.get("ExposedPorts") or {})
+    specs: list[str] = []
     for p in ports:
         port, _, proto = p.rpartition(":")[2].partition("/")
         proto = (proto or "tcp").lower()
@@ -84,8 +85,9 @@ def do_expose(state: State, ins: Instruction) -> StepOutcome:
             raise DockerfileError(f"Dockerfile line {ins.line}: EXPOSE {p}: invalid containerPort: {port}")
         for n in range(int(lo), int(hi or lo) + 1):
             exposed[f"{n}/{proto}"] = {}
+            specs.append(f"{n}/{proto}")
     state.run_config["ExposedPorts"] = exposed
-    return commit_config(state, "EXPOSE " + " ".join(ports))
+    return commit_config(state, "EXPOSE " + " ".join(ports), "EXPOSE " + go_list(specs))
 
 
 def do_volume(state: State, ins: Instruction) -> StepOutcome:
@@ -145,7 +147,7 @@ def do_shell(state: State, ins: Instruction) -> StepOutcome:
 
 def do_arg(state: State, ins: Instruction) -> StepOutcome:
     """ARG: declare build arguments (a meta ARG's value is inherited by a bare ARG of the same name)."""
-    parts = []
+    parts, bk_parts = [], []
     for w in ins.value:
         k, eq, v = w.partition("=")
         k = state.word(ins, k)
@@ -155,7 +157,10 @@ def do_arg(state: State, ins: Instruction) -> StepOutcome:
         state.args[k] = value
         state.used_args.add(k)
         parts.append(k + (f"={value}" if eq and value is not None else ""))
-    return commit_config(state, "ARG " + " ".join(parts))
+        # BuildKit records the value in effect: --build-arg's, else the default or the global ARG's
+        shown = state.build_args.get(k, value)
+        bk_parts.append(k + (f"={shown}" if shown is not None else ""))
+    return commit_config(state, "ARG " + " ".join(parts), "ARG " + " ".join(bk_parts))
 
 
 def do_onbuild(state: State, ins: Instruction) -> StepOutcome:
@@ -163,7 +168,7 @@ def do_onbuild(state: State, ins: Instruction) -> StepOutcome:
     expr = ins.original.split(None, 1)[1] if len(ins.original.split(None, 1)) > 1 else ""
     triggers = list(state.run_config.get("OnBuild") or [])
     state.run_config["OnBuild"] = triggers + [expr]
-    return commit_config(state, "ONBUILD " + expr)
+    return commit_config(state, "ONBUILD " + expr, None)  # BuildKit writes no history entry for ONBUILD
 
 
 _DURATION_UNITS = {"ns": 1, "us": 1000, "µs": 1000, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
@@ -224,7 +229,8 @@ def do_healthcheck(state: State, ins: Instruction) -> StepOutcome:
     shown = "&{Test:" + go_list(hc["Test"]) + "".join(
         f" {k}:{_go_duration(hc.get(k, 0))}" for k in ("Interval", "Timeout", "StartPeriod", "StartInterval")
     ) + f" Retries:{hc.get('Retries', 0)}}}"
-    return commit_config(state, "HEALTHCHECK " + shown)
+    # the classic builder formats the pointer (``&{Test:...}``), BuildKit the struct (``{Test:...}``)
+    return commit_config(state, "HEALTHCHECK " + shown, "HEALTHCHECK " + shown[1:])
 
 
 def do_workdir(state: State, ins: Instruction) -> StepOutcome:
@@ -233,15 +239,24 @@ def do_workdir(state: State, ins: Instruction) -> StepOutcome:
     cur = state.run_config.get("WorkingDir") or "/"
     wd = posixpath.normpath(posixpath.join(cur, path))
     state.run_config["WorkingDir"] = wd
-    cc = nop_config(state, "WORKDIR " + wd)
-    hit = state.probe(cc)
+    # one word after the shell (moby's withCmdCommentString, as COPY): ``#(nop) WORKDIR /srv``, one space
+    cc = nop_config(state, "WORKDIR " + wd, separate=False)
+    text = state.history_text(cc, "WORKDIR " + wd)
+    hit = state.probe(cc, text)
     if hit is not None:
         state.adopt(hit)
         return StepOutcome(hit, True)
+    cid = state.progress.container()
+    if state.buildkit and wd == "/":  # BuildKit makes no layer for WORKDIR /
+        image = state.record(cc, None, text)
+        state.adopt(image)
+        return StepOutcome(image, False)
     with LayerDir(state.store, state.image) as ld:
         if not ld.is_dir(ld.resolve(wd)):  # an existing directory is left alone: an empty layer
             ld.ensure_dir(wd)
         layer, size = freeze(state, ld, f"WORKDIR {wd} (Dockerfile line {ins.line})")
-    image = state.record(cc, layer)
+    if cid:
+        state.progress.removed(cid)
+    image = state.record(cc, layer, text)
     state.adopt(image)
     return StepOutcome(image, False, size)

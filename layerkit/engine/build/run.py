@@ -8,12 +8,15 @@ from __future__ import annotations
 import copy
 import fcntl
 import os
+import posixpath
 import secrets
+import stat
 import threading
 
 from ...errors import BuildFailed, DockerfileError, LayerkitError
+from ..upper import is_opaque
 from .dockerfile import PREDEFINED_ARGS, Instruction
-from .state import Output, State, StepOutcome, command_of
+from .state import Output, State, StepOutcome, command_of, empty_tar_layer
 
 
 def do_run(state: State, ins: Instruction, step: str) -> StepOutcome:
@@ -41,7 +44,8 @@ def do_run(state: State, ins: Instruction, step: str) -> StepOutcome:
     cc["Cmd"] = save_cmd
     if save_cmd:
         cc["Entrypoint"] = None
-    hit = state.probe(cc)
+    text = state.history_text(cc, "RUN " + _buildkit_command(state, cmd) + " # buildkit")
+    hit = state.probe(cc, text)
     if hit is not None:
         state.adopt(hit)
         return StepOutcome(hit, True)
@@ -49,18 +53,23 @@ def do_run(state: State, ins: Instruction, step: str) -> StepOutcome:
     c = create_container(state.store, state.image.id, cmd or ["/bin/sh"], name=f"{PREFIX}{secrets.token_hex(6)}")
     owner = _own(c)
     try:
-        state.output(f" ---> Running in {c.short_id}\n")
+        state.progress.running_in(c.short_id)
+        # the classic builder runs the step with the image's volumes mounted: what it writes under them is
+        # thrown away with the volume; BuildKit mounts none and keeps it (Docker's VOLUME documentation)
+        volumes = [] if state.buildkit else _mount_points(state, c.upper)
         try:
-            code = _run_streamed(c, cmd, dict(kv.split("=", 1) for kv in args), state.output, execute)
+            code = _run_streamed(c, cmd, dict(kv.split("=", 1) for kv in args), state.progress.run_output, execute)
         except LayerkitError as exc:  # the process could not start (no such user, no such command)
             raise BuildFailed(f"{step}: {' '.join(cmd)}: {exc}") from exc
         if code != 0:
             raise BuildFailed(f"{step}: The command '{' '.join(cmd)}' returned a non-zero code: {code}")
+        _discard_volumes(state, c.upper, volumes)
         res, empty = freeze_upper(state.store, c.upper, f"RUN (Dockerfile line {ins.line})", frozenset(RUNTIME_DIRS),
                                   clamp_mtime=state.timestamp)
         if empty:
             res.writer.abort()
-            layer, size = None, 0
+            layer, size = (empty_tar_layer(state, f"RUN (Dockerfile line {ins.line})") if state.buildkit
+                           else None), 0
         else:
             layer = keep_layer(state.store, res, [NewLayer(la.digest, la.diff_id, la.media_type,
                                                            la.compressed_size) for la in state.image.layers])
@@ -68,10 +77,93 @@ def do_run(state: State, ins: Instruction, step: str) -> StepOutcome:
     finally:
         remove_container(state.store, c.id, force=True)
         os.close(owner)
-    state.output(f"Removing intermediate container {c.short_id}\n")
-    image = state.record(cc, layer)
+    state.progress.removed(c.short_id)
+    image = state.record(cc, layer, text)
     state.adopt(image)
     return StepOutcome(image, False, size)
+
+
+def _buildkit_command(state: State, cmd: list[str]) -> str:
+    """BuildKit's RUN history text (dockerfile2llb ``runCommandString``): every ARG the stage declared, in
+    order, as ``|N K=V ...`` with its value in effect (empty when it has none), then the command's words."""
+    env = state.env()
+    values = state.arg_values()
+    pairs = [f"{k}={env.get(k, values.get(k, ''))}" for k in state.args]
+    return " ".join(([f"|{len(pairs)}", *pairs] if pairs else []) + cmd)
+
+
+def _mount_points(state: State, upper) -> list[tuple[str, bool]]:
+    """Make each VOLUME path the image lacks exist in the step's writable layer, as the runtime makes a
+    mount point (directories of the image on the way copied up with their metadata, as overlayfs does;
+    missing ones 0755 root); returns (path, whether the image has it)."""
+    volumes = sorted(state.run_config.get("Volumes") or {})
+    if not volumes:
+        return []
+    view = state.store.image_view(state.image)
+    out = []
+    for vol in volumes:
+        path = posixpath.normpath("/" + vol)
+        if path == "/":
+            continue
+        existed = view.get(path) is not None
+        out.append((path, existed))
+        if existed:
+            continue  # mounted over what is there: nothing to create
+        cur, sub = str(upper), "/"
+        for name in path.strip("/").split("/"):
+            cur, sub = os.path.join(cur, name), posixpath.join(sub, name)
+            if os.path.lexists(cur):
+                if not os.path.isdir(cur) or os.path.islink(cur):
+                    break
+                continue
+            low = view.get(sub)
+            if low is not None and low.entry.type != "dir":
+                break  # not a directory in the image: nothing can be mounted there
+            os.mkdir(cur)
+            if low is not None:
+                e = low.entry
+                os.chown(cur, e.uid, e.gid)
+                os.chmod(cur, e.mode)
+                os.utime(cur, (e.mtime, e.mtime))
+            else:
+                os.chmod(cur, 0o755)
+    return out
+
+
+def _discard_volumes(state: State, upper, volumes: list[tuple[str, bool]]) -> None:
+    """Throw away what the step wrote under its volumes (it went to the volume); a mount point the image
+    lacked stays, empty. Directories above a volume the image has, that only its writes copied up (empty
+    here, the image's mode and owner), go too: with the volume mounted nothing was copied up."""
+    import shutil
+
+    view = state.store.image_view(state.image) if volumes else None
+    for path, existed in volumes:
+        host = os.path.join(upper, path.lstrip("/"))
+        if os.path.isdir(host) and not os.path.islink(host):
+            shutil.rmtree(host)
+        elif os.path.lexists(host):
+            os.unlink(host)
+        if not existed:
+            if os.path.isdir(os.path.dirname(host)):
+                os.mkdir(host, 0o755)
+                os.chmod(host, 0o755)
+            continue
+        sub = posixpath.dirname(path)
+        while sub != "/":
+            d = os.path.join(upper, sub.lstrip("/"))
+            low = view.get(sub)
+            try:
+                st = os.lstat(d)
+            except FileNotFoundError:
+                break
+            same = (low is not None and low.entry.type == "dir" and os.path.isdir(d) and not os.listdir(d)
+                    and (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (low.entry.mode, low.entry.uid,
+                                                                                low.entry.gid)
+                    and not is_opaque(d))
+            if not same:
+                break
+            os.rmdir(d)
+            sub = posixpath.dirname(sub)
 
 
 PREFIX = "lk-build-"  # the name of a RUN step's container

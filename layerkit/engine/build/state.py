@@ -22,6 +22,7 @@ from .cache import BuildCache
 from .context import BuildContext
 from .dockerfile import PREDEFINED_ARGS, Instruction, Lexer, exec_or_shell
 from .layerdir import LayerDir
+from .progress import BuildKitProgress, ClassicProgress, progress_for
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..image import Image
@@ -64,6 +65,18 @@ class State:
     maintainer: str = ""
     lexer: Lexer = field(default_factory=Lexer)
     timestamp: int | None = None  # a reproducible build's epoch: created times and file mtimes (clamped)
+    history_format: str = "docker"  # or "buildkit": the history BuildKit writes (see :func:`history_text`)
+    progress: ClassicProgress | BuildKitProgress | None = None  # what is printed (default: ``history_format``'s)
+
+    def __post_init__(self) -> None:
+        if self.progress is None:
+            self.progress = progress_for(self.history_format, self.output)
+
+    @property
+    def buildkit(self) -> bool:
+        """True when the history is BuildKit's: its own ``created_by`` forms, and RUN, COPY, ADD and WORKDIR
+        always make a layer (an empty tar when they change nothing), as BuildKit exports them."""
+        return self.history_format == "buildkit"
 
     @property
     def run_config(self) -> dict:
@@ -129,15 +142,26 @@ class State:
     def parent_id(self) -> str | None:
         return self.image.id if self.image is not None else None
 
-    def probe(self, container_config: dict) -> Image | None:
-        hit = self.cache.probe(self.parent_id(), container_config)
+    def history_text(self, container_config: dict, buildkit: str | None) -> str | None:
+        """The step's ``created_by``: the classic builder's (the words of the container_config's Cmd), or with
+        ``--format buildkit`` BuildKit's (``buildkit``; None: BuildKit records no history entry, as for
+        ONBUILD)."""
+        if self.buildkit:
+            return buildkit
+        return " ".join(container_config.get("Cmd") or [])
+
+    def probe(self, container_config: dict, created_by: str | None) -> Image | None:
+        """The cached image of this step: same parent, same container_config, and the same history entry
+        added (so a build with the other ``--format`` is not taken for this one)."""
+        n = len(self.config.get("history") or [])
+        hit = self.cache.probe(self.parent_id(), container_config, n, created_by)
         if hit is not None:
-            self.output(" ---> Using cache\n")
+            self.progress.cached()
         return hit
 
-    def record(self, container_config: dict, layer: NewLayer | None, size_hint: int = 0) -> Image:
-        """Record the step's image: the current config, ``container_config``, one history entry, the new
-        layer if any; parent the current image."""
+    def record(self, container_config: dict, layer: NewLayer | None, created_by: str | None) -> Image:
+        """Record the step's image: the current config, ``container_config``, one history entry (none when
+        ``created_by`` is None), the new layer if any; parent the current image."""
         from ..store import NewLayer
 
         now = rfc3339(datetime.fromtimestamp(self.timestamp, UTC) if self.timestamp is not None
@@ -147,12 +171,15 @@ class State:
         cfg["container_config"] = copy.deepcopy(container_config)
         if self.maintainer:
             cfg["author"] = self.maintainer
-        entry: dict = {"created": now, "created_by": " ".join(container_config.get("Cmd") or [])}
-        if self.maintainer:
+        entry: dict = {"created": now, "created_by": created_by}
+        if self.maintainer and not self.buildkit:
             entry["author"] = self.maintainer
+        if self.buildkit:
+            entry["comment"] = "buildkit.dockerfile.v0"  # dockerfile2llb's historyComment
         if layer is None:
             entry["empty_layer"] = True
-        cfg["history"] = list(cfg.get("history") or []) + [entry]
+        if created_by is not None:
+            cfg["history"] = list(cfg.get("history") or []) + [entry]
         layers = [] if self.image is None else [
             NewLayer(la.digest, la.diff_id, la.media_type, la.compressed_size) for la in self.image.layers]
         if layer is not None:
@@ -179,14 +206,19 @@ def nop_config(state: State, comment: str, separate: bool = True) -> dict:
     return cfg
 
 
-def commit_config(state: State, comment: str) -> StepOutcome:
-    """A config-only step: probe the cache, else record an image with an empty layer."""
+def commit_config(state: State, comment: str, buildkit: str | None = "") -> StepOutcome:
+    """A config-only step: probe the cache, else record an image with an empty layer. ``buildkit`` is the
+    history text BuildKit writes for it (``""``: the same as ``comment``; None: no entry)."""
     cc = nop_config(state, comment)
-    hit = state.probe(cc)
+    text = state.history_text(cc, comment if buildkit == "" else buildkit)
+    hit = state.probe(cc, text)
     if hit is not None:
         state.adopt(hit)
         return StepOutcome(hit, True)
-    image = state.record(cc, None)
+    cid = state.progress.container()
+    image = state.record(cc, None, text)
+    if cid:
+        state.progress.removed(cid)
     state.adopt(image)
     return StepOutcome(image, False)
 
@@ -201,16 +233,33 @@ def command_of(state: State, ins: Instruction) -> list[str]:
 
 
 def freeze(state: State, ld: LayerDir, label: str) -> tuple[NewLayer | None, int]:
-    """A step's upper directory as a stored layer and its size in Docker's sense; (None, 0) when empty."""
+    """A step's upper directory as a stored layer and its size in Docker's sense; (None, 0) when empty
+    (with ``--format buildkit`` an empty layer is kept, as BuildKit exports one)."""
     from ..commit import freeze_upper, keep_layer
 
     res, empty = freeze_upper(state.store, ld.upper, label, clamp_mtime=state.timestamp)
     if empty:
         res.writer.abort()
-        return None, 0
+        return (empty_tar_layer(state, label), 0) if state.buildkit else (None, 0)
     from ..store import NewLayer
 
     below = [] if state.image is None else state.image.layers
     layer = keep_layer(state.store, res, [NewLayer(la.digest, la.diff_id, la.media_type, la.compressed_size)
                                           for la in below])
     return layer, res.index.size
+
+
+def empty_tar_layer(state: State, label: str) -> NewLayer:
+    """The layer BuildKit exports for a step that changed nothing: the empty tar Go writes (two zero blocks,
+    diff_id ``sha256:5f70bf18...``; ``sha256:4f4fb700...`` once gzipped), stored once."""
+    import io
+
+    from ..commit import keep_layer
+    from ..layer import ingest_layer
+    from ..store import NewLayer
+
+    empty = b"\0" * 1024
+    res = ingest_layer(state.store.blobs, io.BytesIO(empty), label=label, limit=len(empty))
+    below = [] if state.image is None else state.image.layers
+    return keep_layer(state.store, res, [NewLayer(la.digest, la.diff_id, la.media_type, la.compressed_size)
+                                         for la in below])

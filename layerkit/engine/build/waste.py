@@ -25,8 +25,8 @@ from .dockerfile import INSTRUCTIONS, Dockerfile, Instruction, Lexer, Stage
 
 __all__ = ["LineWaste", "align", "dockerfile_waste", "history_instruction"]
 
-# instructions a builder may leave out of the history (BuildKit and buildah do not always record ARG)
-_OPTIONAL = frozenset({"ARG"})
+# instructions a builder may leave out of the history (BuildKit records no ONBUILD; ARG is not always there)
+_OPTIONAL = frozenset({"ARG", "ONBUILD"})
 
 
 @dataclass
@@ -118,7 +118,11 @@ def _align_stage(df: Dockerfile, last: Stage, history: list[dict]) -> list[Instr
                 k -= 1
                 continue
             return f"the image's history is shorter than the Dockerfile (line {ins.line}: {ins.original})"
-        recorded = history_instruction(str(history[h].get("created_by") or ""))
+        created_by = str(history[h].get("created_by") or "")
+        if not created_by.strip():  # no instruction: --squash's "merge X to Y" entry for its one layer
+            h -= 1
+            continue
+        recorded = history_instruction(created_by)
         if recorded == ins.cmd:
             out[h] = ins
             h -= 1
