@@ -131,3 +131,15 @@ def test_a_cached_step_reports_the_size_of_its_layer(world: World, built: dict) 
     assert [s["size"] for s in steps if s["instruction"].split()[0] in ("RUN", "COPY")] == want
     assert steps[1]["size"] >= BIG
     assert [s["size"] for s in steps if s["instruction"].startswith(("ENV", "ARG"))] == [0, 0]
+
+
+def test_buildkit_and_squashed_histories_are_read_too(world: World, built: dict, capsys) -> None:  # noqa: F811
+    """BuildKit's ``created_by`` forms give the same lines; a squashed image keeps its instructions as empty
+    history entries, and only the base's bytes its one layer hides are left to name."""
+    ctx = str(built["ctx"])
+    assert world.lk("build", "-q", "--format", "buildkit", "-t", "localhost/lkw-waste:bk", ctx) == 0
+    code, data = _check(world, capsys, "localhost/lkw-waste:bk", built["ctx"] / "Dockerfile", "--format", "json")
+    assert _rows(data) == EXPECTED
+    assert world.lk("build", "-q", "--squash", "-t", "localhost/lkw-waste:sq", ctx) == 0
+    code, data = _check(world, capsys, "localhost/lkw-waste:sq", built["ctx"] / "Dockerfile", "--format", "json")
+    assert _rows(data) == {(None, "superseded", os.path.getsize(BUSYBOX), None, None)}
