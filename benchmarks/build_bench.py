@@ -2,7 +2,7 @@
 
 Under ``.bench/build/`` it makes, once (again with ``--rebuild``):
 
-- a busybox base image (``/bin/busybox`` and a symlink per applet, ``/tmp``) as an OCI layout;
+- a busybox base image (``/bin/busybox``, a symlink per applet, ``/tmp``) as a docker-archive (layerkit.examples);
 - a build context of ``--context-mb`` MB (default 50) of incompressible files in ``data/`` plus ``last.txt``,
   and a 10-step Dockerfile: FROM, ENV, RUN, COPY of ``data/``, RUN reading it, ENV, WORKDIR, RUN, CMD, and a
   last COPY of ``last.txt``.
@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import hashlib
-import io
 import json
 import os
 import pstats
@@ -37,10 +35,11 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
+
+from layerkit.examples import busybox_archive
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / ".bench" / "build"
@@ -60,48 +59,11 @@ COPY last.txt /app/last.txt
 STEPS = 10
 
 
-def _busybox() -> str:
-    path = shutil.which("busybox")
-    if path is None:
+def make_base(archive: Path) -> None:
+    """The busybox base image (``/bin/busybox``, a symlink per applet, ``/tmp``) as a docker-archive."""
+    if shutil.which("busybox") is None:
         raise SystemExit("busybox is not installed: apt-get install busybox-static")
-    return path
-
-
-def make_base(layout: Path) -> None:
-    """The busybox base image as an OCI layout (one uncompressed layer)."""
-    bb = _busybox()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        def add(name: str, kind: bytes, mode: int, data: bytes = b"", link: str = "") -> None:
-            ti = tarfile.TarInfo(name)
-            ti.type, ti.mode, ti.mtime, ti.linkname, ti.size = kind, mode, 1700000000, link, len(data)
-            tf.addfile(ti, io.BytesIO(data) if data else None)
-        add("bin", tarfile.DIRTYPE, 0o755)
-        add("bin/busybox", tarfile.REGTYPE, 0o755, Path(bb).read_bytes())
-        applets = subprocess.run([bb, "--list"], capture_output=True, text=True, check=True).stdout.split()
-        for a in sorted(set(applets) - {"busybox"}):
-            add(f"bin/{a}", tarfile.SYMTYPE, 0o777, link="busybox")
-        add("tmp", tarfile.DIRTYPE, 0o1777)
-    layer = buf.getvalue()
-    blobs = layout / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
-
-    def put(data: bytes) -> dict:
-        h = hashlib.sha256(data).hexdigest()
-        (blobs / h).write_bytes(data)
-        return {"digest": "sha256:" + h, "size": len(data)}
-
-    config = {"architecture": "amd64", "os": "linux", "created": "2023-11-14T22:13:20Z",
-              "config": {"Cmd": ["sh"], "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
-              "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]},
-              "history": [{"created": "2023-11-14T22:13:20Z", "created_by": "busybox"}]}
-    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **put(json.dumps(config).encode())},
-                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **put(layer)}]}
-    desc = {"mediaType": "application/vnd.oci.image.manifest.v1+json", **put(json.dumps(manifest).encode()),
-            "annotations": {"org.opencontainers.image.ref.name": BASE}}
-    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [desc]}))
-    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    busybox_archive(archive, BASE)
 
 
 def make_context(ctx: Path, mb: int) -> None:
@@ -150,7 +112,7 @@ class Tools:
         if tool == "layerkit":
             run_child(self.lk + ["--store", str(d / "store"), "load", str(self.layout)])
         else:
-            subprocess.run(["skopeo", "copy", "--quiet", f"oci:{self.layout}:{BASE}",
+            subprocess.run(["skopeo", "copy", "--quiet", f"docker-archive:{self.layout}",
                             f"containers-storage:[vfs@{d / 'root'}+{d / 'run'}]{BASE}"], check=True)
 
     def build(self, tool: str, d: Path) -> list[str]:
@@ -226,10 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is not installed: apt-get install {tool}")
     HERE.mkdir(parents=True, exist_ok=True)
-    layout, ctx = HERE / "base-oci", HERE / "context"
+    layout, ctx = HERE / "base.tar", HERE / "context"
     params = HERE / "params.json"
     wanted = {"context_mb": a.context_mb, "dockerfile": DOCKERFILE}
-    if a.rebuild or not params.exists() or json.loads(params.read_text()) != wanted:
+    if a.rebuild or not params.exists() or not layout.exists() or json.loads(params.read_text()) != wanted:
         for p in (layout, ctx):
             shutil.rmtree(p, ignore_errors=True)
         make_base(layout)
