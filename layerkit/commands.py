@@ -570,11 +570,9 @@ def _layer_indexes(store: Store, target: str) -> tuple[list, list[str | None]]:
     bottom first, with their diff_ids (None for the writable layer)."""
     c = find_container(store, target, missing_ok=True)
     if c is not None:
-        from .engine.upper import upper_index
-
         img = c.image
         store.index_layers(img.layers)
-        return ([la.index() for la in img.layers] + [upper_index(c.upper)],
+        return ([la.index() for la in img.layers] + [c.writable_index()],
                 [la.diff_id for la in img.layers] + [None])
     img = resolve_image(store, target)
     img.source.index_layers(img.layers)
@@ -755,10 +753,8 @@ def exec_(store: Store, name: str, command: list[str], interactive: bool = False
 
 
 def _container_row(c) -> dict:
-    from .engine.upper import upper_index
-
     return {"id": c.id, "name": c.name, "image": c.image_name, "status": c.status, "created": c.created,
-            "size": upper_index(c.upper).size, "command": " ".join(c.command)}
+            "size": c.writable_index().size, "command": " ".join(c.command)}
 
 
 def ps(store: Store, all: bool = False) -> Table:

@@ -609,3 +609,32 @@ def test_max_depth(capsys, world: World) -> None:
     assert rc == 1 and err.startswith("layerkit: error: max depth exceeded") and "128" in err
     for name in ("deep1", "deep2", "deep3"):
         world.lk(capsys, "rm", name)
+
+
+def test_the_runtime_files_of_docker_and_podman(capsys, world: World) -> None:
+    """Every container gets /etc/hosts with localhost and /etc/hostname with its short ID, as in Docker and
+    Podman, whatever the image holds (busybox has none of them), and an /etc/resolv.conf as in Docker; what a
+    process writes to them reaches neither ``diff`` nor a committed layer, while its other changes in /etc
+    do, as ``podman diff`` says."""
+    script = ("grep -c localhost /etc/hosts; cat /etc/hostname; test -f /etc/resolv.conf && echo resolv; "
+              "echo '10.0.0.1 db' >> /etc/hosts; echo renamed > /etc/hostname; "
+              "echo 'x:x:7:7::/:/bin/sh' >> /etc/passwd")
+    theirs = world.podman_run("runtime-files", "localhost/busybox:latest", "sh", "-c", script).stdout.split("\n")
+    podman_diff = {tuple(x.split(" ", 1)) for x in world.podman("diff", "runtime-files").stdout.split("\n") if x}
+    rc, out, err = world.lk(capsys, "run", "--name", "runtime-files", "busybox", "sh", "-c", script)
+    assert rc == 0, err
+    ours = out.split("\n")
+    c = find_container(world.store, "runtime-files")
+    assert int(ours[0]) == 2 and int(theirs[0]) >= 1  # Docker's lines name localhost twice (IPv4 and IPv6)
+    assert ours[1] == c.id[:12] and len(theirs[1]) == 12  # the short ID, in Podman as in Docker
+    assert ours[2] == "resolv"  # Docker's containers have one (Podman's without a network do not)
+    rc, out, _ = world.lk(capsys, "diff", "runtime-files", "--format", "json")
+    # Podman makes its mount points in the writable layer of an image without them, which changes /etc's
+    # mtime (C /etc); Docker's and layerkit's are in the init layer, and /etc is copied up as the image has it
+    assert lk_diff(json.loads(out)) == podman_diff - {("C", "/etc")} == {("C", "/etc/passwd")}
+    rc, out, _ = world.lk(capsys, "commit", "runtime-files", "runtime-files:1")
+    assert rc == 0
+    rc, out, _ = world.lk(capsys, "ls", "runtime-files:1", "/etc", "--format", "json")
+    by_path = {r["path"]: r for r in json.loads(out)}
+    assert "/etc/hosts" not in by_path and "/etc/hostname" not in by_path and "/etc/passwd" in by_path
+    world.lk(capsys, "rm", "runtime-files")

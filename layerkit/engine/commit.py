@@ -12,7 +12,7 @@ from ..errors import (
     LayerkitError,
     MaxDepthExceeded,
 )
-from .container import RUNTIME_DIRS, Container
+from .container import RUNTIME_PATHS, Container
 from .humanize import rfc3339
 from .image import MAX_LAYERS, Image
 from .layer import IngestResult, ingest_layer
@@ -142,7 +142,7 @@ def commit(container: Container, repo: str | None = None, message: str = "", aut
     new_cfg = apply_changes(config.get("config") or {}, changes or [])
     with container.locked():
         res, empty = freeze_upper(store, container.upper, f"container {container.name}: writable layer",
-                                  frozenset(RUNTIME_DIRS))
+                                  RUNTIME_PATHS)
     diff_ids = list(config.get("rootfs", {}).get("diff_ids", []))
     if not empty and len(diff_ids) + 1 > MAX_LAYERS:
         res.writer.abort()

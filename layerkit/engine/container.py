@@ -43,11 +43,17 @@ from .union import UnionEntry, UnionView
 from .upper import make_whiteout, set_opaque, upper_index
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .layerindex import LayerIndex
     from .store import Store
 
 # Mount points ``run`` needs; they live in a separate init layer (as Docker's -init layer) so that they
 # never show in ``diff`` or in a committed layer.
 RUNTIME_DIRS = ("/dev", "/proc", "/sys")
+# The files Docker gives every container (bind mounts over its init layer's): what a process writes to them
+# never reaches a layer, as in ``docker commit`` and a RUN step of ``docker build``.
+RUNTIME_FILES = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
+# what ``diff`` and ``commit`` leave out of a writable layer
+RUNTIME_PATHS = frozenset(RUNTIME_DIRS + RUNTIME_FILES)
 _NAME_WORDS = ("brave", "calm", "eager", "fond", "keen", "lucid", "quirky", "witty", "zen", "bold")
 _NAME_NOUNS = ("turing", "hopper", "lovelace", "ritchie", "thompson", "knuth", "liskov", "torvalds")
 
@@ -74,6 +80,10 @@ class Container:
     def dir(self) -> Path:
         """The container's directory in the store."""
         return self.store.meta_dir / "containers" / self.id
+
+    def writable_index(self) -> LayerIndex:
+        """The index of the writable layer as ``diff`` and ``commit`` see it (without the runtime's paths)."""
+        return upper_index(self.upper, RUNTIME_PATHS)
 
     @property
     def upper(self) -> Path:
@@ -125,7 +135,7 @@ class Container:
 
     def view(self) -> UnionView:
         """Union view of the image's layers plus the writable layer on top."""
-        return self.store.image_view(self.image).stacked(upper_index(self.upper))
+        return self.store.image_view(self.image).stacked(self.writable_index())
 
     @property
     def top(self) -> int:
@@ -468,7 +478,7 @@ class Container:
         rows: list[dict] = []
         changed: set[str] = set()
         try:
-            entries = scan_upper(self.upper, frozenset(RUNTIME_DIRS))
+            entries = scan_upper(self.upper, RUNTIME_PATHS)
             opaque = {e.path for e in entries if e.type == "opaque"}
             for e in entries:
                 if e.type == "opaque":

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 
 from .container import container_users, list_containers, remove_container
 from .image import Image
-from .upper import upper_index
 
 if TYPE_CHECKING:  # pragma: no cover
     from .store import Store
@@ -51,7 +50,7 @@ def prune_containers(store: Store) -> PruneResult:
     """Remove every stopped container and its writable layer."""
     result = PruneResult()
     for c in prunable_containers(store):
-        size = upper_index(c.upper).size
+        size = c.writable_index().size
         remove_container(store, c.id)
         result.containers.append(c.id)
         result.reclaimed += size

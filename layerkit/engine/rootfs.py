@@ -21,6 +21,7 @@ from .image import Image, Layer
 from .private import private_dir
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .container import Container
     from .store import Store
 
 
@@ -66,8 +67,14 @@ def ensure_lower(store: Store, layer: Layer, image: Image | None = None) -> str:
     return short
 
 
+# Docker's /etc/hosts of a ``--network none`` container (libnetwork's default entries, no address of its own)
+HOSTS = ("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n"
+         "ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n")
+
+
 def ensure_init(store: Store) -> str:
-    """The init layer (mount points that the runtime needs, kept out of the writable layer)."""
+    """The init layer shared by every container: the mount points that the runtime needs, kept out of the
+    writable layer."""
     base = private_dir(rootfs_dir(store), parents=True)
     init = base / "init"
     if not init.is_dir():
@@ -80,3 +87,32 @@ def ensure_init(store: Store) -> str:
     if not link.is_symlink():
         os.symlink("../init", link)
     return "init"
+
+
+def container_init(container: Container) -> Path:
+    """The container's own init layer, above the shared one: Docker's ``/etc/hosts``, ``/etc/hostname`` (the
+    short ID) and an empty ``/etc/resolv.conf`` (Docker copies the host's; with no network there is nothing
+    to resolve, and the host's configuration is not the image's business). Its ``/etc`` has the owner, mode
+    and mtime of the image's, so that a process changing a file in /etc copies up the image's directory as
+    it is (``diff`` shows no change of /etc itself)."""
+    init = container.dir / "init"
+    etc = init / "etc"
+    if etc.is_dir():
+        return init
+    tmp = Path(tempfile.mkdtemp(dir=container.dir, prefix=".init-"))
+    os.chmod(tmp, 0o755)
+    os.mkdir(tmp / "etc")
+    for name, data in (("hosts", HOSTS), ("hostname", f"{container.short_id}\n"), ("resolv.conf", "")):
+        with open(tmp / "etc" / name, "x", encoding="ascii") as f:
+            f.write(data)
+        os.chmod(tmp / "etc" / name, 0o644)
+    ue = container.store.image_view(container.image).get("/etc")
+    if ue is not None and ue.type == "dir":
+        e = ue.entry
+        os.chown(tmp / "etc", e.uid, e.gid)
+        os.chmod(tmp / "etc", e.mode)
+        os.utime(tmp / "etc", (e.mtime, e.mtime))
+    else:
+        os.chmod(tmp / "etc", 0o755)
+    os.replace(tmp, init)
+    return init

@@ -28,7 +28,7 @@ from typing import IO
 
 from ..errors import LayerkitError
 from .container import Container, rfc3339_now
-from .rootfs import ensure_init, ensure_lower, rootfs_dir
+from .rootfs import container_init, ensure_init, ensure_lower, rootfs_dir
 from .runspec import (
     DEFAULT_CAPABILITIES,
     ExecUser,
@@ -384,7 +384,8 @@ def _mount_options(container: Container) -> tuple[Path, str]:
     links = rootfs_dir(store) / "l"
     work = container.dir / "work"
     work.mkdir(exist_ok=True)
-    lowerdir = ":".join([init] + list(reversed(lowers)))
+    own = os.path.relpath(container_init(container), links)
+    lowerdir = ":".join([own, init] + list(reversed(lowers)))
     upper, work_rel = os.path.relpath(container.upper, links), os.path.relpath(work, links)
     opts = f"lowerdir={lowerdir},upperdir={upper},workdir={work_rel}"
     return links, opts

@@ -22,7 +22,7 @@ from .state import Output, State, StepOutcome, command_of, empty_tar_layer
 def do_run(state: State, ins: Instruction, step: str) -> StepOutcome:
     """RUN: the command in a container of the current image (confined, no network); its writable layer
     becomes the step's layer."""
-    from ..commit import RUNTIME_DIRS, freeze_upper, keep_layer
+    from ..commit import RUNTIME_PATHS, freeze_upper, keep_layer
     from ..container import create_container, remove_container
     from ..runtime import execute
     from ..store import NewLayer
@@ -64,7 +64,7 @@ def do_run(state: State, ins: Instruction, step: str) -> StepOutcome:
         if code != 0:
             raise BuildFailed(f"{step}: The command '{' '.join(cmd)}' returned a non-zero code: {code}")
         _discard_volumes(state, c.upper, volumes)
-        res, empty = freeze_upper(state.store, c.upper, f"RUN (Dockerfile line {ins.line})", frozenset(RUNTIME_DIRS),
+        res, empty = freeze_upper(state.store, c.upper, f"RUN (Dockerfile line {ins.line})", RUNTIME_PATHS,
                                   clamp_mtime=state.timestamp)
         if empty:
             res.writer.abort()
