@@ -20,8 +20,10 @@ the end), collects what each returns and commits: ``layers`` rows (in batches, a
 ``images``, ``image_layers`` and ``failures``. Dask runs again a task whose worker died; its parts have the
 same names and bytes (:mod:`.dataset`), so nothing is counted twice.
 
-Registries (``docker://HOST`` catalogs, repositories and tags) are the next step: their transport is being
-added behind the same ``open_source``.
+Registries (``docker://HOST[:PORT]`` catalogs, ``docker://HOST/REPO`` tags, ``docker://HOST/REPO:TAG``) are
+listed by :mod:`.registry` (manifests and configs only); their layers are ``registry`` locators (registry,
+repository, blob digest) that a worker streams straight from the registry. A blob several repositories
+hold is indexed once, the other repositories' copies kept as alternates.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -56,13 +59,16 @@ COMMIT_EVERY = 500  # layers rows committed per batch: a client that dies loses 
 
 @dataclass(frozen=True)
 class Locator:
-    """Where a worker finds a layer blob: ``kind`` ``file`` (``path``: the blob itself, layerkit's store) or
-    ``source`` (``path``: a transport reference; ``image``, ``layer``: positions in its listing)."""
+    """Where a worker finds a layer blob: ``kind`` ``file`` (``path``: the blob itself, layerkit's store),
+    ``source`` (``path``: a transport reference; ``image``, ``layer``: positions in its listing) or
+    ``registry`` (``path``: the registry, ``repository``, ``digest``: the blob)."""
 
     kind: str
     path: str
     image: int = 0
     layer: int = 0
+    repository: str = ""
+    digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -240,10 +246,38 @@ def _plan_store(planner: _Planner, source: str, store: Store) -> None:
                     [f"{source}: layer {ly.digest}" for ly in layers])
 
 
+def _plan_registry(planner: _Planner, source: str) -> None:
+    """Every image a ``docker://`` source names (:mod:`.registry`); what cannot be read is a failure row."""
+    from . import registry
+
+    for found in registry.images(source):
+        if found.error is not None:
+            if found.stage == "source":
+                raise found.error
+            planner.plan.failures.append(_failure(found.label, found.stage, found.error))
+            continue
+        m, ref = found.manifest, found.ref
+        image_id = "sha256:" + hashlib.sha256(found.config_bytes).hexdigest()
+        try:
+            config = check_config(parse_config(found.config_bytes, found.label), found.label)
+            diff_ids = config["rootfs"]["diff_ids"]
+            if len(diff_ids) != len(m.layers):
+                raise LayerkitError(f"{found.label}: lists {len(m.layers)} layers but its config has "
+                                    f"{len(diff_ids)} diff_ids")
+        except LayerkitError as exc:
+            planner.plan.failures.append(_failure(found.label, "image", exc, image_id=image_id))
+            continue
+        names = [ref] if ref.digest else [Reference(ref.domain, ref.path, ref.tag, None)]
+        planner.add(source, image_id, config, names, m.digest,
+                    [(ld["digest"], ld["size"], ld.get("mediaType")) for ld in m.layers],
+                    [Locator("registry", ref.domain, repository=ref.path, digest=ld["digest"]) for ld in m.layers],
+                    [f"{found.label}: layer {ld['digest']}" for ld in m.layers])
+
+
 def _plan_source(planner: _Planner, source: str) -> None:
     if source.startswith("docker://"):
-        raise LayerkitError(f"{source}: scanning registries comes in the next step of layerkit scan (scan "
-                            "docker-archive:, oci:, oci-archive: or the store for now)")
+        _plan_registry(planner, source)
+        return
     from ..formats.transports.registry import open_source
 
     with open_source(source, every=True) as src:
@@ -323,6 +357,8 @@ def close_sources() -> None:
     with _SOURCES_LOCK:
         while _SOURCES:
             _SOURCES.popitem()[1][0].close()
+    if "layerkit.fleet.registry" in sys.modules:  # registry connections, when this process opened some
+        sys.modules["layerkit.fleet.registry"].close_clients()
 
 
 def _open(task: LayerTask) -> BinaryIO:
@@ -332,6 +368,10 @@ def _open(task: LayerTask) -> BinaryIO:
             return open(loc.path, "rb")
         except FileNotFoundError as exc:
             raise NotFound(f"{task.label}: blob file missing") from exc
+    if loc.kind == "registry":
+        from .registry import open_blob
+
+        return open_blob(loc.path, loc.repository, loc.digest, task.size or 0)
     images = _listing(loc.path)
     if loc.image >= len(images) or loc.layer >= len(images[loc.image].layers):
         raise NotFound(f"{task.label}: the source no longer holds it (changed since the scan was planned)")
