@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 import pytest
+import requests
 
 try:  # a missing extra fails the run, naming what to install (nothing is skipped in CI)
     import distributed  # noqa: F401
@@ -271,3 +272,29 @@ def test_cli_scan_of_one_repository(filled, tmp_path, capsys) -> None:
     got = json.loads(capsys.readouterr().out)
     assert (got["images"], got["failures"]) == (1, 0), got
     assert {r["reference"] for r in table(out, "images")} == {f"{reg.host}/lk/multi:1", f"{reg.host}/lk/multi:2"}
+
+
+def test_progress_counts_layers_and_bytes_and_names_the_dashboard(filled, tmp_path) -> None:
+    """Each layer to index is announced ``waiting`` with its size, then ``done`` once; the bytes the events
+    add up to are the compressed bytes scanned; the dashboard of the scheduler used is a note, given once,
+    and its address answers."""
+    from distributed import Client, LocalCluster
+
+    from layerkit.engine.progress import Status, Tally
+
+    events = []
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address="127.0.0.1:0") as lc, \
+            Client(lc):
+        res = scan([f"docker://{filled['registry'].host}/lk/multi"], str(tmp_path / "ds"),
+                   scheduler=lc.scheduler_address, progress=events.append)
+        assert requests.get(res.dashboard, timeout=10).status_code == 200  # the scheduler's HTTP server
+    notes = [e.note for e in events if e.note]
+    assert len(notes) == 1 and notes[0] == f"Dask dashboard: {res.dashboard}" and res.dashboard.startswith("http")
+    layers = [e for e in events if e.note is None]
+    waiting = {e.digest: e.total for e in layers if e.status == Status.WAITING}
+    done = [e.digest for e in layers if e.status == Status.DONE]
+    assert len(waiting) == res.layers > 1 and sorted(done) == sorted(waiting)
+    tally = Tally()
+    for e in layers:
+        tally.add(e)
+    assert tally.total == res.compressed_bytes == sum(waiting.values())

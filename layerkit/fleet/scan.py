@@ -468,18 +468,37 @@ def _index_copy(task: LayerTask, dataset: str, contents: bool) -> dict:
 
 # ---- running it (the client) -------------------------------------------------------------------------
 
-def _client(scheduler: str | None, workers: int | None, processes: bool):
+def _client(scheduler: str | None, workers: int | None, processes: bool, dashboard: bool = False):
     """A Dask client: to ``scheduler``, or to a new LocalCluster (one single-threaded worker per core: tar
-    parsing holds the GIL, so threads of one process would not add up)."""
+    parsing holds the GIL, so threads of one process would not add up). ``dashboard``: the LocalCluster
+    serves Dask's dashboard on a free 127.0.0.1 port when bokeh, which draws it, is installed."""
     from distributed import Client, LocalCluster
 
     if scheduler:
         return Client(scheduler), None
     n = workers or layer_workers(most=os.cpu_count() or 2)
     where = {"host": "127.0.0.1"} if processes else {}  # threads talk in-process (inproc://), not over TCP
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=None,
+    board = "127.0.0.1:0" if dashboard and _has_bokeh() else None
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=board,
                            **where)
     return Client(cluster), cluster
+
+
+def _has_bokeh() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bokeh") is not None
+
+
+def dashboard_link(client) -> str | None:
+    """The address of the Dask dashboard the client's scheduler serves (its HTTP server), or None."""
+    try:
+        info = client.scheduler_info()
+        if not info.get("services", {}).get("dashboard"):
+            return None
+        return client.dashboard_link or None
+    except (KeyError, AttributeError, OSError):
+        return None
 
 
 def _results(client, tasks: list[LayerTask], dataset: str, contents: bool) -> Iterator[tuple[LayerTask, dict]]:
@@ -502,7 +521,8 @@ def scan(sources: list[str], dataset: str, *, store: Store | None = None, schedu
 
     ``scheduler``: the address of a running Dask scheduler (``tcp://HOST:8786``); else a LocalCluster of
     ``workers`` processes (threads of this process with ``processes=False``). ``contents``: hash every
-    regular file. ``progress`` receives a ``waiting`` event per layer to index, then ``done``."""
+    regular file. ``progress`` receives a ``waiting`` event per layer to index, then ``done`` as each is
+    indexed (or fails), and the Dask dashboard's address once, as a note, when the cluster serves one."""
     start = time.monotonic()
     ds.create(dataset)
     ds.remove_orphans(dataset)
@@ -516,10 +536,13 @@ def scan(sources: list[str], dataset: str, *, store: Store | None = None, schedu
         if progress is not None:
             for t in p.tasks:
                 progress(ProgressEvent("layer", t.digest or t.diff_id, 0, t.size, Status.WAITING))
-        client, cluster = _client(scheduler, workers, processes)
+        client, cluster = _client(scheduler, workers, processes, dashboard=progress is not None)
         try:
             n_workers = len(client.scheduler_info().get("workers", {}))
-            dashboard = client.dashboard_link if scheduler else None  # a LocalCluster here serves none
+            # a LocalCluster's scheduler always serves HTTP, but draws the dashboard only with bokeh
+            dashboard = dashboard_link(client) if scheduler or (cluster is not None and _has_bokeh()) else None
+            if dashboard and progress is not None:  # shown once, while the work it shows runs
+                progress(ProgressEvent("scan", None, 0, None, Status.WAITING, note=f"Dask dashboard: {dashboard}"))
             for t, res in _results(client, p.tasks, dataset, contents):
                 if "layer" in res:
                     layer_rows.append(res["layer"])
