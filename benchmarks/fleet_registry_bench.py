@@ -8,7 +8,8 @@ of each image's own (20-300 files), and every tenth image one large layer (400 f
 are written as one OCI layout by a small script (gzip, level 6) and pushed with ``skopeo copy``.
 
 Measured: the scan of the whole registry (``docker://HOST:PORT``: catalog, tags, manifests, configs, every
-unique layer) into a fresh dataset by a LocalCluster of 1, then 2 worker processes (the cluster's start is
+unique layer) into a fresh dataset by a LocalCluster of 1, then 2 worker processes of 2 threads each, as ``scan``'s own
+LocalCluster has them (the cluster's start is
 not timed, as it is not in ``fleet_bench``), with compressed MB/s, files/s and the scaling efficiency;
 each worker's peak RSS (``ru_maxrss`` read in the worker); the planning time alone; and the scan time
 divided by ``skopeo copy`` of every image from the registry into one OCI layout (one skopeo process per
@@ -113,12 +114,13 @@ def fill(layout: Path, names: list[str], root: Path) -> object:
 
 
 def scan_once(source: str, workers: int) -> dict:
-    """One scan into a fresh dataset on a new LocalCluster of ``workers`` processes."""
+    """One scan into a fresh dataset on a new LocalCluster of ``workers`` processes (of as many threads as
+    ``scan``'s own LocalCluster gives each)."""
     import resource
 
     from distributed import Client, LocalCluster
 
-    from layerkit.fleet.scan import plan, scan
+    from layerkit.fleet.scan import THREADS_PER_WORKER, plan, scan
 
     ds = HERE / f"ds-{workers}"
     shutil.rmtree(ds, ignore_errors=True)
@@ -126,7 +128,7 @@ def scan_once(source: str, workers: int) -> dict:
     p = plan([source], str(ds))
     planning = time.perf_counter() - t0
     shutil.rmtree(ds, ignore_errors=True)
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+    with LocalCluster(n_workers=workers, threads_per_worker=THREADS_PER_WORKER, processes=True, dashboard_address=None,
                       host="127.0.0.1") as cluster, Client(cluster) as client:
         t0 = time.perf_counter()
         res = scan([source], str(ds), scheduler=cluster.scheduler_address)

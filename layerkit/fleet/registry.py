@@ -81,9 +81,25 @@ def parse_source(text: str) -> RegistryScope:
     return RegistryScope(ref.domain, ref.path, ref)
 
 
+_SCHEMES: dict[str, tuple[str, bool]] = {}  # registry -> (base URL, verify TLS), found by its first client's ping
+_SCHEMES_LOCK = threading.Lock()
+
+
 def _client(domain: str, repository: str | None, what: str) -> RegistryClient:
+    """A client for one repository (or the catalog). The scheme is found once per registry and process: on
+    127.0.0.1 each ping tries TLS first, about 0.1 s, and a scan makes a client per repository. A later
+    client's first request answers any auth challenge itself (:meth:`RegistryClient.request`)."""
     scopes = [f"repository:{repository}:pull"] if repository else ["registry:catalog:*"]
-    return RegistryClient(domain, what, credentials=credentials_for(domain), scopes=scopes)
+    c = RegistryClient(domain, what, credentials=credentials_for(domain), scopes=scopes)
+    with _SCHEMES_LOCK:
+        known = _SCHEMES.get(c.domain)
+    if known is not None:
+        c.base, c.verify = known
+    else:
+        c.ping()
+        with _SCHEMES_LOCK:
+            _SCHEMES[c.domain] = (c.base, c.verify)
+    return c
 
 
 def images(source: str, platform: str | None = None) -> Iterator[Found]:
