@@ -298,3 +298,31 @@ def test_progress_counts_layers_and_bytes_and_names_the_dashboard(filled, tmp_pa
     for e in layers:
         tally.add(e)
     assert tally.total == res.compressed_bytes == sum(waiting.values())
+
+
+def test_a_registry_behind_basic_auth_is_scanned_with_the_saved_credentials(filled, tmp_path, monkeypatch) -> None:
+    """A registry with htpasswd auth: without credentials its catalog is a failure naming the refusal; with
+    the credentials ``layerkit login`` saves, the catalog, the tags and the blobs are read with them."""
+    from test_registry import PASSWORD, USER, bcrypt_hash
+
+    from layerkit.formats.registry import credentials
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    root = tmp_path / "auth-registry"
+    root.mkdir()
+    (root / "htpasswd").write_text(f"{USER}:{bcrypt_hash(PASSWORD)}\n")
+    reg = start_registry(root, f"auth:\n  htpasswd:\n    realm: layerkit-test\n    path: {root / 'htpasswd'}\n")
+    try:
+        skopeo_copy(f"docker://{filled['registry'].host}/tools/tool:v1", f"docker://{reg.host}/private/tool:v1",
+                    "--src-tls-verify=false", "--dest-tls-verify=false", f"--dest-creds={USER}:{PASSWORD}")
+        res = scan([f"docker://{reg.host}"], str(tmp_path / "ds0"), workers=1, processes=False)
+        (f,) = res.failure_rows
+        assert (f["stage"], f["error"]) == ("source", "RegistryAuthError") and "unauthorized" in f["reason"], f
+        credentials.login(reg.host, USER, PASSWORD)
+        res = scan([f"docker://{reg.host}"], str(tmp_path / "ds"), workers=1, processes=False)
+        assert (res.images, res.failures) == (1, 0), res.failure_rows
+        held = what_the_registry_holds(filled["registry"].host)[f"{filled['registry'].host}/tools/tool:v1"]
+        assert sorted(r["diff_id"] for r in table(tmp_path / "ds", "layers")) == sorted(held[1])
+    finally:
+        reg.stop()
