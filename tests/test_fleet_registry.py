@@ -326,3 +326,15 @@ def test_a_registry_behind_basic_auth_is_scanned_with_the_saved_credentials(fill
         assert sorted(r["diff_id"] for r in table(tmp_path / "ds", "layers")) == sorted(held[1])
     finally:
         reg.stop()
+
+
+def test_one_image_by_digest(filled, tmp_path) -> None:
+    """``docker://HOST/REPO@sha256:...``: that one image, named by its digest (no tag), its manifest digest
+    the one the registry names."""
+    host = filled["registry"].host
+    raw = run_bytes(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{host}/tools/tool:v1"])
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    res = scan([f"docker://{host}/tools/tool@{digest}"], str(tmp_path / "ds"), workers=1, processes=False)
+    assert (res.images, res.failures) == (1, 0), res.failure_rows
+    (row,) = table(tmp_path / "ds", "images")
+    assert (row["reference"], row["tag"], row["manifest_digest"]) == (f"{host}/tools/tool@{digest}", None, digest)
