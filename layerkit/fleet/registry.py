@@ -10,7 +10,8 @@ The client (:func:`images`) lists them through :mod:`layerkit.formats.registry.l
 reads, for each tag, the manifest and the config only (small documents), with the same client, TLS rules,
 credentials and platform choice as ``pull`` (:func:`~layerkit.formats.registry.manifests.resolve`: an
 index resolves to this machine's platform, as the ``docker://`` transport does). Those reads run on a few
-threads (:data:`LIST_THREADS`: each is a round trip that waits on the registry, not on the CPU); a config
+threads (:data:`LIST_THREADS`: each is a round trip that waits on the registry, not on the CPU): every
+repository's tag list at once, then the images in catalog and tag order, a window of them ahead; a config
 several tags share is fetched once. What cannot be listed or read is a :class:`Found` carrying the error,
 never an exception: the rest of the registry is still scanned.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,7 +40,8 @@ from ..formats.registry.pulling import BlobReader
 from ..formats.registry.transport import RegistryClient, normalize_registry
 
 PREFIX = "docker://"
-LIST_THREADS = 8  # manifests and configs read at once while planning (round trips, not CPU)
+LIST_THREADS = 8  # tag lists, manifests and configs read at once while planning (round trips, not CPU)
+LIST_WINDOW = 4 * LIST_THREADS  # images read ahead of the one the planner takes (bounds the client's memory)
 _HOST_RE = re.compile(r"(?:localhost|[^/:]*\.[^/:]*|[^/:]+:[0-9]+|\[[0-9a-fA-F:]+\](?::[0-9]+)?)")
 
 
@@ -137,22 +140,35 @@ def images(source: str, platform: str | None = None) -> Iterator[Found]:
         except (LayerkitError, OSError) as exc:
             return Found(ref, label, "source" if scope.ref is not None else "image", error=exc)
 
-    with ThreadPoolExecutor(LIST_THREADS) as pool:
-        for repo in repos:
-            client = _client(scope.domain, repo, what)
-            try:
-                if scope.ref is not None:
-                    refs = [scope.ref]
-                else:
-                    try:
-                        refs = [Reference(scope.domain, repo, t) for t in tags(client, repo)]
-                    except (LayerkitError, OSError) as exc:
-                        stage = "repository" if scope.repository is None else "source"
-                        yield Found(Reference(scope.domain, repo), f"{PREFIX}{scope.domain}/{repo}", stage, error=exc)
-                        continue
-                yield from pool.map(lambda r, c=client: read(c, r), refs)
-            finally:
-                client.close()
+    clients = {repo: _client(scope.domain, repo, what) for repo in repos}  # the first one pings
+
+    def listed(repo: str) -> tuple[str, list[Reference], BaseException | None]:
+        if scope.ref is not None:
+            return repo, [scope.ref], None
+        try:
+            return repo, [Reference(scope.domain, repo, t) for t in tags(clients[repo], repo)], None
+        except (LayerkitError, OSError) as exc:
+            return repo, [], exc
+
+    try:
+        with ThreadPoolExecutor(LIST_THREADS) as pool:
+            todo: list[tuple[str, Reference]] = []
+            for repo, refs, exc in pool.map(listed, repos):  # every tag list at once: names only
+                if exc is not None:
+                    stage = "repository" if scope.repository is None else "source"
+                    yield Found(Reference(scope.domain, repo), f"{PREFIX}{scope.domain}/{repo}", stage, error=exc)
+                todo += [(repo, r) for r in refs]
+            # then the manifests and configs, a bounded window of them in flight, yielded in order
+            pending: deque = deque()
+            for repo, ref in todo:
+                pending.append(pool.submit(read, clients[repo], ref))
+                if len(pending) >= LIST_WINDOW:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+    finally:
+        for c in clients.values():
+            c.close()
 
 
 # ---- a worker's side ---------------------------------------------------------------------------------
