@@ -338,3 +338,37 @@ def test_one_image_by_digest(filled, tmp_path) -> None:
     assert (res.images, res.failures) == (1, 0), res.failure_rows
     (row,) = table(tmp_path / "ds", "images")
     assert (row["reference"], row["tag"], row["manifest_digest"]) == (f"{host}/tools/tool@{digest}", None, digest)
+
+
+def test_an_index_resolves_to_the_platform_skopeo_and_pull_choose(filled, tmp_path) -> None:
+    """A tag naming an image index (two platforms) is scanned as the one image of this machine's platform,
+    the one ``skopeo inspect`` picks on this machine, as ``pull`` does."""
+    reg = start_registry(tmp_path / "index-registry")
+    try:
+        src = filled["registry"].host
+        entries = []
+        for tag, from_repo, plat in (("mine", "tools/tool:v1", None), ("other", "lk/busybox:1", "other")):
+            skopeo_copy(f"docker://{src}/{from_repo}", f"docker://{reg.host}/plat/app:{tag}",
+                        "--src-tls-verify=false", "--dest-tls-verify=false")
+            raw = run_bytes(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{reg.host}/plat/app:{tag}"])
+            entries.append((raw, plat))
+        from layerkit.engine.mediatypes import host_platform
+
+        here = host_platform()
+        other = "arm64" if here.architecture != "arm64" else "amd64"
+        index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+            {"mediaType": json.loads(raw)["mediaType"], "digest": "sha256:" + hashlib.sha256(raw).hexdigest(),
+             "size": len(raw), "platform": {"os": "linux", "architecture": other if plat else here.architecture}}
+            for raw, plat in reversed(entries)]}
+        put = requests.put(f"http://{reg.host}/v2/plat/app/manifests/1", data=json.dumps(index).encode(),
+                           headers={"Content-Type": "application/vnd.oci.image.index.v1+json"}, timeout=30)
+        assert put.status_code == 201, put.text
+        res = scan([f"docker://{reg.host}/plat/app:1"], str(tmp_path / "ds"), workers=1, processes=False)
+        assert (res.images, res.failures) == (1, 0), res.failure_rows
+        (row,) = table(tmp_path / "ds", "images")
+        raw_config = run_bytes(["skopeo", "inspect", "--config", "--raw", "--tls-verify=false",
+                                f"docker://{reg.host}/plat/app:1"])
+        assert row["image_id"] == "sha256:" + hashlib.sha256(raw_config).hexdigest()
+        assert row["manifest_digest"] == "sha256:" + hashlib.sha256(entries[0][0]).hexdigest()  # the tool's
+    finally:
+        reg.stop()
