@@ -5,17 +5,20 @@ Each face picks its tqdm: the CLI plain ``tqdm`` on stderr (nothing when stderr 
 notebook ``tqdm.auto`` (a widget). tqdm is imported with the first bar (about 75 ms that a quick verb
 does not pay). :class:`ProgressBars` draws one operation as layerkit always has: one
 bar of the bytes moved (every layer's latest ``done``, so nothing counts twice), its postfix the latest
-layer's state in Docker's words (``1a2b3c4d5e6f: Downloading``); a large layer being indexed gets a bar of
-its own, closed when it is done. A bar appears with the first event, so quick work draws nothing.
+layer's state in Docker's words (``1a2b3c4d5e6f: Downloading``) after how many of the announced items are
+finished (``12/340 layers``), tqdm's own figures giving the bytes and the rate; a large layer being indexed
+gets a bar of its own, closed when it is done. A bar appears with the first event, so quick work draws
+nothing. An event's ``note`` (the Dask dashboard of a scan) is written once above the bars.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
 from typing import Any
 
-from .results import ProgressEvent, Status, Tally, short
+from .results import FINISHED, ProgressEvent, Status, Tally, short
 
 # what a bar's postfix says of a layer, as docker pull / push word it
 WORDS = {
@@ -48,6 +51,9 @@ class ProgressBars:
         self._indexing: dict[str | None, Any] = {}
         self._tally = Tally()
         self._lock = threading.Lock()
+        self._announced: set[tuple[str, str | None]] = set()  # items seen (layers, archives)
+        self._finished: set[tuple[str, str | None]] = set()
+        self._notes: set[str] = set()
 
     def _new_bar(self, desc: str, total: int | None = None) -> Any:
         tqdm = importlib.import_module(self._tqdm_module).tqdm
@@ -57,13 +63,31 @@ class ProgressBars:
 
     def __call__(self, event: ProgressEvent) -> None:
         with self._lock:
+            if event.note is not None:
+                self._note(event.note)
+                return
             if event.status == Status.INDEXING or (event.status == Status.DONE and event.digest in self._indexing):
                 self._index(event)
                 return
             if self._bar is None:
                 self._bar = self._new_bar(self.desc)
-            self._bar.set_postfix_str(label(event), refresh=False)
+            key = (event.what, event.digest)
+            self._announced.add(key)
+            if event.status in FINISHED:
+                self._finished.add(key)
+            n = len(self._announced)
+            count = f"{len(self._finished)}/{n} {event.what}s, " if n > 1 else ""
+            self._bar.set_postfix_str(count + label(event), refresh=False)
             self._bar.update(self._tally.add(event))
+
+    def _note(self, text: str) -> None:
+        if text in self._notes:
+            return
+        self._notes.add(text)
+        if self._bar is None:
+            self._bar = self._new_bar(self.desc)
+        if not self._bar.disable:  # where bars are drawn (a terminal, a notebook), above them
+            self._bar.write(text, file=sys.stderr if self._tqdm_module == "tqdm" else None)
 
     def _index(self, event: ProgressEvent) -> None:
         bar = self._indexing.get(event.digest)

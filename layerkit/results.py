@@ -26,6 +26,7 @@ from .engine.humanize import parse_time as parse_time
 from .engine.layerindex import Entry
 
 # progress events too: the faces draw them (layerkit.progressbars)
+from .engine.progress import FINISHED as FINISHED
 from .engine.progress import Progress as Progress
 from .engine.progress import ProgressEvent as ProgressEvent
 from .engine.progress import Status as Status

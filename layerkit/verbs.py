@@ -298,10 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
             d.add_argument("-v", "--verbose", action="store_true")
             _fmt(d)
 
-    s = sub.add_parser("scan", help="index many images (archives, layouts, the store) into a Parquet dataset, "
-                                    "on Dask")
-    s.add_argument("sources", nargs="+", metavar="SOURCE", help="docker-archive:PATH, oci:DIR, oci-archive:PATH, "
-                   "store: (every image of the store) or an image of the store")
+    s = sub.add_parser("scan", help="index many images (registries, archives, layouts, the store) into a Parquet "
+                                    "dataset, on Dask")
+    s.add_argument("sources", nargs="+", metavar="SOURCE", help="docker://HOST[:PORT] (every repository), "
+                   "docker://HOST/REPO (every tag), docker://HOST/REPO:TAG, docker-archive:PATH, oci:DIR, "
+                   "oci-archive:PATH, store: (every image of the store) or an image of the store")
     s.add_argument("-o", "--output", required=True, metavar="DATASET", help="dataset directory (added to)")
     s.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler (tcp://HOST:8786); "
                    "default: a local cluster")

@@ -21,6 +21,9 @@ mounted     the registry mounted it from another repository (push)
 done        moved and verified (``Pull complete``, ``Pushed``, ``Loaded``), or indexed
 =========== =====================================================================================
 
+An event may also carry a ``note``: one line for the person watching, shown once (``scan`` gives the Dask
+dashboard's address so); such an event is about no item and moves no bytes.
+
 A callback may be called from several threads (layers move concurrently), never two at a time: the
 operations serialize their calls (:func:`serialized`).
 """
@@ -57,6 +60,7 @@ class ProgressEvent:
     done: int  # bytes of the item handled so far
     total: int | None  # the item's size in bytes, when known
     status: Status
+    note: str | None = None  # a line to show once (the Dask dashboard's address); no item, no bytes
 
 
 Progress = Callable[[ProgressEvent], None]

@@ -20,8 +20,10 @@ the end), collects what each returns and commits: ``layers`` rows (in batches, a
 ``images``, ``image_layers`` and ``failures``. Dask runs again a task whose worker died; its parts have the
 same names and bytes (:mod:`.dataset`), so nothing is counted twice.
 
-Registries (``docker://HOST`` catalogs, repositories and tags) are the next step: their transport is being
-added behind the same ``open_source``.
+Registries (``docker://HOST[:PORT]`` catalogs, ``docker://HOST/REPO`` tags, ``docker://HOST/REPO:TAG``) are
+listed by :mod:`.registry` (manifests and configs only); their layers are ``registry`` locators (registry,
+repository, blob digest) that a worker streams straight from the registry. A blob several repositories
+hold is indexed once, the other repositories' copies kept as alternates.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -51,18 +54,26 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..formats.imagesource import SourceImage
 
 STORE_PREFIXES = ("store:", "layerkit:")
+# Tar parsing holds the GIL, but a layer task also waits: on the registry's first byte (10-40 ms a blob from
+# a local docker-registry) and on the fsync of its Parquet part (about 14 ms). A second thread per worker
+# process fills those waits: the benchmark registry (1,092 layers) took 69 s with 2 processes of 1 thread
+# and 37-52 s with 2 of 2 on the shared 2 cores (4 threads: no better, peak RSS about 210 MB a worker).
+THREADS_PER_WORKER = 2
 COMMIT_EVERY = 500  # layers rows committed per batch: a client that dies loses at most this much work
 
 
 @dataclass(frozen=True)
 class Locator:
-    """Where a worker finds a layer blob: ``kind`` ``file`` (``path``: the blob itself, layerkit's store) or
-    ``source`` (``path``: a transport reference; ``image``, ``layer``: positions in its listing)."""
+    """Where a worker finds a layer blob: ``kind`` ``file`` (``path``: the blob itself, layerkit's store),
+    ``source`` (``path``: a transport reference; ``image``, ``layer``: positions in its listing) or
+    ``registry`` (``path``: the registry, ``repository``, ``digest``: the blob)."""
 
     kind: str
     path: str
     image: int = 0
     layer: int = 0
+    repository: str = ""
+    digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -240,10 +251,38 @@ def _plan_store(planner: _Planner, source: str, store: Store) -> None:
                     [f"{source}: layer {ly.digest}" for ly in layers])
 
 
+def _plan_registry(planner: _Planner, source: str) -> None:
+    """Every image a ``docker://`` source names (:mod:`.registry`); what cannot be read is a failure row."""
+    from . import registry
+
+    for found in registry.images(source):
+        if found.error is not None:
+            if found.stage == "source":
+                raise found.error
+            planner.plan.failures.append(_failure(found.label, found.stage, found.error))
+            continue
+        m, ref = found.manifest, found.ref
+        image_id = "sha256:" + hashlib.sha256(found.config_bytes).hexdigest()
+        try:
+            config = check_config(parse_config(found.config_bytes, found.label), found.label)
+            diff_ids = config["rootfs"]["diff_ids"]
+            if len(diff_ids) != len(m.layers):
+                raise LayerkitError(f"{found.label}: lists {len(m.layers)} layers but its config has "
+                                    f"{len(diff_ids)} diff_ids")
+        except LayerkitError as exc:
+            planner.plan.failures.append(_failure(found.label, "image", exc, image_id=image_id))
+            continue
+        names = [ref] if ref.digest else [Reference(ref.domain, ref.path, ref.tag, None)]
+        planner.add(source, image_id, config, names, m.digest,
+                    [(ld["digest"], ld["size"], ld.get("mediaType")) for ld in m.layers],
+                    [Locator("registry", ref.domain, repository=ref.path, digest=ld["digest"]) for ld in m.layers],
+                    [f"{found.label}: layer {ld['digest']}" for ld in m.layers])
+
+
 def _plan_source(planner: _Planner, source: str) -> None:
     if source.startswith("docker://"):
-        raise LayerkitError(f"{source}: scanning registries comes in the next step of layerkit scan (scan "
-                            "docker-archive:, oci:, oci-archive: or the store for now)")
+        _plan_registry(planner, source)
+        return
     from ..formats.transports.registry import open_source
 
     with open_source(source, every=True) as src:
@@ -323,6 +362,8 @@ def close_sources() -> None:
     with _SOURCES_LOCK:
         while _SOURCES:
             _SOURCES.popitem()[1][0].close()
+    if "layerkit.fleet.registry" in sys.modules:  # registry connections, when this process opened some
+        sys.modules["layerkit.fleet.registry"].close_clients()
 
 
 def _open(task: LayerTask) -> BinaryIO:
@@ -332,6 +373,10 @@ def _open(task: LayerTask) -> BinaryIO:
             return open(loc.path, "rb")
         except FileNotFoundError as exc:
             raise NotFound(f"{task.label}: blob file missing") from exc
+    if loc.kind == "registry":
+        from .registry import open_blob
+
+        return open_blob(loc.path, loc.repository, loc.digest, task.size or 0)
     images = _listing(loc.path)
     if loc.image >= len(images) or loc.layer >= len(images[loc.image].layers):
         raise NotFound(f"{task.label}: the source no longer holds it (changed since the scan was planned)")
@@ -428,18 +473,39 @@ def _index_copy(task: LayerTask, dataset: str, contents: bool) -> dict:
 
 # ---- running it (the client) -------------------------------------------------------------------------
 
-def _client(scheduler: str | None, workers: int | None, processes: bool):
-    """A Dask client: to ``scheduler``, or to a new LocalCluster (one single-threaded worker per core: tar
-    parsing holds the GIL, so threads of one process would not add up)."""
+def _client(scheduler: str | None, workers: int | None, processes: bool, dashboard: bool = False):
+    """A Dask client: to ``scheduler``, or to a new LocalCluster (one worker process per core, each of
+    :data:`THREADS_PER_WORKER` threads; with ``processes=False``, single-threaded workers in this process).
+    ``dashboard``: the LocalCluster serves Dask's dashboard on a free 127.0.0.1 port when bokeh, which draws
+    it, is installed."""
     from distributed import Client, LocalCluster
 
     if scheduler:
         return Client(scheduler), None
     n = workers or layer_workers(most=os.cpu_count() or 2)
     where = {"host": "127.0.0.1"} if processes else {}  # threads talk in-process (inproc://), not over TCP
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=None,
+    board = "127.0.0.1:0" if dashboard and _has_bokeh() else None
+    cluster = LocalCluster(n_workers=n, threads_per_worker=THREADS_PER_WORKER if processes else 1,
+                           processes=processes, dashboard_address=board,
                            **where)
     return Client(cluster), cluster
+
+
+def _has_bokeh() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bokeh") is not None
+
+
+def dashboard_link(client) -> str | None:
+    """The address of the Dask dashboard the client's scheduler serves (its HTTP server), or None."""
+    try:
+        info = client.scheduler_info()
+        if not info.get("services", {}).get("dashboard"):
+            return None
+        return client.dashboard_link or None
+    except (KeyError, AttributeError, OSError):
+        return None
 
 
 def _results(client, tasks: list[LayerTask], dataset: str, contents: bool) -> Iterator[tuple[LayerTask, dict]]:
@@ -462,7 +528,8 @@ def scan(sources: list[str], dataset: str, *, store: Store | None = None, schedu
 
     ``scheduler``: the address of a running Dask scheduler (``tcp://HOST:8786``); else a LocalCluster of
     ``workers`` processes (threads of this process with ``processes=False``). ``contents``: hash every
-    regular file. ``progress`` receives a ``waiting`` event per layer to index, then ``done``."""
+    regular file. ``progress`` receives a ``waiting`` event per layer to index, then ``done`` as each is
+    indexed (or fails), and the Dask dashboard's address once, as a note, when the cluster serves one."""
     start = time.monotonic()
     ds.create(dataset)
     ds.remove_orphans(dataset)
@@ -476,10 +543,13 @@ def scan(sources: list[str], dataset: str, *, store: Store | None = None, schedu
         if progress is not None:
             for t in p.tasks:
                 progress(ProgressEvent("layer", t.digest or t.diff_id, 0, t.size, Status.WAITING))
-        client, cluster = _client(scheduler, workers, processes)
+        client, cluster = _client(scheduler, workers, processes, dashboard=progress is not None)
         try:
             n_workers = len(client.scheduler_info().get("workers", {}))
-            dashboard = client.dashboard_link if scheduler else None  # a LocalCluster here serves none
+            # a LocalCluster's scheduler always serves HTTP, but draws the dashboard only with bokeh
+            dashboard = dashboard_link(client) if scheduler or (cluster is not None and _has_bokeh()) else None
+            if dashboard and progress is not None:  # shown once, while the work it shows runs
+                progress(ProgressEvent("scan", None, 0, None, Status.WAITING, note=f"Dask dashboard: {dashboard}"))
             for t, res in _results(client, p.tasks, dataset, contents):
                 if "layer" in res:
                     layer_rows.append(res["layer"])
