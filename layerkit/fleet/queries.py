@@ -224,12 +224,14 @@ WITH il AS (
 ),
 chains AS (  -- every image's layer chain up to each position, and its bytes
   SELECT image_id, pos, diff_id,
-         list(diff_id) OVER w AS chain, sum(size) OVER w AS chain_size
+         list(diff_id) OVER w AS chain, sum(size) OVER w AS chain_size,
+         count(*) OVER (PARTITION BY image_id) AS n_layers
   FROM il WINDOW w AS (PARTITION BY image_id ORDER BY pos ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
 ),
 shared AS (
   SELECT chain, any_value(pos) + 1 AS depth, any_value(diff_id) AS top_layer, any_value(chain_size) AS size,
-         count(DISTINCT image_id) AS images, min(image_id) AS example_image
+         count(DISTINCT image_id) AS images,
+         arg_min(image_id, (n_layers, image_id)) AS example_image  -- the base image itself when it is there
   FROM chains GROUP BY chain HAVING count(DISTINCT image_id) > 1
 )
 SELECT s.depth, s.top_layer, list_slice(s.chain, 1, len(s.chain) - 1) AS parent_chain, s.images, s.size,

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 import threading
@@ -485,8 +486,10 @@ def _client(scheduler: str | None, workers: int | None, processes: bool, dashboa
     n = workers or layer_workers(most=os.cpu_count() or 2)
     where = {"host": "127.0.0.1"} if processes else {}  # threads talk in-process (inproc://), not over TCP
     board = "127.0.0.1:0" if dashboard and _has_bokeh() else None
+    # silence_logs: Dask's workers log to the terminal (a notebook cell's output) on their own, e.g. a
+    # heartbeat that races the scheduler's shutdown; what a scan must say comes back as results and failures
     cluster = LocalCluster(n_workers=n, threads_per_worker=THREADS_PER_WORKER if processes else 1,
-                           processes=processes, dashboard_address=board,
+                           processes=processes, dashboard_address=board, silence_logs=logging.CRITICAL,
                            **where)
     return Client(cluster), cluster
 
