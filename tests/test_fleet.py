@@ -34,11 +34,12 @@ except ImportError as exc:
         from exc
 
 from builders import WH, F, S, layer_tar, write_layout  # noqa: E402
-from realtools import require, run, run_bytes, skopeo_config  # noqa: E402
+from realtools import require, run, run_bytes, skopeo_config, skopeo_copy  # noqa: E402
 
 from layerkit import commands  # noqa: E402
 from layerkit.cli import main  # noqa: E402
 from layerkit.engine.store import Store  # noqa: E402
+from layerkit.examples import start_registry  # noqa: E402
 from layerkit.fleet import dataset as ds  # noqa: E402
 from layerkit.fleet import queries  # noqa: E402
 from layerkit.fleet.scan import LayerTask, Locator, index_layer, scan  # noqa: E402
@@ -383,9 +384,10 @@ def _free_port() -> int:
 
 def test_scan_on_a_dask_scheduler_with_worker_processes(tmp_path) -> None:
     """``layerkit scan --scheduler``: a ``dask scheduler`` and two ``dask worker`` processes on 127.0.0.1,
-    started here and stopped by PID; the workers open the layers from the layout themselves. A second scan
-    loses a worker in the middle of a layer and still writes every row once. Then the CLI answers ``fleet``
-    questions about the first dataset."""
+    started here and stopped by PID; the workers open the layers from the layout themselves, and, scanning a
+    real ``docker-registry`` that ``skopeo copy`` filled with the same images, fetch the blobs from it
+    themselves: the same rows. A scan of the registry loses a worker in the middle of a layer and still
+    writes every row once. Then the CLI answers ``fleet`` questions about the first dataset."""
     dask = Path(sys.executable).with_name("dask")
     if not dask.exists():
         pytest.fail("the dask command is missing: pip install 'layerkit[fleet]' (distributed)")
@@ -394,6 +396,7 @@ def test_scan_on_a_dask_scheduler_with_worker_processes(tmp_path) -> None:
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     log = open(tmp_path / "dask.log", "wb")
+    registry = start_registry(tmp_path / "registry", access_log=False)
     procs = [subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port", str(port),
                                "--no-dashboard"], stdout=log, stderr=log, env=env, start_new_session=True)]
     try:
@@ -423,14 +426,33 @@ def test_scan_on_a_dask_scheduler_with_worker_processes(tmp_path) -> None:
         workers = {r["worker"] for r in table(out, "layers")}
         assert workers <= {"w0", "w1"} and workers, workers
 
+        # the same images in a registry: the workers fetch the blobs, the rows are the layout's
+        for layout, name in ((a, "team/a:1"), (b, "team/b:1")):
+            skopeo_copy(f"oci:{layout}", f"docker://{registry.host}/{name}", "--dest-tls-verify=false")
+        out_reg = tmp_path / "ds-registry"
+        p = subprocess.run([sys.executable, "-m", "layerkit", "scan", f"docker://{registry.host}", "-o", str(out_reg),
+                            "--scheduler", f"tcp://127.0.0.1:{port}", "--contents"],
+                           capture_output=True, text=True, env=env, timeout=300)
+        assert p.returncode == 0 and "failures: 0" in p.stdout, (p.stdout, p.stderr)
+        assert {r["reference"] for r in table(out_reg, "images")} == {f"{registry.host}/team/a:1",
+                                                                       f"{registry.host}/team/b:1"}
+
+        def files_of(d: Path) -> list[tuple]:
+            return sorted((r["diff_id"], r["path"], r["type"], r["size"], r["sha256"]) for r in table(d, "files"))
+
+        assert files_of(out_reg) == files_of(out)
+        assert {r["worker"] for r in table(out_reg, "layers")} <= {"w0", "w1"}
+
         # a worker killed in the middle of a layer: Dask runs its task again on the other worker, whose
         # parts have the same names and bytes, so no row is written twice
         big = [layer_tar([F(f"big{k}/d{i // 1000}/f{i}") for i in range(100_000)]) for k in range(2)]
         c_layout = write_layout(tmp_path / "c", big, "big:1")
         hexes = [hashlib.sha256(x).hexdigest() for x in big]
         del big
+        skopeo_copy(f"oci:{c_layout}", f"docker://{registry.host}/big:1", "--dest-tls-verify=false")
         out2 = tmp_path / "ds2"
-        scanning = subprocess.Popen([sys.executable, "-m", "layerkit", "scan", f"oci:{c_layout}", "-o", str(out2),
+        scanning = subprocess.Popen([sys.executable, "-m", "layerkit", "scan", f"docker://{registry.host}/big:1",
+                                     "-o", str(out2),
                                      "--scheduler", f"tcp://127.0.0.1:{port}"], stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True, env=env)
         deadline = time.monotonic() + 120
@@ -450,6 +472,7 @@ def test_scan_on_a_dask_scheduler_with_worker_processes(tmp_path) -> None:
             assert len(list((out2 / "files").glob(f"{h}.*.parquet"))) == 4
         assert not [p for p in (out2 / "files").iterdir() if p.name.startswith(".tmp-")]
     finally:
+        registry.stop()
         for proc in reversed(procs):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
