@@ -498,7 +498,10 @@ def test_scan_on_a_local_cluster_of_processes_and_the_cli(tmp_path, capsys) -> N
     a, b, _ = _small_layouts(tmp_path)
     out = tmp_path / "ds"
     assert main(["scan", f"oci:{a}", f"oci:{b}", "-o", str(out), "--workers", "2", "--contents"]) == 0
-    capsys.readouterr()
+    said = capsys.readouterr().out
+    # the LocalCluster serves Dask's dashboard (bokeh is in the fleet extra) and the scan names it
+    link = next(line for line in said.splitlines() if line.startswith("Dask dashboard: "))
+    assert link.startswith("Dask dashboard: http://127.0.0.1:") and link.endswith("/status"), said
     assert main(["fleet", "sql", "SELECT count(DISTINCT diff_id) AS n FROM files", str(out), "--format",
                  "json"]) == 0
     assert json.loads(capsys.readouterr().out) == [{"n": 3}]
