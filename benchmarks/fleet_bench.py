@@ -56,6 +56,19 @@ def _layer(rng: random.Random, prefix: str, files: int, size: int) -> bytes:
     return buf.getvalue()
 
 
+def image_entry(put, name: str, ls: list[tuple[dict, str]]) -> dict:
+    """The index entry of image ``name`` of gzip layers ``ls`` (descriptor, diff_id); ``put`` stores a blob
+    and returns its descriptor (the config and the manifest go through it too)."""
+    config = {"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
+              "config": {"Cmd": ["sh"]}, "rootfs": {"type": "layers", "diff_ids": [d for _, d in ls]},
+              "history": [{"created_by": f"layer {k}"} for k in range(len(ls))]}
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **put(json.dumps(config).encode())},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **d} for d, _ in ls]}
+    return {"mediaType": "application/vnd.oci.image.manifest.v1+json", **put(json.dumps(manifest).encode()),
+            "annotations": {"org.opencontainers.image.ref.name": name}}
+
+
 def build_layout(n_images: int) -> tuple[Path, list[str]]:
     """The layout of ``n_images`` images (reused when it exists with the same count) and their names."""
     out = HERE / f"layout-{n_images}"
@@ -83,16 +96,7 @@ def build_layout(n_images: int) -> tuple[Path, list[str]]:
             ls.append(layer(_layer(rng, f"app{i}-{k}", rng.randint(20, 300), 2000)))
         if i % 10 == 0:
             ls.append(layer(_layer(rng, f"big{i}", 400, 60_000)))
-        config = {"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
-                  "config": {"Cmd": ["sh"]}, "rootfs": {"type": "layers", "diff_ids": [d for _, d in ls]},
-                  "history": [{"created_by": f"layer {k}"} for k in range(len(ls))]}
-        manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                               **put(json.dumps(config).encode())},
-                    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **d} for d, _ in ls]}
-        manifests.append({"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                          **put(json.dumps(manifest).encode()),
-                          "annotations": {"org.opencontainers.image.ref.name": name}})
+        manifests.append(image_entry(put, name, ls))
     (out / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": manifests}))
     (out / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     return out, names

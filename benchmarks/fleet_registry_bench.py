@@ -32,7 +32,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks.fleet_bench import _layer
+from benchmarks.fleet_bench import _layer, image_entry
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / ".bench" / "fleet-registry"
@@ -71,16 +71,7 @@ def build_layout(n_images: int, n_repos: int) -> tuple[Path, list[str], int]:
             ls.append(layer(_layer(rng, f"app{i}-{k}", rng.randint(20, 300), 2000)))
         if i % 10 == 0:
             ls.append(layer(_layer(rng, f"big{i}", 400, 60_000)))
-        config = {"architecture": "amd64", "os": "linux", "created": "2024-01-01T00:00:00Z",
-                  "config": {"Cmd": ["sh"]}, "rootfs": {"type": "layers", "diff_ids": [d for _, d in ls]},
-                  "history": [{"created_by": f"layer {k}"} for k in range(len(ls))]}
-        manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                               **put(json.dumps(config).encode())},
-                    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **d} for d, _ in ls]}
-        manifests.append({"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                          **put(json.dumps(manifest).encode()),
-                          "annotations": {"org.opencontainers.image.ref.name": name}})
+        manifests.append(image_entry(put, name, ls))
     (out / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": manifests}))
     (out / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     (out / "layers.json").write_text(json.dumps(len(seen)))
