@@ -534,7 +534,9 @@ def test_duplicates_finds_content_copied_into_several_layers(tmp_path) -> None:
          progress=events.append)
     # progress: each layer announced, then done, with its size (the faces draw bytes and rate from these)
     digests = {"sha256:" + hashlib.sha256(x).hexdigest(): len(x) for x in (l1, l2)}
-    assert sorted((e.digest, e.status.value, e.total) for e in events) == sorted(
+    notes = [e.note for e in events if e.note]  # the dashboard's address, once (bokeh is in the fleet extra)
+    assert len(notes) == 1 and notes[0].startswith("Dask dashboard: http://127.0.0.1:"), notes
+    assert sorted((e.digest, e.status.value, e.total) for e in events if not e.note) == sorted(
         [(d, "done", n) for d, n in digests.items()] + [(d, "waiting", n) for d, n in digests.items()])
     _, rows = queries.duplicates(out)
     assert rows == [{"sha256": hashlib.sha256(payload).hexdigest(), "size": 4096, "copies": 2, "layers": 2,

@@ -500,12 +500,15 @@ def _has_bokeh() -> bool:
     return importlib.util.find_spec("bokeh") is not None
 
 
-def dashboard_link(client) -> str | None:
-    """The address of the Dask dashboard the client's scheduler serves (its HTTP server), or None."""
+def dashboard_link(client, host: str | None = None) -> str | None:
+    """The address of the Dask dashboard the client's scheduler serves (its HTTP server), or None; ``host``:
+    the address it listens on, when known (a LocalCluster of this process)."""
     try:
-        info = client.scheduler_info()
-        if not info.get("services", {}).get("dashboard"):
+        port = client.scheduler_info().get("services", {}).get("dashboard")
+        if not port:
             return None
+        if host is not None:  # our LocalCluster's: bound to 127.0.0.1, whatever address its scheduler names
+            return f"http://{host}:{port}/status"
         return client.dashboard_link or None
     except (KeyError, AttributeError, OSError):
         return None
@@ -550,7 +553,8 @@ def scan(sources: list[str], dataset: str, *, store: Store | None = None, schedu
         try:
             n_workers = len(client.scheduler_info().get("workers", {}))
             # a LocalCluster's scheduler always serves HTTP, but draws the dashboard only with bokeh
-            dashboard = dashboard_link(client) if scheduler or (cluster is not None and _has_bokeh()) else None
+            dashboard = dashboard_link(client, None if scheduler else "127.0.0.1") \
+                if scheduler or (cluster is not None and _has_bokeh()) else None
             if dashboard and progress is not None:  # shown once, while the work it shows runs
                 progress(ProgressEvent("scan", None, 0, None, Status.WAITING, note=f"Dask dashboard: {dashboard}"))
             for t, res in _results(client, p.tasks, dataset, contents):
