@@ -29,8 +29,7 @@ from ..errors import (
     NotFound,
 )
 from .layerindex import Columns, Entry, marker_target
-
-MAX_SYMLINKS = 40  # Linux's limit on symlinks followed during one lookup
+from .symlinks import resolve_in_root
 
 
 @dataclass(slots=True)
@@ -234,32 +233,18 @@ class UnionView:
         """Resolve symlinks inside the view, as a chroot would: ``..`` never climbs above ``/`` and
         absolute link targets are taken from the view's root. Returns the resolved path, which may
         not exist (its parent does)."""
-        parts = [p for p in _norm(path).split("/") if p]
-        resolved = "/"
-        hops = 0
-        while parts:
-            name = parts.pop(0)
-            if name == "..":
-                resolved = posixpath.dirname(resolved)
-                continue
-            cand = posixpath.join(resolved, name)
+
+        def step(cand: str, more: bool) -> str | None:
             ue = self._get(cand)
-            if ue is not None and ue.entry.type == "symlink" and (parts or follow_last):
-                hops += 1
-                if hops > MAX_SYMLINKS:
-                    raise NotFound(f"{path}: too many levels of symbolic links")
-                target = ue.entry.link
-                new = [p for p in target.split("/") if p and p != "."]
-                if target.startswith("/"):
-                    resolved = "/"
-                parts = new + parts
-                continue
-            if parts and ue is not None and ue.entry.type != "dir":
+            if ue is not None and ue.entry.type == "symlink" and (more or follow_last):
+                return ue.entry.link
+            if more and ue is not None and ue.entry.type != "dir":
                 raise NotADirectory(f"{path}: not a directory")
-            if parts and ue is None:
+            if more and ue is None:
                 raise NotFound(f"{path}: no such file or directory")
-            resolved = cand
-        return resolved
+            return None
+
+        return resolve_in_root(_norm(path), step, NotFound)
 
     def lookup(self, path: str, follow: bool = True) -> UnionEntry:
         """The entry a path names, following symlinks inside the view; :class:`NotFound` if none."""

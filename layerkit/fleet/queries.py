@@ -78,13 +78,18 @@ def _rows(con: duckdb.DuckDBPyConnection, query: str, params: list | None = None
     return cols, [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
-def sql(dataset: str | os.PathLike, query: str) -> Rows:
-    """Any query over the dataset's views."""
+def _query(dataset: str | os.PathLike, query: str, params: list | None = None) -> Rows:
+    """One query on a connection of its own."""
     con = connect(dataset)
     try:
-        return _rows(con, query)
+        return _rows(con, query, params)
     finally:
         con.close()
+
+
+def sql(dataset: str | os.PathLike, query: str) -> Rows:
+    """Any query over the dataset's views."""
+    return _query(dataset, query)
 
 
 SUMMARY = """
@@ -125,11 +130,7 @@ def summary(dataset: str | os.PathLike) -> Rows:
     shared ones again) and pulled (``pulled_bytes``: compressed), as unique file contents (``--contents``
     scans only); ``layer_dedup_ratio`` = image_bytes / layer_bytes, ``file_dedup_ratio`` = file bytes of the
     unique layers / unique content bytes (the Docker Hub studies' two ratios)."""
-    con = connect(dataset)
-    try:
-        return _rows(con, SUMMARY)
-    finally:
-        con.close()
+    return _query(dataset, SUMMARY)
 
 
 DUPLICATES = """
@@ -189,11 +190,7 @@ def duplicates(dataset: str | os.PathLike, limit: int = 20) -> Rows:
     size, copies (rows), layers, images using those layers, reclaimable bytes (size × (copies - 1)), a
     path and the number of distinct paths. Read from the ``contents`` table; only the top rows go back to
     ``files`` (for their paths and images)."""
-    con = connect(dataset)
-    try:
-        return _rows(con, DUPLICATES, [limit])
-    finally:
-        con.close()
+    return _query(dataset, DUPLICATES, [limit])
 
 
 LARGEST_LAYERS = """
@@ -249,11 +246,7 @@ def bases(dataset: str | os.PathLike) -> Rows:
     (a chain comes before its extensions): its depth, top layer, parent chain, the images sharing it, its
     bytes (Docker sizes of its layers), the bytes its sharing saves (size × (images - 1)) and whether it is a
     base (no longer chain is shared by as many images)."""
-    con = connect(dataset)
-    try:
-        return _rows(con, BASES)
-    finally:
-        con.close()
+    return _query(dataset, BASES)
 
 
 WASTE = r"""
@@ -368,8 +361,4 @@ def waste(dataset: str | os.PathLike) -> Rows:
     """dive's figures per image (see the module docstring), most wasted bytes first; images whose layers
     were not all indexed are left out. ``user_wasted_percent`` is a ratio, null where dive's is NaN or
     +Inf (no bytes above the first layer)."""
-    con = connect(dataset)
-    try:
-        return _rows(con, WASTE)
-    finally:
-        con.close()
+    return _query(dataset, WASTE)

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import BuildContextError
+from ..symlinks import MAX_SYMLINKS
 
 CHUNK = 1 << 20
-MAX_SYMLINKS = 40
 
 
 @dataclass(frozen=True)

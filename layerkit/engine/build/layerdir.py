@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING
 
 from ...errors import FileOpError
 from ..private import private_dir
+from ..symlinks import resolve_in_root
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..image import Image
     from ..store import Store
     from ..union import UnionView
 
-MAX_SYMLINKS = 40
 
 
 def remove_stale(tmp: Path) -> list[str]:
@@ -108,28 +108,16 @@ class LayerDir:
             return None
 
     def resolve(self, path: str) -> str:
-        """``path`` with the image's symlinks followed (inside the image), components that do not exist kept."""
-        parts = [p for p in posixpath.normpath("/" + path).split("/") if p]
-        resolved = "/"
-        hops = 0
-        while parts:
-            name = parts.pop(0)
-            if name == "..":
-                resolved = posixpath.dirname(resolved)
-                continue
-            cand = posixpath.join(resolved, name)
+        """``path`` with the image's symlinks followed (inside the image), components that do not exist kept;
+        a symlink this step wrote is not followed (its parents are refused: :meth:`_check_parents`)."""
+
+        def step(cand: str, more: bool) -> str | None:
             ue = self._lower(cand)
             if self._upper_lstat(cand) is None and ue is not None and ue.entry.type == "symlink":
-                hops += 1
-                if hops > MAX_SYMLINKS:
-                    raise FileOpError(f"{path}: too many levels of symbolic links")
-                target = ue.entry.link
-                if target.startswith("/"):
-                    resolved = "/"
-                parts = [p for p in target.split("/") if p and p != "."] + parts
-                continue
-            resolved = cand
-        return resolved
+                return ue.entry.link
+            return None
+
+        return resolve_in_root(path, step, FileOpError)
 
     def is_dir(self, path: str) -> bool:
         """True when the resolved ``path`` is a directory, in this layer or in the image."""
