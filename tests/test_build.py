@@ -867,3 +867,24 @@ COPY a.txt /data/copied
     assert sorted(e.path for e in run_layer.index().entries) == ["/seen"]
     assert sorted(os.listdir(root / "data")) == ["copied"] and sorted(os.listdir(root / "pre")) == ["keep", "keep2"]
     assert (root / "seen").read_text() == "pre\ntwo\n" and (root / "o").read_text() == "out\n"
+
+
+def test_a_run_step_that_swaps_a_volume_parent_for_a_host_symlink_deletes_nothing_on_the_host(
+        world: World, capsys, tmp_path: Path) -> None:
+    """A hostile RUN replaces the directory above a VOLUME with a symlink to a host directory holding a
+    directory of the volume's name: discarding what the step wrote under the volume must not follow it (the
+    old walk by path removed the host's directory, then made one there)."""
+    victim = tmp_path / "victim"
+    (victim / "x").mkdir(parents=True)
+    (victim / "x" / "precious").write_text("keep me\n")
+    df = f"""FROM localhost/lk-busybox:1
+VOLUME /data/x
+RUN rm -rf /data && ln -s {victim} /data
+"""
+    ctx = _context(world.root, "volume-escape", df)
+    assert world.lk("build", "-q", "-t", "lkb-volume-escape:1", str(ctx)) == 0
+    assert (victim / "x" / "precious").read_text() == "keep me\n"
+    assert sorted(os.listdir(victim)) == ["x"]
+    img = Store(world.store).image("lkb-volume-escape:1")
+    link = next(e for e in img.layers[-1].index().entries if e.path == "/data")
+    assert (link.type, link.link) == ("symlink", str(victim))  # the step's own change is kept as it made it

@@ -144,6 +144,31 @@ def _fd_opaque(fd: int) -> bool:
         return False
 
 
+def fd_is_opaque(fd: int) -> bool:
+    """True when the directory open at ``fd`` carries overlayfs's opaque xattr."""
+    return _fd_opaque(fd)
+
+
+def open_dir_under(upper: str | os.PathLike, path: str) -> int | None:
+    """A descriptor of directory ``path`` (absolute, inside the layer) of the upper dir ``upper``, each
+    component opened relative to its parent with ``O_NOFOLLOW``: a component that a container's process
+    made a symlink (to the host) or a file, or removed, gives None, never a directory outside ``upper``.
+    The caller closes it."""
+    fd = os.open(upper, _DIR_FLAGS)
+    for name in [p for p in path.split("/") if p]:
+        if name in (".", ".."):
+            os.close(fd)
+            return None
+        try:
+            sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+        except OSError:  # ENOENT, ENOTDIR, ELOOP (a symlink)
+            os.close(fd)
+            return None
+        os.close(fd)
+        fd = sub
+    return fd
+
+
 def scan_upper(upper: Path, skip: frozenset[str] = frozenset()) -> list[Entry]:
     """Index entries of an upper dir, parents before children, names sorted (``offset`` is -1: the bytes
     live in the directory). Hardlinked inodes become ``hardlink`` entries after the first path."""

@@ -14,7 +14,7 @@ import stat
 import threading
 
 from ...errors import BuildFailed, DockerfileError, LayerkitError
-from ..upper import is_opaque
+from ..upper import fd_is_opaque, open_dir_under
 from .dockerfile import PREDEFINED_ARGS, Instruction
 from .state import Output, State, StepOutcome, command_of, empty_tar_layer
 
@@ -133,36 +133,57 @@ def _mount_points(state: State, upper) -> list[tuple[str, bool]]:
 def _discard_volumes(state: State, upper, volumes: list[tuple[str, bool]]) -> None:
     """Throw away what the step wrote under its volumes (it went to the volume); a mount point the image
     lacked stays, empty. Directories above a volume the image has, that only its writes copied up (empty
-    here, the image's mode and owner), go too: with the volume mounted nothing was copied up."""
+    here, the image's mode and owner), go too: with the volume mounted nothing was copied up.
+
+    The step's process wrote this tree: every path is reached through directory descriptors opened without
+    following links (:func:`~..upper.open_dir_under`), so a directory it replaced with a symlink to the host
+    leads nowhere; what is removed is removed relative to those descriptors."""
     import shutil
 
     view = state.store.image_view(state.image) if volumes else None
     for path, existed in volumes:
-        host = os.path.join(upper, path.lstrip("/"))
-        if os.path.isdir(host) and not os.path.islink(host):
-            shutil.rmtree(host)
-        elif os.path.lexists(host):
-            os.unlink(host)
-        if not existed:
-            if os.path.isdir(os.path.dirname(host)):
-                os.mkdir(host, 0o755)
-                os.chmod(host, 0o755)
-            continue
+        parent = open_dir_under(upper, posixpath.dirname(path))
+        if parent is None:
+            continue  # the step replaced a directory above the volume: nothing of the volume is in the layer
+        try:
+            name = posixpath.basename(path)
+            try:
+                st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            except FileNotFoundError:
+                st = None
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(name, dir_fd=parent)  # safe against symlinks below (rmtree.avoids_symlink_attacks)
+            elif st is not None:
+                os.unlink(name, dir_fd=parent)
+            if not existed:
+                os.mkdir(name, 0o755, dir_fd=parent)
+                os.chmod(name, 0o755, dir_fd=parent)  # the directory just made, whatever the umask
+                continue
+        finally:
+            os.close(parent)
         sub = posixpath.dirname(path)
         while sub != "/":
-            d = os.path.join(upper, sub.lstrip("/"))
             low = view.get(sub)
-            try:
-                st = os.lstat(d)
-            except FileNotFoundError:
+            fd = open_dir_under(upper, sub)
+            if fd is None:
                 break
-            same = (low is not None and low.entry.type == "dir" and os.path.isdir(d) and not os.listdir(d)
-                    and (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (low.entry.mode, low.entry.uid,
-                                                                                low.entry.gid)
-                    and not is_opaque(d))
+            try:
+                st = os.fstat(fd)
+                same = (low is not None and low.entry.type == "dir" and not os.listdir(fd)
+                        and (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (low.entry.mode, low.entry.uid,
+                                                                                    low.entry.gid)
+                        and not fd_is_opaque(fd))
+            finally:
+                os.close(fd)
             if not same:
                 break
-            os.rmdir(d)
+            parent = open_dir_under(upper, posixpath.dirname(sub))
+            if parent is None:
+                break
+            try:
+                os.rmdir(posixpath.basename(sub), dir_fd=parent)
+            finally:
+                os.close(parent)
             sub = posixpath.dirname(sub)
 
 
