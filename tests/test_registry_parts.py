@@ -484,3 +484,54 @@ def test_only_the_faces_draw():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] == "tqdm"]
     assert offenders == []
+
+
+# ---- listings from a hostile registry -------------------------------------------------------------------
+
+def test_a_catalog_page_linking_to_another_host_is_refused_before_credentials_go_there(canned):
+    """The ``next`` link of a catalog page names another server: the listing stops with one line naming the
+    link, and that server is never asked (the client's Authorization would have gone with the request)."""
+    from layerkit.errors import RegistryError
+    from layerkit.formats.registry.listing import catalog
+
+    thief = Canned()
+    try:
+        canned.answers["/v2/"] = [(200, {}, b"{}")]
+        link = f'<http://{thief.host}/v2/_catalog?n=1000&last=a>; rel="next"'
+        canned.answers["/v2/_catalog"] = [(200, {"Content-Type": "application/json", "Link": link},
+                                           json.dumps({"repositories": ["a"]}).encode())]
+        client = RegistryClient(canned.host, "scan x", credentials=("bob", "secret"), retry=RetryPolicy(tries=1))
+        with pytest.raises(RegistryError, match=rf"links the next catalog page to 'http://{thief.host}/v2/_catalog"):
+            catalog(client)
+        assert thief.seen == []
+        # a link on the same registry but to another path (another repository's tags) is refused too
+        canned.answers["/v2/_catalog"] = [(200, {"Link": '</v2/secret/tags/list?n=1>; rel="next"'},
+                                           json.dumps({"repositories": ["a"]}).encode())]
+        with pytest.raises(RegistryError, match="which is not /v2/_catalog"):
+            catalog(client)
+        assert not [p for _, p, _ in canned.seen if p.startswith("/v2/secret")]
+    finally:
+        thief.close()
+
+
+def test_a_credentials_file_error_carries_no_secret_in_its_traceback(tmp_path):
+    """A credentials file that is not JSON: the error names the file, and no exception chained to it (what a
+    traceback, a debugger or a log of the error reaches) holds the file's contents: a JSONDecodeError keeps
+    the whole document in ``doc``."""
+    import traceback
+
+    from layerkit.errors import CredentialsError
+    from layerkit.formats.registry.credentials import _read_config
+
+    bad = tmp_path / "auth.json"
+    bad.write_text('{"auths": {"r": {"auth": "c2VjcmV0LXBhc3N3b3Jk"}} SECRET-TAIL')
+    with pytest.raises(CredentialsError) as info:
+        _read_config(bad)
+    text = "".join(traceback.format_exception(info.value))
+    assert str(bad) in text and "SECRET-TAIL" not in text and "c2VjcmV0" not in text
+    chain, e = [], info.value
+    while e is not None:
+        chain.append(e)
+        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
+    held = repr([(x.args, getattr(x, "doc", None), getattr(x, "object", None)) for x in chain])
+    assert "SECRET-TAIL" not in held and "c2VjcmV0" not in held

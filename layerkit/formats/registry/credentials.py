@@ -66,7 +66,7 @@ def _read_config(path: Path) -> dict:
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not valid JSON"
         # no cause: a JSONDecodeError holds the whole file, secrets and all, and a traceback would show it
-        raise CredentialsError(f"{path}: cannot read credentials file ({reason})") from exc
+        raise CredentialsError(f"{path}: cannot read credentials file ({reason})") from None
     if not isinstance(data, dict):
         raise CredentialsError(f"{path}: credentials file is not a JSON object")
     return data
@@ -80,10 +80,10 @@ def _decode(entry: object, path: Path, key: str) -> tuple[str, str] | None:
     if isinstance(auth, str) and auth:
         try:
             user, sep, password = base64.b64decode(auth, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        except (binascii.Error, UnicodeDecodeError, ValueError):
             # no cause: a UnicodeDecodeError holds the decoded secret
             raise CredentialsError(f"{path}: the auth entry for {key} is not valid base64 of user:password"
-                                   ) from exc
+                                   ) from None
         if not sep or not user:
             raise CredentialsError(f"{path}: the auth entry for {key} is not of the form user:password")
         return user, password

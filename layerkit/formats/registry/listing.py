@@ -6,7 +6,9 @@ Both lists are paginated as the distribution spec's content discovery says: a re
 ``rel="next"`` whose URL (relative to the registry, and carrying its own ``n`` and ``last``) gives the next
 page. A page without that header is the last one. Each page is a small JSON document, read with the same
 bound as a manifest; a registry that sends the same page again (a ``last`` that does not move) is refused
-rather than followed forever. The catalog needs the ``registry:catalog:*`` scope where a registry uses bearer
+rather than followed forever, and so is a list of more than :data:`MAX_NAMES` names. A ``next`` link must
+stay on the registry and the list's own path: the client's credentials go with every request, and a link to
+another host would hand them over. The catalog needs the ``registry:catalog:*`` scope where a registry uses bearer
 tokens; the tags a repository's ``pull`` scope. Errors are the client's (:mod:`.errors`): one line naming
 the operation, the repository and the registry.
 """
@@ -14,25 +16,27 @@ the operation, the repository and the registry.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from ...engine.shapes import parse_json, want_object
-from ...errors import InvalidManifest
+from ...errors import RegistryError
 from .transport import RegistryClient
 
 PAGE = 1000  # names asked for per page (docker-registry serves at most 1000 a page by default)
 MAX_PAGE_BYTES = 4 << 20  # one page of names, bounded as a manifest is
 MAX_PAGES = 100_000  # a registry that never stops paginating is refused
+MAX_NAMES = 1_000_000  # repositories in a catalog, tags in a repository
 
 
 def _pages(client: RegistryClient, path: str, key: str, what: str, not_found: str) -> Iterator[list[str]]:
     url: str | None = f"{path}?n={PAGE}"
     seen: set[str] = set()
+    total = 0
     for _ in range(MAX_PAGES):
         if url is None:
             return
         if url in seen:
-            raise InvalidManifest(f"{client.what}: registry {client.domain} sent the {what} page {url} twice")
+            raise RegistryError(f"{client.what}: registry {client.domain} sent the {what} page {url} twice")
         seen.add(url)
         resp = client.request("GET", url, stream=True)
         if resp.status_code != 200:
@@ -45,10 +49,24 @@ def _pages(client: RegistryClient, path: str, key: str, what: str, not_found: st
         if names is None:  # an empty repository: docker-registry sends "tags": null
             names = []
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise InvalidManifest(f"{where}: {key!r} is not a list of names")
+            raise RegistryError(f"{where}: {key!r} is not a list of names")
+        total += len(names)
+        if total > MAX_NAMES:
+            raise RegistryError(f"{client.what}: registry {client.domain} lists more than {MAX_NAMES} names in its "
+                                f"{what}; scan its repositories one by one (docker://HOST/REPO)")
         yield names
-        url = urljoin(client.base + "/", nxt) if nxt else None
-    raise InvalidManifest(f"{client.what}: registry {client.domain} gave more than {MAX_PAGES} {what} pages")
+        url = _next(client, path, nxt, what) if nxt else None
+    raise RegistryError(f"{client.what}: registry {client.domain} gave more than {MAX_PAGES} {what} pages")
+
+
+def _next(client: RegistryClient, path: str, link: str, what: str) -> str:
+    """The next page's URL, relative to the registry; a link that leaves the registry or the list is refused."""
+    base = urlsplit(client.base)
+    url = urlsplit(urljoin(client.base + "/", link))
+    if (url.scheme, url.netloc) != (base.scheme, base.netloc) or url.path != path:
+        raise RegistryError(f"{client.what}: registry {client.domain} links the next {what} page to {link!r}, "
+                            f"which is not {path} on {client.domain}: refused (credentials would go with it)")
+    return url.path + (f"?{url.query}" if url.query else "")
 
 
 def catalog(client: RegistryClient) -> list[str]:
