@@ -535,3 +535,21 @@ def test_a_credentials_file_error_carries_no_secret_in_its_traceback(tmp_path):
         e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
     held = repr([(x.args, getattr(x, "doc", None), getattr(x, "object", None)) for x in chain])
     assert "SECRET-TAIL" not in held and "c2VjcmV0" not in held
+
+
+def test_a_catalog_naming_invalid_repositories_and_tags_gives_failures_and_no_request_for_them(canned):
+    """A hostile catalog lists ``../../v2/_catalog``, an upper-case name and a tag with a slash: each is a
+    failure naming it, and no request is ever made with such a name in its path."""
+    from layerkit.fleet.registry import images
+
+    canned.answers["/v2/"] = [(200, {}, b"{}")]
+    canned.answers["/v2/_catalog"] = [(200, {}, json.dumps({"repositories": ["ok/a", "../../v2/_catalog",
+                                                                           "Team/App"]}).encode())]
+    canned.answers["/v2/ok/a/tags/list"] = [(200, {}, json.dumps({"tags": ["v1", "x/../../y"]}).encode())]
+    found = list(images(f"docker://{canned.host}"))
+    errors = {f.label: str(f.error) for f in found if f.error is not None}
+    assert len(errors) == 3 and all("which is not a valid reference" in e for e in errors.values()), errors
+    assert any("/../../v2/_catalog'" in e for e in errors.values())
+    assert any("x/../../y" in e for e in errors.values())  # the tag: the whole repository's listing fails
+    asked = [p for _, p, _ in canned.seen]
+    assert not [p for p in asked if ".." in p or "Team" in p], asked

@@ -105,6 +105,19 @@ def _client(domain: str, repository: str | None, what: str) -> RegistryClient:
     return c
 
 
+def _checked(domain: str, repository: str, tag: str | None = None) -> Reference:
+    """A repository (and tag) a registry listed, checked against the reference grammar before it goes into a
+    URL or a dataset row: an :class:`~layerkit.errors.InvalidReference` naming it otherwise."""
+    text = f"{domain}/{repository}" + (f":{tag}" if tag is not None else "")
+    try:
+        ref = parse_reference(text)
+    except InvalidReference as exc:
+        raise InvalidReference(f"registry {domain} lists {text!r}, which is not a valid reference: {exc}") from exc
+    if (ref.path, ref.tag) != (repository, tag):
+        raise InvalidReference(f"registry {domain} lists {text!r}, which is not a valid reference")
+    return ref
+
+
 def images(source: str, platform: str | None = None) -> Iterator[Found]:
     """Every image ``source`` names, in catalog and tag order, each with its manifest and config (or its
     error). Raises only for a source that is not a ``docker://`` reference."""
@@ -146,7 +159,8 @@ def images(source: str, platform: str | None = None) -> Iterator[Found]:
         if scope.ref is not None:
             return repo, [scope.ref], None
         try:
-            return repo, [Reference(scope.domain, repo, t) for t in tags(clients[repo], repo)], None
+            _checked(scope.domain, repo)
+            return repo, [_checked(scope.domain, repo, t) for t in tags(clients[repo], repo)], None
         except (LayerkitError, OSError) as exc:
             return repo, [], exc
 
