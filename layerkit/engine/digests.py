@@ -15,8 +15,8 @@ _SHA256_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
 
 def validate(digest: str) -> str:
     """Return ``digest`` if it is a well-formed sha256 digest, else raise :class:`InvalidDigest`."""
-    if not isinstance(digest, str) or not _SHA256_RE.match(digest):
-        if isinstance(digest, str) and _DIGEST_RE.match(digest):
+    if not isinstance(digest, str) or not _SHA256_RE.fullmatch(digest):
+        if isinstance(digest, str) and _DIGEST_RE.fullmatch(digest):
             raise InvalidDigest(f"unsupported digest algorithm: {digest}")
         raise InvalidDigest(f"invalid digest: {digest!r}")
     return digest
@@ -24,7 +24,7 @@ def validate(digest: str) -> str:
 
 def is_digest(s: str) -> bool:
     """True when ``s`` is a full sha256 digest."""
-    return bool(_SHA256_RE.match(s))
+    return bool(_SHA256_RE.fullmatch(s))
 
 
 def hex_of(digest: str) -> str:

@@ -571,3 +571,16 @@ def test_magic_shows_the_same_one_line(store, tmp_path):
         assert "Traceback" in cap.stderr and "HostPathError" in cap.stderr
     finally:
         InteractiveShell.clear_instance()
+
+
+def test_a_digest_with_a_trailing_newline_is_not_a_digest():
+    """``$`` in a regular expression also matches before a final newline: a digest that ends in one would
+    have become a blob file name with a newline in it."""
+    from layerkit.engine.digests import InvalidDigest, is_digest, validate
+
+    good = "sha256:" + "a" * 64
+    assert validate(good) == good and is_digest(good)
+    for bad in (good + "\n", "sha512:" + "a" * 128 + "\n"):
+        assert not is_digest(bad)
+        with pytest.raises(InvalidDigest, match="invalid digest"):
+            validate(bad)
