@@ -36,10 +36,26 @@ def test_superseded_bytes_are_what_the_union_hides(tmp_path: Path, seed: int) ->
             if ue is None or ue.layer != i:
                 hidden += cols.sizes[k]
         want.append(hidden)
-    got = superseded(indexes)
+    got = superseded(indexes, top_paths=10**6)
     assert [w.superseded_bytes for w in got] == want
-    for w in got:  # every superseding layer is above the layer it supersedes, and its files add up
-        assert all(j > w.layer for j in w.by_layer)
+    for w in got:  # each file is blamed on the nearest layer above that hides it, and the files add up
         for j, files in w.paths.items():
-            assert sum(b for b, _, _ in files) <= w.by_layer[j]
-            assert all(how in ("deleted", "overwritten") for _, _, how in files)
+            assert sum(b for b, _, _ in files) == w.by_layer[j]
+            for _, path, how in files:
+                assert _hides(indexes[j], path), (w.layer, j, path)
+                assert not any(_hides(indexes[m], path) for m in range(w.layer + 1, j)), (w.layer, j, path)
+                assert how in ("deleted", "overwritten")
+
+
+def _hides(ix, path: str) -> bool:
+    """Whether layer ``ix`` hides a lower file at ``path``: an entry at the path (any kind, a whiteout
+    too), or at a parent a whiteout, an opaque marker or something that is not a directory."""
+    entries = [ix.columns.entry(k) for k in range(len(ix.columns))]
+    if any(e.path == path for e in entries):
+        return True
+    parents = set()
+    p = path
+    while p.rfind("/") > 0:
+        p = p[:p.rfind("/")]
+        parents.add(p)
+    return any(e.path in parents and e.type != "dir" for e in entries)
