@@ -458,7 +458,7 @@ BAD = {
     "noimage": ("FROM localhost/not-loaded:9\nRUN true\n", {}, "load or pull it first"),
     "nostage": ("FROM localhost/lk-busybox:1\nCOPY --from=nosuch /a /a\n", {}, "--from=nosuch: no such stage"),
     "cycle": ("FROM localhost/lk-busybox:1 AS self\nCOPY --from=self /bin/sh /sh\n", {}, "a stage cycle"),
-    "target": ("FROM localhost/lk-busybox:1 AS one\nRUN true\n", {}, "failed to reach build target"),
+    "target": ("FROM localhost/lk-busybox:1 AS one\nRUN true\n", {}, "its named stages are one"),
     "platform": ("FROM --platform=linux/s390x localhost/lk-busybox:1\nRUN true\n", {}, "not for linux/s390x"),
     "nouser": ("FROM localhost/lk-busybox:1\nUSER nobody\nRUN true\n", {},
                "Step 3/3 (Dockerfile line 3: RUN): /bin/sh -c true: unable to find user nobody"),

@@ -94,25 +94,33 @@ def container_init(container: Container) -> Path:
     short ID) and an empty ``/etc/resolv.conf`` (Docker copies the host's; with no network there is nothing
     to resolve, and the host's configuration is not the image's business). Its ``/etc`` has the owner, mode
     and mtime of the image's, so that a process changing a file in /etc copies up the image's directory as
-    it is (``diff`` shows no change of /etc itself)."""
+    it is (``diff`` shows no change of /etc itself). An image whose /etc is not a directory (a symlink to
+    /usr/etc) keeps it: the layer is then empty."""
     init = container.dir / "init"
-    etc = init / "etc"
-    if etc.is_dir():
+    if init.is_dir():
         return init
     tmp = Path(tempfile.mkdtemp(dir=container.dir, prefix=".init-"))
-    os.chmod(tmp, 0o755)
-    os.mkdir(tmp / "etc")
-    for name, data in (("hosts", HOSTS), ("hostname", f"{container.short_id}\n"), ("resolv.conf", "")):
-        with open(tmp / "etc" / name, "x", encoding="ascii") as f:
-            f.write(data)
-        os.chmod(tmp / "etc" / name, 0o644)
-    ue = container.store.image_view(container.image).get("/etc")
-    if ue is not None and ue.type == "dir":
-        e = ue.entry
-        os.chown(tmp / "etc", e.uid, e.gid)
-        os.chmod(tmp / "etc", e.mode)
-        os.utime(tmp / "etc", (e.mtime, e.mtime))
-    else:
-        os.chmod(tmp / "etc", 0o755)
-    os.replace(tmp, init)
+    try:
+        os.chmod(tmp, 0o755)
+        ue = container.store.image_view(container.image).get("/etc")
+        if ue is None or ue.type == "dir":
+            etc = tmp / "etc"
+            os.mkdir(etc)
+            for name, data in (("hosts", HOSTS), ("hostname", f"{container.short_id}\n"), ("resolv.conf", "")):
+                with open(etc / name, "x", encoding="ascii") as f:
+                    f.write(data)
+                os.chmod(etc / name, 0o644)
+            if ue is not None:
+                e = ue.entry
+                os.chown(etc, e.uid, e.gid)
+                os.chmod(etc, e.mode)
+                os.utime(etc, (e.mtime, e.mtime))
+            else:
+                os.chmod(etc, 0o755)
+        os.replace(tmp, init)
+    except OSError:
+        if not init.is_dir():  # not another start of the same container making it at the same time
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return init

@@ -62,6 +62,9 @@ def _kind(st: os.stat_result) -> str:
     return "file"
 
 
+# a process of a running container changed the layer while it was read: the user's next step
+_CHANGED = ("changed while the layer was {}: a process of the container is still writing there; commit again "
+            "once it has exited (or when it is idle)")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -97,7 +100,7 @@ def _walk(upper: Path, skip: frozenset[str]) -> Iterator[tuple[Entry, os.stat_re
                 except FileNotFoundError:
                     continue  # removed by the container since the lstat
                 except OSError as exc:  # EINVAL: no longer a symlink
-                    raise FileOpError(f"{path}: changed while the layer was read; try again") from exc
+                    raise FileOpError(f"{path}: " + _CHANGED.format("read")) from exc
             elif kind == "file":
                 size = st.st_size
                 if st.st_nlink > 1:
@@ -116,10 +119,10 @@ def _walk(upper: Path, skip: frozenset[str]) -> Iterator[tuple[Entry, os.stat_re
             except FileNotFoundError:
                 continue  # removed by the container since the listing
             except OSError as exc:
-                raise FileOpError(f"{path}: changed while the layer was read ({exc.strerror}); try again") from exc
+                raise FileOpError(f"{path} ({exc.strerror}): " + _CHANGED.format("read")) from exc
             try:
                 if (os.fstat(sub).st_dev, os.fstat(sub).st_ino) != (st.st_dev, st.st_ino):
-                    raise FileOpError(f"{path}: changed while the layer was read; try again")
+                    raise FileOpError(f"{path}: " + _CHANGED.format("read"))
                 yield entry, st, fd, name
                 if _fd_opaque(sub):
                     yield Entry(path, "opaque", 0, 0, 0, 0, st.st_mtime, "", -1), None, fd, name
@@ -226,13 +229,16 @@ def write_layer_tar(upper: Path, out: BinaryIO, skip: frozenset[str] = frozenset
             try:
                 fd = os.open(fname, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
             except OSError as exc:  # removed, or a symlink now (ELOOP)
-                raise FileOpError(f"{e.path}: changed while the layer was written; try again") from exc
+                raise FileOpError(f"{e.path}: " + _CHANGED.format("written")) from exc
             with os.fdopen(fd, "rb") as f:
                 now = os.fstat(f.fileno())
                 if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino, now.st_size) != \
                         (st.st_dev, st.st_ino, st.st_size):
-                    raise FileOpError(f"{e.path}: changed while the layer was written; try again")
-                tf.addfile(ti, f)
+                    raise FileOpError(f"{e.path}: " + _CHANGED.format("written"))
+                try:
+                    tf.addfile(ti, f)
+                except OSError as exc:  # the file shrank while it was copied ("unexpected end of data")
+                    raise FileOpError(f"{e.path}: " + _CHANGED.format("written")) from exc
 
 
 def _clamped(mtime: float, clamp: int | None) -> int:

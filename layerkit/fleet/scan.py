@@ -318,7 +318,8 @@ def plan(sources: list[str], dataset: str, store: Store | None = None) -> Plan:
         try:
             if _is_store(source):
                 if store is None:
-                    raise LayerkitError(f"{source}: no store to read")
+                    raise LayerkitError(f"{source}: no store to read (pass --store DIR or set LAYERKIT_HOME, or name a "
+                                        "transport: docker-archive:PATH, oci:DIR, docker://HOST/REPO)")
                 _plan_store(planner, source, store)
             else:
                 _plan_source(planner, source)

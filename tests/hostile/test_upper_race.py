@@ -6,7 +6,7 @@ directory between a real directory and a symlink to a host directory as fast as 
 scanned and written over and over. The host directory holds a file of the same name and size as the
 container's (so a size check alone would not notice the swap) and a file the container does not have.
 Neither the host file's bytes nor its name may ever appear; a read that notices the swap may fail with
-:class:`~layerkit.errors.FileOpError` ("try again"), which is what ``commit`` then reports.
+:class:`~layerkit.errors.FileOpError` ("commit again once it has exited"), which ``commit`` then reports.
 """
 
 from __future__ import annotations

@@ -97,7 +97,9 @@ def build(store: Store, context: str | Path, dockerfile: str | Path | None = Non
     if target is not None:
         idx = next((s.index for s in stages if s.name == target.lower()), None)
         if idx is None:
-            raise DockerfileError(f"failed to reach build target {target} in Dockerfile")
+            named = ", ".join(s.name for s in stages if s.name) or "none (name one with FROM IMAGE AS NAME)"
+            raise DockerfileError(f"failed to reach build target {target} in Dockerfile: its named stages are "
+                                  f"{named}")
         stages = stages[:idx + 1]
     # the classic builder numbers the ARGs before the first FROM as steps too
     total = len(df.meta_args) + sum(1 + len(s.instructions) for s in stages)
@@ -284,7 +286,8 @@ def _onbuild(state: State, triggers: list[str], label: str) -> None:
     for trig in triggers:
         cmds = goparser.parse_string(trig)
         if len(cmds) != 1:
-            raise DockerfileError("onbuild trigger should be a single expression")
+            raise DockerfileError(f"onbuild trigger should be a single expression: {trig!r} (an ONBUILD of the base "
+                                  "image)")
         c = cmds[0]
         ins = Instruction(c.cmd.upper(), tuple(c.flags), tuple(c.value), bool(c.json), c.original, 0,
                           c.sub_cmd.upper() if c.sub_cmd else None)

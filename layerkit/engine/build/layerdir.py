@@ -140,13 +140,15 @@ class LayerDir:
             st = self._upper_lstat(cur)
             if st is not None:
                 if not stat.S_ISDIR(st.st_mode):
-                    raise FileOpError(f"{path}: {cur} is not a directory")
+                    raise FileOpError(f"{path}: {cur} is not a directory (an earlier step of this build made it a "
+                                      "file or a link): choose another destination")
                 continue
             host = self.host(cur)
             ue = self._lower(cur)
             if ue is not None:
                 if ue.entry.type != "dir":
-                    raise FileOpError(f"{path}: {cur} is not a directory")
+                    raise FileOpError(f"{path}: {cur} is a {ue.entry.type} in the image, not a directory: choose "
+                                      "another destination")
                 os.mkdir(host)
                 e = ue.entry
                 os.chown(host, e.uid, e.gid)
