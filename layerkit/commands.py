@@ -1158,6 +1158,23 @@ def logout(store: Store | None, registry: str) -> Message:
     return Message([line], {"registry": registry, "removed": removed})
 
 
+def build_step_changes(store: Store, steps: list[dict]) -> list[dict]:
+    """``build``'s steps (its result's ``steps``) with the files each step's layer ``added``, ``modified``
+    and ``deleted`` (None for a step that made no layer), as ``diff`` counts them."""
+    out = []
+    layers_before: dict[int, int] = {}
+    for s in steps:
+        n = len(store.image(s["image_id"]).diff_ids) if s.get("image_id") else None
+        prev = layers_before.get(s["stage"])
+        if n is not None:
+            layers_before[s["stage"]] = n
+        counts = {"added": None, "modified": None, "deleted": None}
+        if prev is not None and n is not None and n > prev:
+            kinds = [r["kind"] for r in layer_files(store, s["image_id"], n - 1).to_json()]
+            counts = {k: kinds.count(k) for k in counts}
+        out.append({**s, **counts})
+    return out
+
 # ---- wasted space (dive's analysis) ------------------------------------------------------------
 
 def _indexes_of(store: Store, name: str) -> tuple[Image, list]:

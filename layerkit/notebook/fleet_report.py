@@ -16,10 +16,9 @@ from pathlib import Path
 import pandas as pd
 
 from .. import commands
-from ..errors import LayerkitError
 from ..results import Message, human_size
 from . import fleet_plots, frames
-from .report import Block, Section, _head, render_html, render_markdown
+from .report import Block, Section, _head, write_sections
 
 TOP = 15  # rows of the duplicates, largest layers and largest files tables
 WASTE_ROWS = 30  # images in the waste table; the rest are counted
@@ -76,10 +75,10 @@ def waste_section(dataset: str) -> Section:
 
 def duplicates_section(dataset: str, hashed: bool) -> Section:
     """The contents found in more than one layer (``fleet duplicates``), or why there are none."""
-    d = frames.table(commands.fleet_duplicates(dataset, TOP))
     if not hashed:
         return Section("Duplicated content", "Not measured: the dataset was scanned without --contents, so "
                                              "file contents were not hashed.")
+    d = frames.table(commands.fleet_duplicates(dataset, TOP))
     s = Section("Duplicated content", "File contents stored in more than one layer: each copy but one could be "
                                       "reclaimed by sharing a layer (or a file system that deduplicates).")
     t = d.assign(content=d["sha256"].str[:12]) if len(d) else d.assign(content=[])
@@ -123,19 +122,9 @@ def build(dataset: str) -> list[Section]:
 
 def write_report(dataset: str, output: str) -> Path:
     """Write the fleet report of ``dataset`` as HTML (``.html``) or Markdown (``.md``); returns its path."""
-    out = Path(output)
-    if out.suffix.lower() not in (".html", ".htm", ".md"):
-        raise LayerkitError(f"{output}: the report file must end in .html or .md")
-    sections = build(dataset)
-    title = f"layerkit fleet report: {Path(dataset).name or dataset}"
-    if out.suffix.lower() == ".md":
-        text = render_markdown(sections, title, out)
-    else:
-        text = render_html(sections, title, wide_figures=True)  # wide: the bases tree needs the page's width
-    tmp = out.with_name("." + out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    # wide figures: the bases tree needs the page's width
+    return write_sections(output, f"layerkit fleet report: {Path(dataset).name or dataset}", lambda: build(dataset),
+                          wide_figures=True)
 
 
 def report(dataset: str, output: str) -> Message:

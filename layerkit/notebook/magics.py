@@ -176,7 +176,7 @@ def fleet_plot(words: list[str]):
     if what == "summary":
         return fleet_plots.dedup_bytes(frames.table(commands.fleet_summary(dataset)))
     if what == "bases":
-        images = commands.fleet_summary(dataset).to_json()[0]["images"]
+        images = commands.fleet_sql(dataset, "SELECT count(DISTINCT image_id) AS n FROM images").to_json()[0]["n"]
         return fleet_plots.bases_tree(frames.table(commands.fleet_bases(dataset)), images=images)
     if what == "duplicates":
         return fleet_plots.duplicates(frames.table(commands.fleet_duplicates(dataset)))
@@ -342,17 +342,7 @@ class LayerkitMagics(Magics):
                 return None
             args.store = str(store.root)
             result = run(args)
-        steps = result.to_json()["steps"]
-        layers_before: dict[str, int] = {}
-        for s in steps:  # what each step's layer changes, through commands (the face reads no store)
-            n = commands.image_info(store, s["image_id"], size=False).to_json()["layers"]
-            prev = layers_before.get(s["stage"])
-            layers_before[s["stage"]] = n
-            counts = {"added": None, "modified": None, "deleted": None}
-            if prev is not None and n > prev:
-                kinds = [r["kind"] for r in commands.layer_files(store, s["image_id"], n - 1).to_json()]
-                counts = {k: kinds.count(k) for k in counts}
-            s.update(counts)
+        steps = commands.build_step_changes(store, result.to_json()["steps"])
         return frames.mark(frames.build(steps))
 
 

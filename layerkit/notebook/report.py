@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -375,12 +376,19 @@ def report(store: Store, targets: list[str], output: str) -> Message:
 
 def write_report(store: Store, targets: list[str], output: str) -> Path:
     """Write an HTML (``.html``) or Markdown (``.md``) report of the targets; returns the path."""
+    return write_sections(output, "layerkit report: " + ", ".join(targets), lambda: build(store, targets))
+
+
+def write_sections(output: str, title: str, sections: Callable[[], list[Section]], wide_figures: bool = False
+                   ) -> Path:
+    """Render the sections ``sections()`` makes (called once the file name is known to be good) as HTML
+    (``.html``) or Markdown (``.md``, figures beside it) and write them atomically to ``output``."""
     out = Path(output)
     if out.suffix.lower() not in (".html", ".htm", ".md"):
         raise LayerkitError(f"{output}: the report file must end in .html or .md")
-    sections = build(store, targets)
-    title = "layerkit report: " + ", ".join(targets)
-    text = render_html(sections, title) if out.suffix.lower() != ".md" else render_markdown(sections, title, out)
+    made = sections()
+    text = render_markdown(made, title, out) if out.suffix.lower() == ".md" else \
+        render_html(made, title, wide_figures=wide_figures)
     tmp = out.with_name("." + out.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(out)
