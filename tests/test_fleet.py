@@ -591,3 +591,31 @@ def test_without_the_fleet_extra_the_verbs_name_it(tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err
     assert err == ("layerkit: error: scan and fleet need pyarrow, duckdb and distributed (duckdb is missing): "
                    "pip install 'layerkit[fleet]'\n"), err
+
+
+def test_a_second_scan_of_a_dataset_being_written_is_refused(tmp_path, capsys) -> None:
+    """Another process (util-linux ``flock``, as a first scan would) holds the dataset's writer lock: a
+    second scan says so in one line and touches nothing, not even the parts an unfinished scan left, which
+    it would otherwise remove as orphans."""
+    a, _, _ = _small_layouts(tmp_path)
+    out = tmp_path / "ds"
+    ds.create(out)
+    unfinished = ds.table_dir(out, "files") / ("ab" * 32 + ".0.x.parquet")
+    unfinished.write_bytes(b"being written")
+    holder = subprocess.Popen(["flock", str(out / ".lock"), "sleep", "60"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while subprocess.run(["flock", "-n", str(out / ".lock"), "true"]).returncode == 0:
+            assert time.monotonic() < deadline, "flock did not take the lock"
+            time.sleep(0.05)
+        capsys.readouterr()
+        assert main(["scan", f"oci:{a}", "-o", str(out), "--workers", "1"]) == 1
+        err = capsys.readouterr().err
+        assert err == f"layerkit: error: {out}: another scan is writing this dataset; wait for it to finish, " \
+                      "or scan into another directory\n"
+        assert unfinished.read_bytes() == b"being written"
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)  # flock and the sleep that holds the lock with it
+        holder.wait()
+    assert main(["scan", f"oci:{a}", "-o", str(out), "--workers", "1"]) == 0  # the lock went with its holder
+    assert not unfinished.exists()  # and the next scan removes what the unfinished one left

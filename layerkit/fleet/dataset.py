@@ -27,9 +27,12 @@ The schemas follow, field by field. Sizes are integer bytes, digests full (``sha
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -157,6 +160,22 @@ def create(dataset: str | os.PathLike) -> Path:
     for t in TABLES:
         (root / t).mkdir(parents=True, exist_ok=True)
     return root
+
+
+@contextlib.contextmanager
+def writing(dataset: str | os.PathLike) -> Iterator[None]:
+    """Hold the dataset's writer lock (``DATASET/.lock``) for a scan: a second scan of the same dataset is
+    refused rather than let it remove, as orphans, the parts the first one is still writing."""
+    fd = os.open(Path(dataset) / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DatasetError(f"{dataset}: another scan is writing this dataset; wait for it to finish, or "
+                               "scan into another directory") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def write_part(dataset: str | os.PathLike, table: str, data: pa.Table | list[dict], prefix: str = "part-"

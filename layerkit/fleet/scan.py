@@ -539,6 +539,14 @@ def scan(sources: list[str], dataset: str, *, store: Store | None = None, schedu
     indexed (or fails), and the Dask dashboard's address once, as a note, when the cluster serves one."""
     start = time.monotonic()
     ds.create(dataset)
+    with ds.writing(dataset):
+        return _scan(sources, dataset, start, store=store, scheduler=scheduler, workers=workers, contents=contents,
+                     processes=processes, progress=progress)
+
+
+def _scan(sources: list[str], dataset: str, start: float, *, store: Store | None, scheduler: str | None,
+          workers: int | None, contents: bool, processes: bool, progress: Progress | None) -> ScanResult:
+    """:func:`scan` with the dataset's writer lock held."""
     ds.remove_orphans(dataset)
     p = plan(sources, dataset, store)
     failures = list(p.failures)
